@@ -1,0 +1,14 @@
+"""Inference: building blocks and the algorithms composed from them.
+
+Configure a combinator once, then ``.run(key, model, *args, **kwargs)``:
+
+- :func:`importance` — likelihood weighting or importance sampling with a proposal program
+- :func:`exact` — exact enumeration (funsor) of finite discrete programs
+- :mod:`ppl.inference.resampling` — the resampling schemes SMC is built from
+"""
+
+from ppl.inference import resampling
+from ppl.inference.exact import Exact, exact
+from ppl.inference.importance import Importance, importance
+
+__all__ = ["Exact", "Importance", "exact", "importance", "resampling"]

@@ -1,0 +1,110 @@
+"""What every inference combinator shares: option checks, one jit per run, input checks.
+
+A combinator is configured once (``infer.importance(num_samples=1000)``) and run with
+``.run(key, model, *args, **kwargs)``. The pure core of a run is compiled once per model and
+per static structure of its arguments: array arguments are traced, Python scalars and
+other non-array arguments are static (so a model may use them as sizes).
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from ppl.errors import NonFiniteWeightError, UnknownOptionError
+
+
+def check_option(argument: str, value, allowed):
+    """Raise :class:`UnknownOptionError` naming ``argument`` if ``value`` is not allowed."""
+    if value not in allowed:
+        raise UnknownOptionError(
+            f"unknown {argument}={value!r}; choose one of {sorted(map(str, allowed))}"
+        )
+    return value
+
+
+def check_count(argument: str, value) -> int:
+    """An integer count >= 1 (particles, samples, chains, steps)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{argument} must be an integer, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{argument} must be >= 1, got {value}")
+    return int(value)
+
+
+def check_key(key):
+    """Raise a clear error unless ``key`` is a JAX PRNG key."""
+    try:
+        shape = np.shape(key)
+        typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+    except AttributeError:
+        typed, shape = False, None
+    if not typed and shape != (2,):
+        raise TypeError(
+            f"run() needs a jax.random key as its first argument (jax.random.PRNGKey(0) or "
+            f"jax.random.key(0)); got {type(key).__name__}"
+        )
+    return key
+
+
+def _is_array(leaf) -> bool:
+    return isinstance(leaf, (jax.Array, np.ndarray))
+
+
+class CompiledRuns:
+    """Cache of jitted ``core(key, model, args, kwargs)`` per model and argument structure."""
+
+    def __init__(self, core):
+        self.core = core
+        self._cache = {}
+
+    def __call__(self, key, model, args, kwargs):
+        leaves, treedef = jax.tree.flatten((args, kwargs))
+        is_array = tuple(_is_array(leaf) for leaf in leaves)
+        static = tuple(None if a else leaf for a, leaf in zip(is_array, leaves, strict=True))
+        cache_key = (model, treedef, is_array, static)
+        try:
+            fn = self._cache.get(cache_key)
+        except TypeError:  # an unhashable static argument: compile without caching
+            cache_key, fn = None, None
+        if fn is None:
+
+            def run(key, arrays):
+                it = iter(arrays)
+                full = [next(it) if a else s for a, s in zip(is_array, static, strict=True)]
+                a, kw = jax.tree.unflatten(treedef, full)
+                return self.core(key, model, a, kw)
+
+            fn = jax.jit(run)
+            if cache_key is not None:
+                self._cache[cache_key] = fn
+        arrays = [leaf for leaf, a in zip(leaves, is_array, strict=True) if a]
+        return fn(key, arrays)
+
+
+def nonfinite_sites(log_probs: dict) -> list[str]:
+    """Names of sites whose log density has a NaN or +inf anywhere."""
+    bad = []
+    for name, lp in log_probs.items():
+        lp = np.asarray(lp)
+        if np.any(np.isnan(lp) | np.isposinf(lp)):
+            bad.append(name)
+    return bad
+
+
+def check_log_weights(log_weights, log_probs: dict, what: str = "log weight"):
+    """Raise :class:`NonFiniteWeightError` naming the sites responsible for a NaN/+inf
+    log weight, or for every weight being -inf (no sample is possible under the data)."""
+    lw = np.asarray(log_weights)
+    if np.any(np.isnan(lw) | np.isposinf(lw)):
+        raise NonFiniteWeightError(
+            f"non-finite {what} (NaN or +inf); site(s) with non-finite log density: "
+            f"{nonfinite_sites(log_probs) or 'none found (check factor terms)'}"
+        )
+    if lw.size and np.all(np.isneginf(lw)):
+        impossible = [n for n, lp in log_probs.items() if np.all(np.isneginf(np.asarray(lp).sum(
+            axis=tuple(range(1, np.ndim(lp))))))]
+        raise NonFiniteWeightError(
+            f"every {what} is -inf: no draw is possible under the data; site(s) with zero "
+            f"density in every draw: {impossible or 'several jointly'}"
+        )

@@ -1,0 +1,71 @@
+"""Importance sampling: a :class:`~ppl.semantics.Population` of weighted draws.
+
+Likelihood weighting draws the latent sites from the prior and weights by p(y | x); with a
+proposal program q, weights are p(x, y) / q(x) (Kahn & Marshall 1953; Ścibior et al., POPL
+2018, section 6: ``importance = population . weighted``). The evidence estimate is
+``logsumexp(log w) - log N``.
+"""
+
+from __future__ import annotations
+
+from ppl.inference.base import CompiledRuns, check_count, check_key, check_log_weights
+from ppl.semantics.population import Population, effective_sample_size, log_evidence
+from ppl.semantics.trace import DETERMINISTIC, FACTOR, LATENT, OBSERVED
+from ppl.semantics.weighted import Weighted
+
+from ppl.posterior import Posterior
+
+
+def posterior_from_particles(particles, method: str, **extra) -> Posterior:
+    """A weighted :class:`Posterior` from a population (traces with a leading N axis)."""
+    trace = particles.trace
+    observed = trace.names(OBSERVED)
+    return Posterior(
+        trace.select(LATENT, DETERMINISTIC),
+        log_weights=particles.log_weights,
+        log_evidence=log_evidence(particles.log_weights),
+        observed_data={n: trace.values[n][0] for n in observed},
+        log_likelihood={n: trace.log_probs[n] for n in observed},
+        method=method,
+        info={"ess": effective_sample_size(particles.log_weights), **extra},
+    )
+
+
+class Importance:
+    """``importance(num_samples, proposal=None)``; see :func:`importance`."""
+
+    def __init__(self, num_samples: int, proposal=None):
+        self.num_samples = check_count("num_samples", num_samples)
+        if proposal is not None and not callable(proposal):
+            raise TypeError(f"proposal must be a program (a callable), got {proposal!r}")
+        self.proposal = proposal
+        self._runs = CompiledRuns(self._core)
+
+    def _core(self, key, model, args, kwargs):
+        population = Population(Weighted(model, self.proposal), self.num_samples)
+        return population(key, *args, **kwargs)
+
+    def run(self, key, model, *args, **kwargs) -> Posterior:
+        """Draw ``num_samples`` weighted samples of ``model(*args, **kwargs)``."""
+        particles = self._runs(check_key(key), model, args, kwargs)
+        trace = particles.trace
+        check_log_weights(
+            particles.log_weights,
+            {n: trace.log_probs[n] for n in trace.names(LATENT, OBSERVED, FACTOR)},
+        )
+        return posterior_from_particles(particles, "importance")
+
+    def __repr__(self):
+        return f"importance(num_samples={self.num_samples}, proposal={self.proposal!r})"
+
+
+def importance(num_samples: int, proposal=None) -> Importance:
+    """Importance sampling with ``num_samples`` draws from the prior or a ``proposal``.
+
+    Returns a combinator; ``.run(key, model, *args, **kwargs)`` gives a weighted
+    :class:`~ppl.Posterior` with ``log_weights``, ``log_evidence`` and ``info["ess"]``.
+    """
+    return Importance(num_samples, proposal)
+
+
+__all__ = ["Importance", "importance", "posterior_from_particles"]

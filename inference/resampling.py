@@ -1,0 +1,379 @@
+"""Resampling: the selection step of sequential Monte Carlo.
+
+Every scheme here maps a key and a vector of ``N`` (unnormalised) log weights to ``M``
+ancestor indices (``M = num_samples``, default ``N``), int32, such that particle ``i`` is
+chosen ``M * w_i`` times in expectation, where ``w = softmax(log_weights)``. The schemes
+differ only in the variance of the offspring counts; see
+
+* R. Douc, O. Cappé and E. Moulines (2005), "Comparison of resampling schemes for particle
+  filtering", Proc. 4th Int. Symp. on Image and Signal Processing and Analysis, pp. 64-69;
+* N. Chopin and O. Papaspiliopoulos (2020), *An Introduction to Sequential Monte Carlo*,
+  Springer, chapter 9 ("Importance resampling").
+
+All four are built the same way: normalise the weights in log space (``logsumexp`` first,
+never ``exp`` of unnormalised log weights), take the cumulative sum, and invert it at ``M``
+points in ``[0, 1)`` with :func:`jax.numpy.searchsorted`; they differ only in how those
+points are drawn. Everything is pure JAX, has no Python loop over particles, runs in
+``O(N + M log N)`` and can be wrapped in :func:`jax.jit` or :func:`jax.vmap`.
+
+Degenerate weights
+------------------
+If every log weight is ``-inf`` (every particle impossible), or a log weight is NaN or
+``+inf``, the weights cannot be normalised. With concrete (non-traced) arrays every public
+function here that draws indices raises :class:`ppl.errors.NonFiniteWeightError`. Under
+:func:`jax.jit` (or when the weights are otherwise traced) no Python error is possible:
+the indices are then drawn as if the weights were uniform (so they stay in range), and the
+new log weights returned by :func:`resample` / :func:`adaptive_resample` equal
+``logsumexp(log_weights) - log M``, i.e. ``-inf`` (or NaN / ``+inf``) as well. The problem
+is therefore carried into the running log-evidence estimate, which the caller must check
+(``jnp.isfinite``) after the traced computation returns. :func:`ess` is 0 for all ``-inf``
+weights (so :func:`adaptive_resample` resamples) and NaN for NaN weights (so
+:func:`adaptive_resample` does not resample and hands the NaN weights back unchanged).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.special import logsumexp
+
+from ppl.errors import NonFiniteWeightError, UnknownOptionError
+
+__all__ = [
+    "SCHEMES",
+    "adaptive_resample",
+    "ess",
+    "get_scheme",
+    "log_normalise",
+    "multinomial",
+    "residual",
+    "resample",
+    "stratified",
+    "systematic",
+]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _is_concrete(x) -> bool:
+    return not isinstance(x, jax.core.Tracer)
+
+
+def _as_log_weights(log_weights, where: str) -> jax.Array:
+    """Check shape (static) and, for concrete arrays, finiteness; return a float array."""
+    lw = jnp.asarray(log_weights)
+    if not jnp.issubdtype(lw.dtype, jnp.floating):
+        lw = lw.astype(jnp.result_type(float))
+    if lw.ndim != 1 or lw.shape[0] == 0:
+        raise ValueError(
+            f"{where}: log_weights must be a non-empty 1-D array of shape (N,), got shape "
+            f"{lw.shape}; use jax.vmap for a batch of weight vectors"
+        )
+    if _is_concrete(lw):
+        arr = np.asarray(lw)
+        if np.any(np.isnan(arr)):
+            bad = np.flatnonzero(np.isnan(arr))
+            raise NonFiniteWeightError(
+                f"{where}: log_weights contains NaN at particle(s) {bad[:10].tolist()}"
+            )
+        if np.any(np.isposinf(arr)):
+            bad = np.flatnonzero(np.isposinf(arr))
+            raise NonFiniteWeightError(
+                f"{where}: log_weights contains +inf at particle(s) {bad[:10].tolist()}"
+            )
+        if np.all(np.isneginf(arr)):
+            raise NonFiniteWeightError(
+                f"{where}: every log weight is -inf (all {arr.shape[0]} particles are "
+                "impossible), so the weights cannot be normalised; the log-evidence "
+                "estimate is -inf"
+            )
+    return lw
+
+
+def _num_samples(num_samples, n: int, where: str) -> int:
+    if num_samples is None:
+        return n
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int | np.integer):
+        raise ValueError(f"{where}: num_samples must be a positive int, got {num_samples!r}")
+    if num_samples < 1:
+        raise ValueError(f"{where}: num_samples must be a positive int, got {num_samples}")
+    return int(num_samples)
+
+
+def _normalise(lw: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Normalised log weights and ``logsumexp(lw)``; uniform if the total is not finite."""
+    lse = logsumexp(lw)
+    n = lw.shape[-1]
+    safe = jnp.isfinite(lse)
+    log_w = jnp.where(safe, lw - jnp.where(safe, lse, 0.0), -math.log(n))
+    return log_w, lse
+
+
+def _cdf(w: jax.Array) -> jax.Array:
+    """Cumulative sum of non-negative ``w``, monotone, with last entry exactly 1.
+
+    If ``w`` sums to zero the uniform CDF is returned (callers that can hit this mask the
+    result). Dividing by the last entry makes it exactly 1 (``x / x == 1`` in IEEE
+    arithmetic); ``cummax`` guards against a parallel prefix sum that is not monotone.
+    """
+    n = w.shape[-1]
+    c = jnp.cumsum(w)
+    total = c[-1]
+    ok = total > 0
+    c = jnp.where(ok, c / jnp.where(ok, total, 1.0), jnp.arange(1, n + 1, dtype=c.dtype) / n)
+    c = jax.lax.cummax(jnp.minimum(c, 1.0))
+    return c.at[-1].set(1.0)
+
+
+def _invert(cdf: jax.Array, u: jax.Array) -> jax.Array:
+    """Indices ``i`` with ``cdf[i-1] <= u < cdf[i]`` for ``u`` in ``[0, 1)``.
+
+    ``side="right"`` means zero-weight particles (flat stretches of the CDF) are never
+    chosen, even for ``u == 0``; ``u`` is clipped below 1 in case ``(i + U) / M`` rounds up
+    to 1, and the result is clipped to ``N - 1``.
+    """
+    n = cdf.shape[-1]
+    u = jnp.clip(u.astype(cdf.dtype), 0.0, jnp.nextafter(jnp.asarray(1.0, cdf.dtype), 0.0))
+    idx = jnp.searchsorted(cdf, u, side="right")
+    return jnp.clip(idx, 0, n - 1).astype(jnp.int32)
+
+
+def _validated(log_weights, num_samples, where: str) -> tuple[jax.Array, int]:
+    lw = _as_log_weights(log_weights, where)
+    return lw, _num_samples(num_samples, lw.shape[0], where)
+
+
+# The cores are jitted (num_samples static) so that eager calls compile once per shape;
+# under an outer jit they are simply inlined. Validation stays in the Python wrappers.
+
+
+@partial(jax.jit, static_argnums=2)
+def _multinomial(key, lw, m):
+    w = jnp.exp(_normalise(lw)[0])
+    u = jax.random.uniform(key, (m,), dtype=w.dtype)
+    return _invert(_cdf(w), u)
+
+
+@partial(jax.jit, static_argnums=2)
+def _stratified(key, lw, m):
+    w = jnp.exp(_normalise(lw)[0])
+    u = (jnp.arange(m, dtype=w.dtype) + jax.random.uniform(key, (m,), dtype=w.dtype)) / m
+    return _invert(_cdf(w), u)
+
+
+@partial(jax.jit, static_argnums=2)
+def _systematic(key, lw, m):
+    w = jnp.exp(_normalise(lw)[0])
+    u = (jnp.arange(m, dtype=w.dtype) + jax.random.uniform(key, (), dtype=w.dtype)) / m
+    return _invert(_cdf(w), u)
+
+
+@partial(jax.jit, static_argnums=2)
+def _residual(key, lw, m):
+    n = lw.shape[0]
+    w = jnp.exp(_normalise(lw)[0])
+    scaled = m * w
+    floors = jnp.floor(scaled)
+    counts = floors.astype(jnp.int32)
+    n_det = jnp.sum(counts)
+    det = jnp.repeat(jnp.arange(n, dtype=jnp.int32), counts, total_repeat_length=m)
+    resid = jnp.maximum(scaled - floors, 0.0)
+    u = jax.random.uniform(key, (m,), dtype=w.dtype)
+    rand = _invert(_cdf(resid), u)
+    return jnp.where(jnp.arange(m) < n_det, det, rand).astype(jnp.int32)
+
+
+# --------------------------------------------------------------------------- schemes
+
+
+def multinomial(key: jax.Array, log_weights, num_samples: int | None = None) -> jax.Array:
+    """Multinomial resampling: ``M`` i.i.d. draws from ``Categorical(w)``.
+
+    The baseline scheme: offspring counts are ``Multinomial(M, w)``, with variance
+    ``M w_i (1 - w_i)``, the largest of the four (Douc, Cappé & Moulines 2005;
+    Chopin & Papaspiliopoulos 2020, ch. 9). Inverts the CDF at ``M`` i.i.d. uniforms, in
+    ``O(N + M log N)``; the output is in random (not sorted) order.
+
+    Returns int32 ancestor indices of shape ``(num_samples,)`` (default ``N``).
+    """
+    lw, m = _validated(log_weights, num_samples, "multinomial")
+    return _multinomial(key, lw, m)
+
+
+def stratified(key: jax.Array, log_weights, num_samples: int | None = None) -> jax.Array:
+    """Stratified resampling: one uniform in each stratum ``[j/M, (j+1)/M)``.
+
+    ``u_j = (j + U_j) / M`` with independent ``U_j ~ U[0, 1)``. Unbiased, with offspring
+    count variance never larger than multinomial's (Douc, Cappé & Moulines 2005;
+    Chopin & Papaspiliopoulos 2020, ch. 9). The output is sorted.
+
+    Returns int32 ancestor indices of shape ``(num_samples,)`` (default ``N``).
+    """
+    lw, m = _validated(log_weights, num_samples, "stratified")
+    return _stratified(key, lw, m)
+
+
+def systematic(key: jax.Array, log_weights, num_samples: int | None = None) -> jax.Array:
+    """Systematic resampling: one shared uniform, ``u_j = (j + U) / M``.
+
+    Unbiased; particle ``i`` gets either ``floor(M w_i)`` or ``ceil(M w_i)`` offspring, so
+    the variance is usually the smallest of the four, though unlike stratified and residual
+    it is not guaranteed to beat multinomial for every weight vector (Douc, Cappé &
+    Moulines 2005; Chopin & Papaspiliopoulos 2020, ch. 9). It is the default here. The
+    output is sorted.
+
+    Returns int32 ancestor indices of shape ``(num_samples,)`` (default ``N``).
+    """
+    lw, m = _validated(log_weights, num_samples, "systematic")
+    return _systematic(key, lw, m)
+
+
+def residual(key: jax.Array, log_weights, num_samples: int | None = None) -> jax.Array:
+    """Residual resampling (residual-multinomial).
+
+    Particle ``i`` first gets ``floor(M w_i)`` deterministic copies; the remaining
+    ``R = M - sum_i floor(M w_i)`` slots are filled by **multinomial** draws from the
+    residual weights ``r_i ∝ M w_i - floor(M w_i)``. Unbiased, with offspring count
+    variance never larger than multinomial's (Douc, Cappé & Moulines 2005;
+    Chopin & Papaspiliopoulos 2020, ch. 9).
+
+    To keep the output size fixed (needed under :func:`jax.jit`) the deterministic part is
+    ``jnp.repeat(..., total_repeat_length=M)`` and ``M`` residual draws are always made;
+    slot ``j`` takes the deterministic copy if ``j < M - R`` and the ``j``-th residual draw
+    otherwise. The first ``M - R`` indices are sorted, the rest are in random order.
+
+    Returns int32 ancestor indices of shape ``(num_samples,)`` (default ``N``).
+    """
+    lw, m = _validated(log_weights, num_samples, "residual")
+    return _residual(key, lw, m)
+
+
+Scheme = Callable[..., jax.Array]
+
+SCHEMES: dict[str, Scheme] = {
+    "multinomial": multinomial,
+    "stratified": stratified,
+    "systematic": systematic,
+    "residual": residual,
+}
+
+
+def get_scheme(name: str | Scheme) -> Scheme:
+    """The resampling function called ``name`` (a key of :data:`SCHEMES`).
+
+    A callable with the signature ``(key, log_weights, num_samples=None) -> indices`` is
+    returned unchanged. Raises :class:`ppl.errors.UnknownOptionError` for any other value.
+    """
+    if callable(name):
+        return name
+    if isinstance(name, str) and name in SCHEMES:
+        return SCHEMES[name]
+    raise UnknownOptionError(
+        f"resample={name!r} is not a known resampling scheme; allowed values are "
+        f"{', '.join(repr(k) for k in SCHEMES)}"
+    )
+
+
+# --------------------------------------------------------------------------- weights
+
+
+def log_normalise(log_weights) -> jax.Array:
+    """``log_weights - logsumexp(log_weights)`` along the last axis.
+
+    If the total along a row is not finite (every entry ``-inf``, or a NaN / ``+inf``
+    entry) that row is returned as uniform, ``-log N``, rather than NaN; check
+    ``logsumexp(log_weights)`` to detect that case.
+    """
+    lw = jnp.asarray(log_weights)
+    lse = logsumexp(lw, axis=-1, keepdims=True)
+    safe = jnp.isfinite(lse)
+    return jnp.where(safe, lw - jnp.where(safe, lse, 0.0), -math.log(lw.shape[-1]))
+
+
+def ess(log_weights) -> jax.Array:
+    """Kish effective sample size ``(sum w)^2 / sum w^2`` along the last axis.
+
+    Computed in log space as ``exp(2 logsumexp(lw) - logsumexp(2 lw))`` (on the normalised
+    weights, for stability). Lies in ``[1, N]``; it is 0 when every log weight is ``-inf``
+    and NaN if a log weight is NaN or ``+inf``.
+    """
+    lw = jnp.asarray(log_weights)
+    lse = logsumexp(lw, axis=-1)
+    finite = jnp.isfinite(lse)
+    log_w = lw - jnp.where(finite, lse, 0.0)[..., None]
+    val = jnp.exp(-logsumexp(2.0 * log_w, axis=-1))
+    return jnp.where(finite, val, jnp.where(jnp.isneginf(lse), 0.0, jnp.nan))
+
+
+# --------------------------------------------------------------------------- resampling
+
+
+def resample(
+    key: jax.Array,
+    log_weights,
+    scheme: str | Scheme = "systematic",
+    num_samples: int | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    """Resample: ancestor indices and the new (equal) log weights.
+
+    Returns ``(indices, new_log_weights)`` with ``indices`` int32 of shape ``(M,)`` drawn
+    by ``scheme`` (a name in :data:`SCHEMES` or a callable) and ``new_log_weights`` all
+    equal to ``logsumexp(log_weights) - log M``, so that ``logsumexp`` of the weights, the
+    running estimate of the evidence, is unchanged by resampling.
+
+    Raises :class:`ppl.errors.NonFiniteWeightError` for concrete weights that are NaN,
+    ``+inf`` or all ``-inf``; see the module docstring for the traced (jit) behaviour.
+    """
+    fn = get_scheme(scheme)
+    lw = _as_log_weights(log_weights, "resample")
+    m = _num_samples(num_samples, lw.shape[0], "resample")
+    idx = fn(key, lw, num_samples=m)
+    new_lw = jnp.full((m,), logsumexp(lw) - math.log(m), dtype=lw.dtype)
+    return idx, new_lw
+
+
+def adaptive_resample(
+    key: jax.Array,
+    log_weights,
+    scheme: str | Scheme = "systematic",
+    ess_threshold: float = 0.5,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Resample only if the weights have degenerated: ``ess(lw) / N < ess_threshold``.
+
+    Returns ``(indices, new_log_weights, resampled)``. If ``resampled`` (a boolean scalar
+    array) is true these are as in :func:`resample`; otherwise ``indices`` is
+    ``arange(N)`` and the log weights are returned unchanged. The choice is made with
+    :func:`jax.lax.cond`, so this works under :func:`jax.jit`. ``ess_threshold = 0``
+    never resamples; ``ess_threshold = 1`` resamples unless the weights are exactly equal.
+    This is the usual adaptive rule (Chopin & Papaspiliopoulos 2020, chs. 9-10).
+
+    Raises ``ValueError`` if ``ess_threshold`` is not in ``[0, 1]`` and
+    :class:`ppl.errors.NonFiniteWeightError` as :func:`resample` does.
+    """
+    if _is_concrete(ess_threshold):
+        t = np.asarray(ess_threshold)
+        if t.ndim != 0 or not np.isfinite(t) or not (0.0 <= float(t) <= 1.0):
+            raise ValueError(
+                f"ess_threshold must be a number in [0, 1] (a fraction of the number of "
+                f"particles), got {ess_threshold!r}"
+            )
+    fn = get_scheme(scheme)
+    lw = _as_log_weights(log_weights, "adaptive_resample")
+    n = lw.shape[0]
+    do = ess(lw) / n < ess_threshold
+
+    def _yes(k):
+        idx = fn(k, lw, num_samples=n)
+        return idx, jnp.full((n,), logsumexp(lw) - math.log(n), dtype=lw.dtype)
+
+    def _no(k):
+        return jnp.arange(n, dtype=jnp.int32), lw
+
+    idx, new_lw = jax.lax.cond(do, _yes, _no, key)
+    return idx, new_lw, do

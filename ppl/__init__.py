@@ -1,0 +1,52 @@
+"""ppl: a probabilistic programming language on JAX and NumPyro.
+
+Write a model with the primitives below, pick inference from :mod:`ppl.inference`, and
+analyse the :class:`Posterior` with ArviZ.
+"""
+
+import numpyro.distributions as dist
+
+from ppl.errors import (
+    DuplicateSiteError,
+    NonFiniteWeightError,
+    ObserveWithoutValueError,
+    PPLError,
+    ShapeMismatchError,
+    UnknownOptionError,
+    UnsupportedModelError,
+)
+from ppl.model import Model, model
+from ppl.posterior import Posterior
+from ppl.primitives import (
+    current_step,
+    deterministic,
+    factor,
+    markov,
+    observe,
+    param,
+    plate,
+    sample,
+)
+
+__all__ = [
+    "DuplicateSiteError",
+    "Model",
+    "NonFiniteWeightError",
+    "ObserveWithoutValueError",
+    "PPLError",
+    "Posterior",
+    "ShapeMismatchError",
+    "UnknownOptionError",
+    "UnsupportedModelError",
+    "current_step",
+    "deterministic",
+    "dist",
+    "factor",
+    "markov",
+    "model",
+    "observe",
+    "param",
+    "plate",
+    "sample",
+]
+__version__ = "0.1.0"

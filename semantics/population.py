@@ -1,0 +1,60 @@
+"""Population: N weighted samples of a program, drawn in parallel with ``vmap``.
+
+A population of weighted particles {(x_i, w_i)} denotes the measure (1/N) sum_i w_i
+delta_{x_i}; its total mass (1/N) sum_i w_i is an unbiased estimate of the evidence,
+computed in log space as ``logsumexp(log w) - log N`` (Ścibior et al., POPL 2018, section 6).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.special import logsumexp
+from ppl.semantics.trace import Trace
+from ppl.semantics.weighted import Weighted
+
+
+def log_evidence(log_weights):
+    """log of the mean weight: ``logsumexp(lw) - log N`` (the evidence estimate)."""
+    n = jnp.shape(log_weights)[-1]
+    return logsumexp(log_weights, axis=-1) - jnp.log(n)
+
+
+def effective_sample_size(log_weights):
+    """Kish's effective sample size, ``(sum w)^2 / sum w^2``, computed in log space."""
+    return jnp.exp(2 * logsumexp(log_weights, axis=-1) - logsumexp(2 * log_weights, axis=-1))
+
+
+class Particles(NamedTuple):
+    """A weighted population: return values, log weights and traces with a leading N axis."""
+
+    value: object
+    log_weights: jnp.ndarray
+    trace: Trace
+
+    @property
+    def log_evidence(self):
+        return log_evidence(self.log_weights)
+
+    @property
+    def ess(self):
+        return effective_sample_size(self.log_weights)
+
+
+class Population:
+    """``num_particles`` independent draws of a :class:`Weighted` program, vmapped."""
+
+    def __init__(self, weighted, num_particles: int):
+        if not isinstance(weighted, Weighted):
+            weighted = Weighted(weighted)
+        if int(num_particles) < 1:
+            raise ValueError(f"num_particles must be >= 1, got {num_particles}")
+        self.weighted = weighted
+        self.num_particles = int(num_particles)
+
+    def __call__(self, key, *args, **kwargs) -> Particles:
+        keys = jax.random.split(key, self.num_particles)
+        draws = jax.vmap(lambda k: self.weighted(k, *args, **kwargs))(keys)
+        return Particles(draws.value, draws.log_weight, draws.trace)
