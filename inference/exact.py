@@ -7,16 +7,8 @@ from __future__ import annotations
 import jax
 from ppl.inference.base import check_count, check_key
 from ppl.semantics.enumerated import Enumerated
-from ppl.semantics.trace import record
 
 from ppl.posterior import Posterior
-
-
-def _has_markov_sites(model, args, kwargs) -> bool:
-    from ppl.primitives import in_markov_step
-
-    _, _, raw = record(model, jax.random.PRNGKey(0), args, kwargs)
-    return any(in_markov_step(site) for site in raw.values() if site["type"] == "sample")
 
 
 class Exact:
@@ -26,18 +18,12 @@ class Exact:
         self.num_samples = check_count("num_samples", num_samples)
 
     def run(self, key, model, *args, **kwargs) -> Posterior:
-        """Exact log evidence and marginals of ``model``; exact joint posterior draws where
-        the program has no ``markov`` call (there, ``samples`` is empty: use
-        ``info["marginals"]``)."""
+        """Exact log evidence, marginals and ``num_samples`` joint posterior draws."""
         key = check_key(key)
         enumerated = Enumerated(model)
         log_z = jax.jit(lambda: enumerated.log_evidence(*args, **kwargs))()
         marginals = jax.jit(lambda: enumerated.marginals(*args, **kwargs))()
-        samples = {}
-        if not _has_markov_sites(model, args, kwargs):
-            samples = jax.jit(
-                lambda k: enumerated.sample(k, self.num_samples, *args, **kwargs)
-            )(key)
+        samples = jax.jit(lambda k: enumerated.sample(k, self.num_samples, *args, **kwargs))(key)
         return Posterior(
             samples, log_evidence=log_z, method="exact", info={"marginals": marginals}
         )

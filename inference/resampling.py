@@ -68,8 +68,8 @@ def _is_concrete(x) -> bool:
 def _as_log_weights(log_weights, where: str) -> jax.Array:
     """Check shape (static) and, for concrete arrays, finiteness; return a float array."""
     lw = jnp.asarray(log_weights)
-    if not jnp.issubdtype(lw.dtype, jnp.floating):
-        lw = lw.astype(jnp.result_type(float))
+    dtype = lw.dtype if jnp.issubdtype(lw.dtype, jnp.floating) else jnp.result_type(float)
+    lw = jnp.asarray(lw, dtype=dtype)  # also drops weak typing: one compile per shape
     if lw.ndim != 1 or lw.shape[0] == 0:
         raise ValueError(
             f"{where}: log_weights must be a non-empty 1-D array of shape (N,), got shape "
@@ -179,7 +179,10 @@ def _residual(key, lw, m):
     n = lw.shape[0]
     w = jnp.exp(_normalise(lw)[0])
     scaled = m * w
-    floors = jnp.floor(scaled)
+    # M w_i that should be an integer k can come out as k - 1 ulp (uniform weights, N = 7
+    # say); a few-ulp tolerance keeps those k deterministic copies. Bias: O(eps) per particle.
+    tol = 16 * jnp.finfo(w.dtype).eps * jnp.maximum(scaled, 1.0)
+    floors = jnp.floor(scaled + tol)
     counts = floors.astype(jnp.int32)
     n_det = jnp.sum(counts)
     det = jnp.repeat(jnp.arange(n, dtype=jnp.int32), counts, total_repeat_length=m)
@@ -247,6 +250,8 @@ def residual(key: jax.Array, log_weights, num_samples: int | None = None) -> jax
     ``jnp.repeat(..., total_repeat_length=M)`` and ``M`` residual draws are always made;
     slot ``j`` takes the deterministic copy if ``j < M - R`` and the ``j``-th residual draw
     otherwise. The first ``M - R`` indices are sorted, the rest are in random order.
+    ``floor`` is taken with a tolerance of a few ulps, so that weights with ``M w_i`` an
+    integer (e.g. equal weights) give exactly ``M w_i`` copies despite rounding.
 
     Returns int32 ancestor indices of shape ``(num_samples,)`` (default ``N``).
     """
@@ -350,7 +355,8 @@ def adaptive_resample(
     array) is true these are as in :func:`resample`; otherwise ``indices`` is
     ``arange(N)`` and the log weights are returned unchanged. The choice is made with
     :func:`jax.lax.cond`, so this works under :func:`jax.jit`. ``ess_threshold = 0``
-    never resamples; ``ess_threshold = 1`` resamples unless the weights are exactly equal.
+    never resamples; ``ess_threshold = 1`` resamples unless the weights are equal (up to
+    rounding in the ESS).
     This is the usual adaptive rule (Chopin & Papaspiliopoulos 2020, chs. 9-10).
 
     Raises ``ValueError`` if ``ess_threshold`` is not in ``[0, 1]`` and

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 from numpyro.contrib.control_flow import scan as _numpyro_scan
-from numpyro.primitives import _PYRO_STACK
+from numpyro.primitives import _PYRO_STACK, Messenger
 
 from ppl.errors import NonFiniteWeightError, ObserveWithoutValueError, ShapeMismatchError
 
@@ -70,11 +70,25 @@ def _check_observed_shape(name, d, value):
     except ValueError:
         joint = None
     if joint != value_batch:
+        result = "they do not broadcast" if joint is None else f"broadcasting them gives {joint}"
         raise ShapeMismatchError(
             f"observe('{name}'): data of shape {value_shape} does not match the distribution's "
-            f"batch shape {tuple(d.batch_shape)} (event shape {event_shape}); broadcasting "
-            f"them would give {joint}. Reshape the data or the distribution's parameters."
+            f"batch shape {tuple(d.batch_shape)} (event shape {event_shape}); "
+            f"{result}. Reshape the data or the distribution's parameters."
         )
+
+
+class _CheckPlatedShape(Messenger):
+    """Re-check observed data against the distribution as the enclosing plates expanded it.
+
+    ``observe`` sees ``d`` before any ``plate`` has broadcast it; this innermost handler's
+    ``postprocess_message`` runs after every plate has acted, so data of shape (3,) under a
+    plate of size 5 (or (1,) that would silently broadcast to 5) is caught here.
+    """
+
+    def postprocess_message(self, msg):
+        if msg["type"] == "sample" and msg["is_observed"] and msg.get("cond_indep_stack"):
+            _check_observed_shape(msg["name"], msg["fn"], msg["value"])
 
 
 def observe(name: str, d, value):
@@ -92,6 +106,8 @@ def observe(name: str, d, value):
             )
     else:
         _check_observed_shape(name, d, value)
+        with _CheckPlatedShape():
+            return numpyro.sample(name, d, obs=value, infer={KIND_KEY: "observe"})
     return numpyro.sample(name, d, obs=value, infer={KIND_KEY: "observe"})
 
 

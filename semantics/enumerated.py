@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
+from numpy import prod as np_prod
 from numpyro.contrib.funsor import config_enumerate, enum, infer_discrete
 from numpyro.contrib.funsor import log_density as enum_log_density
 from numpyro.primitives import Messenger
@@ -32,6 +33,8 @@ from ppl.errors import UnsupportedModelError
 from ppl.primitives import current_step, in_markov_step, wrap_markov_steps
 
 TILT_PREFIX = "_ppl_tilt_"
+#: the tilt that conditions an element on one value (finite, so gradients stay finite)
+CONDITIONED_OUT = -1e30
 
 
 class _Tilt(Messenger):
@@ -112,27 +115,61 @@ class Enumerated:
             log_z, _ = enum_log_density(self._enumerated(self.model, nesting), args, kwargs, {})
         return log_z
 
+    def _tilted_marginals(self, thetas, sites, nesting, args, kwargs) -> dict:
+        """Marginals of the program tilted by ``thetas`` (zero tilts: the posterior)."""
+        grads = jax.grad(self._log_evidence_tilted)(thetas, sites, nesting, args, kwargs)
+        return {n: g + jax.nn.softmax(thetas[n], axis=-1) for n, g in grads.items()}
+
     def marginals(self, *args, **kwargs) -> dict:
         """Posterior marginals: site -> array of shape ``site_shape + (K,)`` whose last axis
         is P(site = k | data) for each element (each time step inside ``markov``)."""
         sites, nesting = self._discrete_sites(args, kwargs)
         thetas = {n: jnp.zeros((*shape, k)) for n, (shape, k, _) in sites.items()}
-        grads = jax.grad(self._log_evidence_tilted)(thetas, sites, nesting, args, kwargs)
-        return {n: g + 1.0 / sites[n][1] for n, g in grads.items()}
+        return self._tilted_marginals(thetas, sites, nesting, args, kwargs)
 
     def sample(self, key, num_samples: int, *args, **kwargs) -> dict:
-        """``num_samples`` exact joint posterior draws of the latent sites (infer_discrete)."""
+        """``num_samples`` exact joint posterior draws of the latent sites.
+
+        Programs without ``markov`` use NumPyro's ``infer_discrete`` (forward-filter
+        backward-sample on the factor graph). NumPyro's ``infer_discrete`` does not reach
+        inside ``scan``, so for ``markov`` programs we draw by sequential conditioning:
+        element by element, draw from the exact marginal given the elements drawn so far
+        (the chain rule), conditioning through the tilts. It costs one enumeration per
+        latent element, so it suits programs of modest size (an HMM of a few hundred steps).
+        """
         sites, nesting = self._discrete_sites(args, kwargs)
+        if any(in_step for _, _, in_step in sites.values()):
+            draw = lambda k: self._sample_by_conditioning(k, sites, nesting, args, kwargs)
+        else:
+            draw = lambda k: self._sample_infer_discrete(k, nesting, args, kwargs)
+        return jax.vmap(draw)(jax.random.split(key, num_samples))
 
-        def one(k):
-            with wrap_markov_steps(config_enumerate):
-                fn = infer_discrete(
-                    config_enumerate(self.model, default="parallel"),
-                    first_available_dim=-1 - nesting,
-                    temperature=1,
-                    rng_key=k,
+    def _sample_infer_discrete(self, key, nesting, args, kwargs) -> dict:
+        fn = infer_discrete(
+            config_enumerate(self.model, default="parallel"),
+            first_available_dim=-1 - nesting,
+            temperature=1,
+            rng_key=key,
+        )
+        _, trace, _ = record(fn, key, args, kwargs)
+        return trace.select(LATENT)
+
+    def _sample_by_conditioning(self, key, sites, nesting, args, kwargs) -> dict:
+        thetas = {n: jnp.zeros((*shape, k)) for n, (shape, k, _) in sites.items()}
+        draws = {}
+        for name, (shape, k, _) in sites.items():
+            size = int(np_prod(shape))
+
+            def condition_one(carry, i, name=name, shape=shape, k=k):
+                thetas, key = carry
+                key, sub = jax.random.split(key)
+                probs = self._tilted_marginals(thetas, sites, nesting, args, kwargs)[name]
+                value = jax.random.categorical(sub, jnp.log(probs.reshape(-1, k)[i]))
+                flat = thetas[name].reshape(-1, k).at[i].set(
+                    jnp.where(jnp.arange(k) == value, 0.0, CONDITIONED_OUT)
                 )
-                _, trace, _ = record(fn, k, args, kwargs)
-            return trace.select(LATENT)
+                return ({**thetas, name: flat.reshape(*shape, k)}, key), value
 
-        return jax.vmap(one)(jax.random.split(key, num_samples))
+            (thetas, key), values = jax.lax.scan(condition_one, (thetas, key), jnp.arange(size))
+            draws[name] = values.reshape(shape)
+        return draws

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -35,15 +36,19 @@ def skewed_log_weights(n: int = N, seed: int = 0) -> jax.Array:
     return lw.at[7].set(-jnp.inf)
 
 
+@functools.cache
+def _counts_fn(resampler, num_samples, n):
+    def one(key, log_weights):
+        return jnp.bincount(resampler(key, log_weights, num_samples), length=n)
+
+    return jax.jit(jax.vmap(one, in_axes=(0, None)))
+
+
 def offspring_counts(resampler, log_weights, num_samples=None, replicates=REPLICATES, seed=1):
     """Offspring counts, shape (replicates, N), of ``replicates`` independent resamplings."""
-    n = log_weights.shape[0]
+    log_weights = jnp.asarray(log_weights, jnp.float32)
     keys = jax.random.split(jax.random.key(seed), replicates)
-
-    def one(k):
-        return jnp.bincount(resampler(k, log_weights, num_samples), length=n)
-
-    return np.asarray(jax.jit(jax.vmap(one))(keys))
+    return np.asarray(_counts_fn(resampler, num_samples, log_weights.shape[0])(keys, log_weights))
 
 
 def unbiasedness_check(counts, log_weights, num_samples=None, k=K_SIGMA, agg_pvalue=1e-6):
@@ -125,7 +130,7 @@ def test_checker_detects_subtly_tempered_resampler():
     assert d["chi2"] > d["threshold"]
 
 
-def test_checker_detects_off_by_one_systematic():
+def test_checker_detects_shifted_systematic_grid():
     """Systematic resampling with the point grid shifted by half a stratum is biased."""
     lw = skewed_log_weights()
 
@@ -218,6 +223,15 @@ def test_degenerate_weights_all_on_one_particle():
     lw = jnp.full((N,), -jnp.inf).at[5].set(0.0)
     for name in SCHEME_NAMES:
         np.testing.assert_array_equal(SCHEMES[name](jax.random.key(0), lw), np.full(N, 5))
+
+
+@pytest.mark.parametrize("n", [3, 7, 50, 1000])
+def test_equal_weights_low_variance_schemes_copy_each_particle_once(n):
+    # n * (1/n) can round to just below 1; residual must still make one copy of each
+    lw = jnp.full((n,), -2.5)
+    for name in ("residual", "systematic", "stratified"):
+        counts = np.bincount(np.asarray(SCHEMES[name](jax.random.key(n), lw)), minlength=n)
+        np.testing.assert_array_equal(counts, np.ones(n), err_msg=name)
 
 
 def test_single_particle():

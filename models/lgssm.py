@@ -1,0 +1,407 @@
+"""Linear-Gaussian state-space models and their exact posteriors.
+
+The model (state dimension ``d``, observation dimension ``p``)::
+
+    x_0 = m0 (fixed; more generally x_0 ~ N(m0, P0) with P0 = 0 by default)
+    x_t | x_{t-1} ~ N(A x_{t-1}, Q)        t = 1..T
+    y_t | x_t     ~ N(C x_t, R)
+
+is solved exactly by the Kalman filter (Kalman 1960, "A new approach to linear filtering
+and prediction problems"), which gives the filtering distributions p(x_t | y_{1:t}) and the
+log evidence log p(y_{1:T}) by the prediction-error decomposition, and by the
+Rauch-Tung-Striebel smoother (Rauch, Tung & Striebel 1965, "Maximum likelihood estimates of
+linear dynamic systems"), which gives the smoothing marginals p(x_t | y_{1:T}) and the
+lag-one smoothed cross-covariances Cov(x_{t-1}, x_t | y_{1:T}). The whole smoothing
+posterior of a path is the backward Markov chain
+
+    p(x_{1:T} | y_{1:T}) = p(x_T | y_{1:T}) prod_{t<T} p(x_t | x_{t+1}, y_{1:t}),
+
+whose density :func:`log_smoothing_density` evaluates.
+
+The exact answers are float64 numpy computations. The ppl programs :func:`lgssm_1d`,
+:func:`lgssm_1d_unknown_rho` and :func:`lgssm_2d` follow the zoo's state-space convention:
+the ``init`` carry is the fixed x_0, and with T observations there are T latent states
+x_1..x_T (site ``"x"``, stacked over time) and T observations (site ``"y"``).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy import linalg
+
+import ppl
+from ppl import dist
+
+# ---------------------------------------------------------------------------------------
+# Exact answers in general matrix form
+# ---------------------------------------------------------------------------------------
+
+
+def _as_matrix(a, name):
+    a = np.asarray(a, dtype=np.float64)
+    if a.ndim == 0:
+        a = a.reshape(1, 1)
+    if a.ndim != 2:
+        raise ValueError(f"{name} must be a matrix (or a scalar for dimension 1), got {a.shape}")
+    return a
+
+
+def _prepare(ys, A, Q, C, R, m0, P0):
+    A, Q, C, R = (_as_matrix(v, n) for v, n in ((A, "A"), (Q, "Q"), (C, "C"), (R, "R")))
+    d, p = A.shape[0], C.shape[0]
+    if A.shape != (d, d) or Q.shape != (d, d) or C.shape != (p, d) or R.shape != (p, p):
+        raise ValueError(
+            f"inconsistent shapes A{A.shape} Q{Q.shape} C{C.shape} R{R.shape} (d={d}, p={p})"
+        )
+    ys = np.asarray(ys, dtype=np.float64)
+    if ys.ndim == 1 and p == 1:
+        ys = ys[:, None]
+    if ys.ndim != 2 or ys.shape[1] != p:
+        raise ValueError(f"ys must have shape (T, {p}), got {ys.shape}")
+    m0 = np.zeros(d) if m0 is None else np.broadcast_to(np.asarray(m0, np.float64), (d,)).copy()
+    P0 = np.zeros((d, d)) if P0 is None else _as_matrix(P0, "P0")
+    return ys, A, Q, C, R, m0, P0
+
+
+def _sym(M):
+    return 0.5 * (M + np.swapaxes(M, -1, -2))
+
+
+def _mvn_logpdf(x, mean, cov):
+    """log N(x; mean, cov), batched over the leading axes of ``x - mean``."""
+    diff = np.asarray(x, np.float64) - mean
+    L = np.linalg.cholesky(cov)
+    flat = diff.reshape(-1, diff.shape[-1])
+    z = linalg.solve_triangular(L, flat.T, lower=True).T.reshape(diff.shape)
+    d = cov.shape[-1]
+    return -0.5 * np.sum(z**2, -1) - np.sum(np.log(np.diag(L))) - 0.5 * d * np.log(2 * np.pi)
+
+
+def kalman_filter(ys, A, Q, C, R, m0=None, P0=None):
+    """The Kalman filter (Kalman 1960) for ``x_t = A x_{t-1} + N(0, Q)``, ``y_t = C x_t +
+    N(0, R)``, ``x_0 ~ N(m0, P0)`` (``m0`` defaults to 0 and ``P0`` to 0, i.e. a fixed x_0).
+
+    ``ys`` has shape (T, p) (or (T,) when p = 1); ``A``, ``Q`` are (d, d), ``C`` is (p, d),
+    ``R`` is (p, p); scalars are read as 1x1 matrices. Returns a dict of float64 arrays:
+
+    * ``filter_means`` (T, d), ``filter_covs`` (T, d, d): mean and covariance of
+      p(x_t | y_{1:t}), t = 1..T;
+    * ``pred_means`` (T, d), ``pred_covs`` (T, d, d): of p(x_t | y_{1:t-1});
+    * ``log_evidence``: log p(y_{1:T}) = sum_t log N(y_t; C pred_mean_t, C pred_cov_t C^T + R);
+    * ``m0``, ``P0``: the prior of x_0, as used.
+    """
+    ys, A, Q, C, R, m0, P0 = _prepare(ys, A, Q, C, R, m0, P0)
+    T, d = ys.shape[0], A.shape[0]
+    fm, fP = np.zeros((T, d)), np.zeros((T, d, d))
+    pm, pP = np.zeros((T, d)), np.zeros((T, d, d))
+    m, P = m0, P0
+    log_evidence = 0.0
+    for t in range(T):
+        m_pred = A @ m
+        P_pred = _sym(A @ P @ A.T + Q)
+        S = _sym(C @ P_pred @ C.T + R)
+        y_hat = C @ m_pred
+        log_evidence += float(_mvn_logpdf(ys[t], y_hat, S))
+        K = np.linalg.solve(S, C @ P_pred).T  # P_pred C^T S^-1 (S symmetric)
+        m = m_pred + K @ (ys[t] - y_hat)
+        I_KC = np.eye(d) - K @ C
+        P = _sym(I_KC @ P_pred @ I_KC.T + K @ R @ K.T)  # Joseph form
+        pm[t], pP[t], fm[t], fP[t] = m_pred, P_pred, m, P
+    return {
+        "filter_means": fm,
+        "filter_covs": fP,
+        "pred_means": pm,
+        "pred_covs": pP,
+        "log_evidence": log_evidence,
+        "m0": m0,
+        "P0": P0,
+    }
+
+
+def _smoother_gains(filt, A):
+    """G_t = P_t A^T (P_pred_{t+1})^-1 for t = 0..T-1 (t = 0 is x_0 with the prior m0, P0)."""
+    P_prev = np.concatenate([filt["P0"][None], filt["filter_covs"][:-1]], axis=0)
+    # G_t^T = P_pred_{t+1}^-1 A P_t (both symmetric)
+    return np.swapaxes(np.linalg.solve(filt["pred_covs"], A @ P_prev), -1, -2)
+
+
+def rts_smoother(ys, A, Q, C, R, m0=None, P0=None):
+    """The Rauch-Tung-Striebel smoother (Rauch, Tung & Striebel 1965) for the model of
+    :func:`kalman_filter` (same arguments; ``Q`` must be positive definite).
+
+    Returns the dict of :func:`kalman_filter` plus:
+
+    * ``smoothed_means`` (T, d), ``smoothed_covs`` (T, d, d): of p(x_t | y_{1:T});
+    * ``cross_covs`` (T, d, d): ``cross_covs[t-1] = Cov(x_{t-1}, x_t | y_{1:T})`` (rows
+      x_{t-1}, columns x_t) for t = 1..T; the first is Cov(x_0, x_1 | y), which is 0 when
+      P0 = 0 (x_0 fixed);
+    * ``e_xprev_x`` (T, d, d): ``E[x_{t-1} x_t^T | y_{1:T}]`` for t = 1..T (with x_0);
+    * ``smoothed_mean0`` (d,), ``smoothed_cov0`` (d, d): p(x_0 | y_{1:T});
+    * ``gains`` (T, d, d): the smoother gains G_{t-1} = P_{t-1} A^T P_pred_t^-1, t = 1..T.
+    """
+    ys, A, Q, C, R, m0, P0 = _prepare(ys, A, Q, C, R, m0, P0)
+    out = kalman_filter(ys, A, Q, C, R, m0, P0)
+    fm, fP, pm, pP = out["filter_means"], out["filter_covs"], out["pred_means"], out["pred_covs"]
+    T = fm.shape[0]
+    G = _smoother_gains(out, A)
+    prev_means = np.concatenate([m0[None], fm[:-1]], axis=0)
+    prev_covs = np.concatenate([P0[None], fP[:-1]], axis=0)
+    sm, sP = fm.copy(), fP.copy()
+    cross = np.zeros_like(fP)
+    m_next, P_next = fm[-1], fP[-1]
+    s_means0, s_covs0 = None, None
+    for t in range(T - 1, -1, -1):  # 0-based: gain G[t] links x_t (x_0 for t=0) to x_{t+1}
+        cross[t] = G[t] @ P_next
+        m_prev = prev_means[t] + G[t] @ (m_next - pm[t])
+        P_prev = _sym(prev_covs[t] + G[t] @ (P_next - pP[t]) @ G[t].T)
+        if t > 0:
+            sm[t - 1], sP[t - 1] = m_prev, P_prev
+        else:
+            s_means0, s_covs0 = m_prev, P_prev
+        m_next, P_next = m_prev, P_prev
+    all_means = np.concatenate([s_means0[None], sm], axis=0)
+    e_xprev_x = cross + all_means[:-1, :, None] * all_means[1:, None, :]
+    out.update(
+        smoothed_means=sm,
+        smoothed_covs=sP,
+        cross_covs=cross,
+        e_xprev_x=e_xprev_x,
+        smoothed_mean0=s_means0,
+        smoothed_cov0=s_covs0,
+        gains=G,
+    )
+    return out
+
+
+def log_smoothing_density(path, ys, A, Q, C, R, m0=None, P0=None):
+    """``log p(x_{1:T} = path | y_{1:T})``: the exact joint smoothing density of a whole path.
+
+    Uses the backward factorisation ``p(x_T | y_{1:T}) prod_{t<T} p(x_t | x_{t+1}, y_{1:t})``
+    with ``p(x_t | x_{t+1}, y_{1:t}) = N(m_t + G_t (x_{t+1} - A m_t), P_t - G_t P_pred_{t+1}
+    G_t^T)`` (m_t, P_t filtered). ``path`` has shape (..., T, d); the result has the
+    leading shape ``...``.
+    """
+    ys, A, Q, C, R, m0, P0 = _prepare(ys, A, Q, C, R, m0, P0)
+    d = A.shape[0]
+    path = np.asarray(path, dtype=np.float64)
+    filt = kalman_filter(ys, A, Q, C, R, m0, P0)
+    fm, fP, pP = filt["filter_means"], filt["filter_covs"], filt["pred_covs"]
+    T = fm.shape[0]
+    if path.shape[-2:] != (T, d):
+        raise ValueError(f"path must have shape (..., {T}, {d}), got {path.shape}")
+    G = _smoother_gains(filt, A)  # G[t] links x_t to x_{t+1}; G[1:] are the filtered ones
+    total = _mvn_logpdf(path[..., T - 1, :], fm[T - 1], fP[T - 1])
+    for t in range(T - 1):  # 0-based filtered index t, conditioning on x at index t + 1
+        gain = G[t + 1]
+        mean = fm[t] + (path[..., t + 1, :] - A @ fm[t]) @ gain.T
+        cov = _sym(fP[t] - gain @ pP[t + 1] @ gain.T)
+        total = total + _mvn_logpdf(path[..., t, :], mean, cov)
+    return total
+
+
+# ---------------------------------------------------------------------------------------
+# 1-D model
+# ---------------------------------------------------------------------------------------
+
+
+@ppl.model
+def lgssm_1d(ys, rho=0.9, sigma_x=1.0, sigma_y=0.5):
+    """1-D linear-Gaussian state-space model: ``x_0 = 0``, ``x_t ~ Normal(rho x_{t-1},
+    sigma_x)`` (site ``"x"``), observed ``y_t ~ Normal(x_t, sigma_y)`` (site ``"y"``),
+    t = 1..T. Returns the stacked states x_{1:T}. Exact answer: :func:`lgssm_1d_exact`.
+    """
+
+    def step(x, y):
+        x = ppl.sample("x", dist.Normal(rho * x, sigma_x))
+        ppl.observe("y", dist.Normal(x, sigma_y), y)
+        return x
+
+    return ppl.markov(step, init=0.0, xs=jnp.asarray(ys))
+
+
+@ppl.model
+def lgssm_1d_unknown_rho(ys, sigma_x=1.0, sigma_y=0.5):
+    """:func:`lgssm_1d` with a global latent ``"rho" ~ Uniform(-1, 1)`` drawn before the
+    time loop (no closed-form posterior for ``rho``; given ``rho`` the states are as in
+    :func:`lgssm_1d_exact`, and ``p(y | rho)`` is its ``log_evidence``).
+    """
+    rho = ppl.sample("rho", dist.Uniform(-1.0, 1.0))
+
+    def step(x, y):
+        x = ppl.sample("x", dist.Normal(rho * x, sigma_x))
+        ppl.observe("y", dist.Normal(x, sigma_y), y)
+        return x
+
+    return ppl.markov(step, init=0.0, xs=jnp.asarray(ys))
+
+
+def simulate_lgssm_1d(key, T, rho=0.9, sigma_x=1.0, sigma_y=0.5):
+    """Draw ``(xs, ys)``, each of shape (T,), from the prior of :func:`lgssm_1d`."""
+    k_x, k_y = jax.random.split(key)
+    noise = sigma_x * jax.random.normal(k_x, (T,))
+
+    def step(x, e):
+        x = rho * x + e
+        return x, x
+
+    _, xs = jax.lax.scan(step, jnp.zeros(()), noise)
+    ys = xs + sigma_y * jax.random.normal(k_y, (T,))
+    return xs, ys
+
+
+def _lgssm_1d_matrices(rho, sigma_x, sigma_y):
+    return (
+        np.array([[rho]], np.float64),
+        np.array([[sigma_x**2]], np.float64),
+        np.eye(1),
+        np.array([[sigma_y**2]], np.float64),
+    )
+
+
+def lgssm_1d_log_smoothing_density(path, ys, rho=0.9, sigma_x=1.0, sigma_y=0.5):
+    """``log p(x_{1:T} = path | y_{1:T})`` for :func:`lgssm_1d` (exact; ``path`` has shape
+    (..., T), result shape ``...``). See :func:`log_smoothing_density`."""
+    A, Q, C, R = _lgssm_1d_matrices(rho, sigma_x, sigma_y)
+    path = np.asarray(path, np.float64)[..., None]
+    return log_smoothing_density(path, np.asarray(ys, np.float64)[:, None], A, Q, C, R)
+
+
+def lgssm_1d_exact(ys, rho=0.9, sigma_x=1.0, sigma_y=0.5):
+    """Exact posterior of :func:`lgssm_1d` by Kalman filtering and RTS smoothing.
+
+    Returns a dict of float64 values: ``log_evidence`` (log p(y_{1:T})), ``filter_means``,
+    ``filter_vars`` (of p(x_t | y_{1:t})), ``smoothed_means``, ``smoothed_vars`` (of
+    p(x_t | y_{1:T})), ``e_xprev_x`` (E[x_{t-1} x_t | y_{1:T}] for t = 1..T, with x_0 = 0),
+    all arrays of shape (T,), and ``log_smoothing_density``: a function ``path -> log
+    p(x_{1:T} = path | y_{1:T})`` (see :func:`lgssm_1d_log_smoothing_density`).
+    """
+    ys = np.asarray(ys, np.float64)
+    A, Q, C, R = _lgssm_1d_matrices(rho, sigma_x, sigma_y)
+    out = rts_smoother(ys[:, None], A, Q, C, R)
+    return {
+        "log_evidence": out["log_evidence"],
+        "filter_means": out["filter_means"][:, 0],
+        "filter_vars": out["filter_covs"][:, 0, 0],
+        "smoothed_means": out["smoothed_means"][:, 0],
+        "smoothed_vars": out["smoothed_covs"][:, 0, 0],
+        "e_xprev_x": out["e_xprev_x"][:, 0, 0],
+        "log_smoothing_density": lambda path: lgssm_1d_log_smoothing_density(
+            path, ys, rho, sigma_x, sigma_y
+        ),
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# 2-D model
+# ---------------------------------------------------------------------------------------
+
+
+def _frozen(a):
+    a = np.array(a, dtype=np.float64)
+    a.setflags(write=False)
+    return a
+
+
+_THETA = np.pi / 12  # a slow rotation: 15 degrees per step
+#: Default transition of :func:`lgssm_2d`: a damped slow rotation, 0.95 R(pi/12).
+LGSSM_2D_A = _frozen(
+    0.95 * np.array([[np.cos(_THETA), -np.sin(_THETA)], [np.sin(_THETA), np.cos(_THETA)]])
+)
+#: Default state noise covariance of :func:`lgssm_2d` (correlated).
+LGSSM_2D_Q = _frozen([[0.30, 0.05], [0.05, 0.20]])
+#: Default observation matrix of :func:`lgssm_2d` (mixes both coordinates).
+LGSSM_2D_C = _frozen([[1.0, 0.0], [0.5, 1.0]])
+#: Default observation noise covariance of :func:`lgssm_2d`.
+LGSSM_2D_R = _frozen([[0.50, 0.10], [0.10, 0.40]])
+#: Default fixed initial state x_0 of :func:`lgssm_2d`.
+LGSSM_2D_X0 = _frozen([1.0, 0.0])
+
+
+@ppl.model
+def lgssm_2d(ys, A=LGSSM_2D_A, Q=LGSSM_2D_Q, C=LGSSM_2D_C, R=LGSSM_2D_R, x0=LGSSM_2D_X0):
+    """Linear-Gaussian state-space model in matrix form: ``x_0 = x0`` (fixed), ``x_t ~
+    MultivariateNormal(A x_{t-1}, Q)`` (site ``"x"``, shape (T, d)), observed ``y_t ~
+    MultivariateNormal(C x_t, R)`` (site ``"y"``, data of shape (T, p)). The defaults are a
+    damped slow rotation in 2-D with correlated noises. Returns the states (T, d). Exact
+    answer: :func:`lgssm_2d_exact`.
+    """
+    A, Q, C, R = (jnp.asarray(v) for v in (A, Q, C, R))
+
+    def step(x, y):
+        x = ppl.sample("x", dist.MultivariateNormal(A @ x, covariance_matrix=Q))
+        ppl.observe("y", dist.MultivariateNormal(C @ x, covariance_matrix=R), y)
+        return x
+
+    return ppl.markov(step, init=jnp.asarray(x0), xs=jnp.asarray(ys))
+
+
+def simulate_lgssm_2d(
+    key,
+    T,
+    A=LGSSM_2D_A,
+    Q=LGSSM_2D_Q,
+    C=LGSSM_2D_C,
+    R=LGSSM_2D_R,
+    x0=LGSSM_2D_X0,
+):
+    """Draw ``(xs, ys)`` of shapes (T, d) and (T, p) from the prior of :func:`lgssm_2d`."""
+    A, Q, C, R, x0 = (jnp.asarray(v) for v in (A, Q, C, R, x0))
+    k_x, k_y = jax.random.split(key)
+    w = jax.random.normal(k_x, (T, A.shape[0])) @ jnp.linalg.cholesky(Q).T
+    v = jax.random.normal(k_y, (T, C.shape[0])) @ jnp.linalg.cholesky(R).T
+
+    def step(x, e):
+        x = A @ x + e
+        return x, x
+
+    _, xs = jax.lax.scan(step, x0, w)
+    return xs, xs @ C.T + v
+
+
+def lgssm_2d_log_smoothing_density(
+    path,
+    ys,
+    A=LGSSM_2D_A,
+    Q=LGSSM_2D_Q,
+    C=LGSSM_2D_C,
+    R=LGSSM_2D_R,
+    x0=LGSSM_2D_X0,
+):
+    """``log p(x_{1:T} = path | y_{1:T})`` for :func:`lgssm_2d` (exact; ``path`` has shape
+    (..., T, d), result shape ``...``). See :func:`log_smoothing_density`."""
+    return log_smoothing_density(path, ys, A, Q, C, R, m0=x0)
+
+
+def lgssm_2d_exact(
+    ys,
+    A=LGSSM_2D_A,
+    Q=LGSSM_2D_Q,
+    C=LGSSM_2D_C,
+    R=LGSSM_2D_R,
+    x0=LGSSM_2D_X0,
+):
+    """Exact posterior of :func:`lgssm_2d` by Kalman filtering and RTS smoothing.
+
+    Returns a dict of float64 values: ``log_evidence``, ``filter_means`` (T, d),
+    ``filter_covs`` (T, d, d), ``smoothed_means`` (T, d), ``smoothed_covs`` (T, d, d),
+    ``cross_covs`` (T, d, d; Cov(x_{t-1}, x_t | y), zero at t = 1), ``e_xprev_x`` (T, d, d;
+    E[x_{t-1} x_t^T | y_{1:T}] with x_0 = x0) and ``log_smoothing_density`` (a function
+    ``path -> log p(x_{1:T} = path | y_{1:T})``).
+    """
+    out = rts_smoother(ys, A, Q, C, R, m0=x0)
+    keys = (
+        "log_evidence",
+        "filter_means",
+        "filter_covs",
+        "smoothed_means",
+        "smoothed_covs",
+        "cross_covs",
+        "e_xprev_x",
+    )
+    res = {k: out[k] for k in keys}
+    res["log_smoothing_density"] = lambda path: lgssm_2d_log_smoothing_density(
+        path, ys, A, Q, C, R, x0
+    )
+    return res
