@@ -10,5 +10,6 @@ Configure a combinator once, then ``.run(key, model, *args, **kwargs)``:
 from ppl.inference import resampling
 from ppl.inference.exact import Exact, exact
 from ppl.inference.importance import Importance, importance
+from ppl.inference.smc import SMC, smc
 
-__all__ = ["Exact", "Importance", "exact", "importance", "resampling"]
+__all__ = ["Exact", "Importance", "SMC", "exact", "importance", "resampling", "smc"]

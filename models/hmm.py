@@ -15,6 +15,8 @@ state x_0 = ``init_state``; the first latent state x_1 is drawn from ``trans[ini
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -100,6 +102,7 @@ def discrete_hmm(ys, trans=HMM_TRANS, emission=HMM_EMISSION, init_state=0):
     return ppl.markov(step, init=jnp.asarray(init_state), xs=jnp.asarray(ys))
 
 
+@functools.partial(jax.jit, static_argnames=("T",))
 def simulate_discrete_hmm(key, T, trans=HMM_TRANS, emission=HMM_EMISSION, init_state=0):
     """Draw ``(xs, ys)``, integer arrays of shape (T,), from the prior of
     :func:`discrete_hmm`."""

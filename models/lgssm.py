@@ -26,6 +26,8 @@ x_1..x_T (site ``"x"``, stacked over time) and T observations (site ``"y"``).
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -237,6 +239,7 @@ def lgssm_1d_unknown_rho(ys, sigma_x=1.0, sigma_y=0.5):
     return ppl.markov(step, init=0.0, xs=jnp.asarray(ys))
 
 
+@functools.partial(jax.jit, static_argnames=("T",))
 def simulate_lgssm_1d(key, T, rho=0.9, sigma_x=1.0, sigma_y=0.5):
     """Draw ``(xs, ys)``, each of shape (T,), from the prior of :func:`lgssm_1d`."""
     k_x, k_y = jax.random.split(key)
@@ -337,6 +340,7 @@ def lgssm_2d(ys, A=LGSSM_2D_A, Q=LGSSM_2D_Q, C=LGSSM_2D_C, R=LGSSM_2D_R, x0=LGSS
     return ppl.markov(step, init=jnp.asarray(x0), xs=jnp.asarray(ys))
 
 
+@functools.partial(jax.jit, static_argnames=("T",))
 def simulate_lgssm_2d(
     key,
     T,

@@ -16,6 +16,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -55,6 +57,7 @@ def stochastic_volatility(ys):
     return ppl.markov(step, init=0.0, xs=jnp.asarray(ys))
 
 
+@functools.partial(jax.jit, static_argnames=("T",))
 def simulate_stochastic_volatility(key, T, phi=0.95, sigma=0.25):
     """Draw ``(xs, ys)`` of shape (T,) from :func:`stochastic_volatility` with the given
     ``phi`` and ``sigma``."""
@@ -146,6 +149,7 @@ def monad_bayes_logreg(xs=MB_LOGREG_XS, labels=MB_LOGREG_LABELS):
     return jax.nn.sigmoid(z_pred)
 
 
+@functools.partial(jax.jit, static_argnames=("n",))
 def simulate_monad_bayes_logreg_data(key, n):
     """monad-bayes' ``LogReg.syntheticData n``: ``x ~ Uniform(-1, 1)`` and an independent
     label ``~ Bernoulli(0.5)``. Returns ``(xs, labels)`` of shape (n,)."""
@@ -191,6 +195,7 @@ def monad_bayes_hmm(ys=MB_HMM_VALUES):
     return ppl.markov(step, init=x0, xs=jnp.asarray(ys))
 
 
+@functools.partial(jax.jit, static_argnames=("n",))
 def simulate_monad_bayes_hmm_data(key, n):
     """monad-bayes' ``HMM.syntheticData n``: ``n`` values drawn uniformly from {0, 1, 2}
     (as floats; not a draw from the HMM)."""
@@ -249,6 +254,7 @@ def monad_bayes_lda(docs=MB_LDA_DOCS, num_topics=2, vocab_size=4):
     return phi
 
 
+@functools.partial(jax.jit, static_argnames=("num_docs", "num_words", "vocab_size"))
 def simulate_monad_bayes_lda_data(key, num_docs=5, num_words=10, vocab_size=4):
     """monad-bayes' ``LDA.syntheticData d w``: ``num_docs`` documents of ``num_words`` words
     drawn uniformly from the vocabulary. Returns an integer array (num_docs, num_words)."""
