@@ -105,7 +105,7 @@ def discrete_hmm(ys, trans=HMM_TRANS, emission=HMM_EMISSION, init_state=0):
 @functools.partial(jax.jit, static_argnames=("T",))
 def simulate_discrete_hmm(key, T, trans=HMM_TRANS, emission=HMM_EMISSION, init_state=0):
     """Draw ``(xs, ys)``, integer arrays of shape (T,), from the prior of
-    :func:`discrete_hmm`."""
+    :func:`discrete_hmm`. Jitted; ``T`` static."""
     log_trans, log_emission = jnp.log(jnp.asarray(trans)), jnp.log(jnp.asarray(emission))
 
     def step(x, k):

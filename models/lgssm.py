@@ -241,7 +241,8 @@ def lgssm_1d_unknown_rho(ys, sigma_x=1.0, sigma_y=0.5):
 
 @functools.partial(jax.jit, static_argnames=("T",))
 def simulate_lgssm_1d(key, T, rho=0.9, sigma_x=1.0, sigma_y=0.5):
-    """Draw ``(xs, ys)``, each of shape (T,), from the prior of :func:`lgssm_1d`."""
+    """Draw ``(xs, ys)``, each of shape (T,), from the prior of :func:`lgssm_1d`.
+    Jitted; ``T`` static."""
     k_x, k_y = jax.random.split(key)
     noise = sigma_x * jax.random.normal(k_x, (T,))
 
@@ -350,7 +351,8 @@ def simulate_lgssm_2d(
     R=LGSSM_2D_R,
     x0=LGSSM_2D_X0,
 ):
-    """Draw ``(xs, ys)`` of shapes (T, d) and (T, p) from the prior of :func:`lgssm_2d`."""
+    """Draw ``(xs, ys)`` of shapes (T, d) and (T, p) from the prior of :func:`lgssm_2d`.
+    Jitted; ``T`` static."""
     A, Q, C, R, x0 = (jnp.asarray(v) for v in (A, Q, C, R, x0))
     k_x, k_y = jax.random.split(key)
     w = jax.random.normal(k_x, (T, A.shape[0])) @ jnp.linalg.cholesky(Q).T

@@ -37,6 +37,10 @@ def sprinkler(wet=1):
     ``"cloudy"``, ``"sprinkler"``, ``"rain"``. The conditional probability tables are
     indexed with ``jnp`` so the program also runs with the sites enumerated (their values
     then are broadcast tensors). Returns ``(cloudy, sprinkler, rain)``.
+
+    NumPyro clamps Bernoulli probabilities away from 0, so the impossible state (no
+    sprinkler, no rain, wet) gets log weight about -88.7 in float32 (-708 in float64)
+    instead of -inf: a relative error below 1e-38 in any sum over states.
     """
     cloudy = ppl.sample("cloudy", dist.Bernoulli(probs=_P_CLOUDY))
     c = jnp.asarray(cloudy, dtype=jnp.int32)

@@ -60,7 +60,7 @@ def stochastic_volatility(ys):
 @functools.partial(jax.jit, static_argnames=("T",))
 def simulate_stochastic_volatility(key, T, phi=0.95, sigma=0.25):
     """Draw ``(xs, ys)`` of shape (T,) from :func:`stochastic_volatility` with the given
-    ``phi`` and ``sigma``."""
+    ``phi`` and ``sigma``. Jitted; ``T`` static."""
     k_x, k_y = jax.random.split(key)
     noise = sigma * jax.random.normal(k_x, (T,))
 
@@ -152,7 +152,7 @@ def monad_bayes_logreg(xs=MB_LOGREG_XS, labels=MB_LOGREG_LABELS):
 @functools.partial(jax.jit, static_argnames=("n",))
 def simulate_monad_bayes_logreg_data(key, n):
     """monad-bayes' ``LogReg.syntheticData n``: ``x ~ Uniform(-1, 1)`` and an independent
-    label ``~ Bernoulli(0.5)``. Returns ``(xs, labels)`` of shape (n,)."""
+    label ``~ Bernoulli(0.5)``. Returns ``(xs, labels)`` of shape (n,). Jitted; ``n`` static."""
     k_x, k_l = jax.random.split(key)
     xs = jax.random.uniform(k_x, (n,), minval=-1.0, maxval=1.0)
     labels = jax.random.bernoulli(k_l, 0.5, (n,)).astype(jnp.int32)
@@ -198,7 +198,7 @@ def monad_bayes_hmm(ys=MB_HMM_VALUES):
 @functools.partial(jax.jit, static_argnames=("n",))
 def simulate_monad_bayes_hmm_data(key, n):
     """monad-bayes' ``HMM.syntheticData n``: ``n`` values drawn uniformly from {0, 1, 2}
-    (as floats; not a draw from the HMM)."""
+    (as floats; not a draw from the HMM). Jitted; ``n`` static."""
     return jax.random.randint(key, (n,), 0, 3).astype(jnp.float32)
 
 
@@ -257,5 +257,6 @@ def monad_bayes_lda(docs=MB_LDA_DOCS, num_topics=2, vocab_size=4):
 @functools.partial(jax.jit, static_argnames=("num_docs", "num_words", "vocab_size"))
 def simulate_monad_bayes_lda_data(key, num_docs=5, num_words=10, vocab_size=4):
     """monad-bayes' ``LDA.syntheticData d w``: ``num_docs`` documents of ``num_words`` words
-    drawn uniformly from the vocabulary. Returns an integer array (num_docs, num_words)."""
+    drawn uniformly from the vocabulary. Returns an integer array (num_docs, num_words).
+    Jitted; ``num_docs``, ``num_words``, ``vocab_size`` static."""
     return jax.random.randint(key, (num_docs, num_words), 0, vocab_size)
