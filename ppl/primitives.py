@@ -96,7 +96,8 @@ def observe(name: str, d, value):
 
     Raises :class:`ObserveWithoutValueError` if ``value`` is None (use :func:`sample` for a
     latent choice) and :class:`ShapeMismatchError` if the data's shape does not match ``d``.
-    Under :class:`ppl.semantics.Sampler` with ``predictive=True`` the value is drawn instead.
+    Under :class:`ppl.semantics.Sampler` with ``predictive=True`` the value is drawn instead,
+    with the data's shape.
     """
     if value is None:
         if not _predictive():
@@ -106,6 +107,12 @@ def observe(name: str, d, value):
             )
     else:
         _check_observed_shape(name, d, value)
+        if _predictive() and not _enumerating():
+            # the data's batch shape may be larger than d's (d broadcasts against it);
+            # a predictive draw stands in for the data, so it must have the data's shape
+            value_batch = tuple(jnp.shape(value))[: jnp.ndim(value) - len(d.event_shape)]
+            if tuple(d.batch_shape) != value_batch:
+                d = d.expand(value_batch)
         with _CheckPlatedShape():
             return numpyro.sample(name, d, obs=value, infer={KIND_KEY: "observe"})
     return numpyro.sample(name, d, obs=value, infer={KIND_KEY: "observe"})

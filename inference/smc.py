@@ -1,0 +1,475 @@
+"""Sequential Monte Carlo over ``ppl.markov`` programs (a particle filter).
+
+A program read by :class:`~ppl.semantics.Sequential` is a state-space model
+
+    theta ~ p(theta);  x_0 = init(theta);  x_t ~ m_theta(x_{t-1}, .),  weight *= g_theta(x_t, y_t)
+
+and SMC approximates the filtering distributions p(theta, x_t | y_{1:t}) and the evidence
+p(y_{1:T}) with ``N`` weighted particles. Following Ścibior et al. (POPL 2018, section 6),
+the algorithm is the composition ``smc = sequentially (resample . advance)`` of small
+building blocks, each below with its source:
+
+* :func:`init_particles` — each particle draws its global sites from the prior and starts
+  from the ``init`` carry; global ``observe``/``factor`` sites give the initial weights;
+* :func:`resample_step` — adaptive resampling when the ESS falls below a threshold
+  (Chopin & Papaspiliopoulos 2020, *An Introduction to Sequential Monte Carlo*,
+  Algorithm 10.3);
+* :func:`advance` — propagate every particle one step through the transition and multiply
+  its weight by the step's likelihood (the bootstrap filter of Gordon, Salmond & Smith
+  1993), or through a guided ``proposal`` with weight ``m g / q`` (Algorithm 10.1);
+* :func:`trace_ancestry` — rebuild each final particle's path from the genealogy;
+* :func:`run_smc` — the driver: one ``lax.scan`` over time, ``vmap`` over particles.
+
+Order inside one time step (Chopin & Papaspiliopoulos 2020, Algorithm 10.3): at step t the
+population carried over from step t-1 is first resampled *if* its ESS is below
+``ess_threshold * N``, then advanced and reweighted. So ``info["ancestors"][t, n]`` is the
+index (among the particles of step t-1; for t = 0, among the initial particles) of the
+parent of particle n of step t, and ``info["resampled"][t]`` says whether step t began by
+resampling. The final population is not resampled.
+
+Log-evidence with adaptive resampling
+-------------------------------------
+Keep normalised weights ``W_{t-1}`` (summing to one) after step t-1. Resampling replaces
+them by uniform weights ``1/N`` on the selected particles (else it leaves them alone); call
+the result ``W~_{t-1}``. Either way ``sum_n W~^n f(x^n)`` is an unbiased estimate of the
+same integral, conditionally on the past. Advancing multiplies by ``G_t^n = g`` (or
+``m g / q``), and
+
+    l_t = log sum_n W~_{t-1}^n G_t^n        (``info["log_evidence_increments"][t]``)
+
+is the log of the weighted mean incremental weight, an estimate of log p(y_t | y_{1:t-1}).
+The evidence estimate is ``log Z = l_init + sum_t l_t``, with ``l_init`` = ``logsumexp(log
+g_0) - log N`` the initial weights from global observe/factor sites (0 if there are none).
+``Z = exp(log Z)`` is unbiased for any resampling pattern decided from the weights
+(Del Moral 2004; Chopin & Papaspiliopoulos 2020, Proposition 16.3), so on the log scale
+``E[log Z] <= log p(y)`` (Jensen). Equivalently: with unnormalised running weights, where
+resampling sets every weight to the current mean weight (which keeps their sum),
+``log Z = logsumexp(final log weights) - log N``; that is the scale of the returned
+``Posterior.log_weights`` (so the population ``(1/N) sum_n w_n delta_{x_n}`` has total mass
+``Z``, as in :mod:`ppl.semantics.population`). Inside the scan only normalised weights
+and the running sum of the ``l_t`` are kept, which avoids the loss of float32 precision
+of log weights that grow with t.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.special import logsumexp
+from ppl.inference.base import CompiledRuns, check_count, check_key, check_log_weights
+from ppl.inference.resampling import adaptive_resample, ess, get_scheme
+from ppl.semantics.sequential import Sequential
+from ppl.semantics.trace import DETERMINISTIC, FACTOR, LATENT, OBSERVED, record
+
+from ppl.errors import NonFiniteWeightError, UnsupportedModelError
+from ppl.posterior import Posterior
+from ppl.primitives import step_index
+
+__all__ = [
+    "SMC",
+    "ParticleState",
+    "SMCOutput",
+    "StepRecord",
+    "advance",
+    "init_particles",
+    "normalise",
+    "resample_step",
+    "run_smc",
+    "smc",
+    "trace_ancestry",
+]
+
+_REPLAY_KEY = jax.random.PRNGKey(0)  # globals and latents are all substituted: unused
+
+
+# --------------------------------------------------------------------------- state
+
+
+class ParticleState(NamedTuple):
+    """A population between two steps: per-particle global latent values and carries,
+    normalised log weights (``logsumexp == 0``), all with a leading N axis."""
+
+    params: dict
+    carry: object
+    log_weights: jnp.ndarray
+
+
+class StepRecord(NamedTuple):
+    """What one time step records (stacked over time by the scan)."""
+
+    values: dict  # the step's latent sites, (N, ...)
+    ancestors: jnp.ndarray  # (N,) int32, parents among the previous step's particles
+    resampled: jnp.ndarray  # bool
+    ess: jnp.ndarray  # ESS after reweighting at this step
+    log_evidence_increment: jnp.ndarray  # l_t
+    log_weights: jnp.ndarray  # (N,) normalised log weights after reweighting
+    filter_means: dict  # weighted mean of each latent site at this step
+
+
+class SMCOutput(NamedTuple):
+    """Everything one SMC run returns (a pytree: the output of the jitted core)."""
+
+    globals: dict  # global latent + deterministic sites of the final particles, (N, ...)
+    paths: dict  # step latent + deterministic sites along each final lineage, (N, T, ...)
+    log_weights: jnp.ndarray  # (N,) unnormalised: logsumexp - log N == log_evidence
+    log_evidence: jnp.ndarray
+    log_evidence_init: jnp.ndarray
+    steps: StepRecord  # stacked over time: leading T axis
+    log_likelihood: dict  # observed site -> pointwise log density along each lineage
+    observed_data: dict  # observed site -> data
+    factor_log_probs: dict  # factor site -> log weight along each lineage
+
+
+# --------------------------------------------------------------------------- blocks
+
+
+def normalise(log_weights):
+    """``(log_weights - logsumexp(log_weights), logsumexp(log_weights))``.
+
+    If the total is not finite (all ``-inf``, or a NaN / ``+inf``) the weights are handed
+    back unchanged, so the problem reaches the final weights and the evidence estimate
+    instead of turning into NaN here; :meth:`SMC.run` then reports it.
+    """
+    total = logsumexp(log_weights)
+    finite = jnp.isfinite(total)
+    return jnp.where(finite, log_weights - jnp.where(finite, total, 0.0), log_weights), total
+
+
+def _state_space(model, args, kwargs, params=None, key=_REPLAY_KEY):
+    return Sequential(model).state_space(key, *args, params=params, **kwargs)
+
+
+def init_particles(key, model, args, kwargs, num_particles: int):
+    """Draw ``num_particles`` initial particles; returns ``(state, l_init)``.
+
+    Each particle draws the program's global sites (those before the ``markov`` call) from
+    the prior, independently (``vmap`` of :meth:`Sequential.state_space`), and starts from
+    the ``init`` carry the program builds from them. Its initial log weight is the sum of
+    the global ``observe``/``factor`` terms, i.e. importance sampling from the prior
+    (likelihood weighting); ``l_init = logsumexp(log w_0) - log N`` starts the evidence
+    estimate (0 without global observations). This is step 0 of the bootstrap filter
+    (Gordon, Salmond & Smith 1993) with the parameters as part of the state.
+    """
+
+    def one(k):
+        ssm = _state_space(model, args, kwargs, key=k)
+        return ssm.params, ssm.init, ssm.globals.log_likelihood
+
+    params, carry, log_w = jax.vmap(one)(jax.random.split(key, num_particles))
+    log_w, total = normalise(log_w)
+    return ParticleState(params, carry, log_w), total - math.log(num_particles)
+
+
+def resample_step(key, state: ParticleState, scheme, ess_threshold):
+    """Adaptive resampling of the whole population: ``(state, ancestors, resampled)``.
+
+    If ``ESS(W) < ess_threshold * N`` draw ancestor indices with ``scheme`` and give every
+    particle weight ``1/N``; otherwise keep the population (ancestors ``arange(N)``).
+    Every particle field (global values, carry) is permuted with the same indices
+    (Chopin & Papaspiliopoulos 2020, Algorithm 10.3, via
+    :func:`ppl.inference.resampling.adaptive_resample`). The weights stay normalised.
+    """
+    idx, log_w, resampled = adaptive_resample(key, state.log_weights, scheme, ess_threshold)
+
+    def take(a):
+        return jnp.take(a, idx, axis=0)
+
+    return (
+        ParticleState(jax.tree.map(take, state.params), jax.tree.map(take, state.carry), log_w),
+        idx,
+        resampled,
+    )
+
+
+def _propose(ssm, key, t, carry, proposal):
+    """One particle's move: ``(StepResult, log incremental weight)``.
+
+    Bootstrap (``proposal=None``): draw from the transition m, weight g. Guided: draw the
+    step's latent sites from ``proposal(t, carry, x)`` (x the step's input), score them
+    under the model with :meth:`StateSpace.replay_step`, weight ``m g / q``.
+    """
+    if proposal is None:
+        result = ssm.step(key, t, carry)
+        return result, result.log_weight
+    _, q_trace, _ = record(proposal, key, (t, carry, ssm.inputs(t)))
+    proposed = q_trace.select(LATENT)
+    result = ssm.replay_step(t, carry, proposed)
+    missing = sorted(set(result.values) - set(proposed))
+    extra = sorted(set(proposed) - set(result.values))
+    if missing or extra:
+        raise UnsupportedModelError(
+            f"smc: the proposal must sample exactly the latent sites of one markov step "
+            f"{sorted(result.values)}; it misses {missing} and samples unknown {extra}"
+        )
+    return result, result.log_weight + result.log_transition - q_trace.log_prior
+
+
+def advance(key, t, state: ParticleState, model, args, kwargs, proposal=None):
+    """Move every particle one step and reweight: ``(state, values, log G, l_t)``.
+
+    ``vmap`` over particles of :meth:`StateSpace.step` (the bootstrap filter of Gordon,
+    Salmond & Smith 1993: propose from the transition, weight by the likelihood g) or of
+    a guided proposal with weight ``m g / q`` (Chopin & Papaspiliopoulos 2020, Algorithm
+    10.1). Each particle's state space is rebuilt from its own global values
+    (``params=``), which costs only tracing. Returns the new state with normalised log
+    weights, the step's latent values, the incremental log weights and
+    ``l_t = log sum_n W^n G^n`` (the log of the weighted mean incremental weight).
+    """
+    num_particles = state.log_weights.shape[0]
+
+    def one(k, params, carry):
+        ssm = _state_space(model, args, kwargs, params=params)
+        return _propose(ssm, k, t, carry, proposal)
+
+    keys = jax.random.split(key, num_particles)
+    result, log_g = jax.vmap(one)(keys, state.params, state.carry)
+    log_w, increment = normalise(state.log_weights + log_g)
+    return ParticleState(state.params, result.carry, log_w), result.values, log_g, increment
+
+
+def _weighted_mean(log_weights, x):
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.inexact):
+        x = x.astype(log_weights.dtype)
+    return jnp.tensordot(jnp.exp(log_weights).astype(x.dtype), x, axes=(0, 0))
+
+
+def trace_ancestry(history: dict, ancestors):
+    """Paths of the final particles through the genealogy, by a reverse ``lax.scan``.
+
+    ``history[site]`` has shape (T, N, ...) (particle n of step t), ``ancestors`` (T, N)
+    with ``ancestors[t, n]`` the parent of particle n of step t among those of step t-1.
+    Returns ``site -> (N, T, ...)``: row n is the lineage of final particle n, read back
+    from the last step (the ancestral path of Kitagawa 1996 / Chopin & Papaspiliopoulos
+    2020, section 12.1). Also returns the indices, among the initial particles, of each
+    final particle's root.
+    """
+    num_particles = ancestors.shape[1]
+
+    def body(idx, step):
+        values_t, ancestors_t = step
+        return ancestors_t[idx], jax.tree.map(lambda a: a[idx], values_t)
+
+    final = jnp.arange(num_particles, dtype=ancestors.dtype)
+    roots, paths = jax.lax.scan(body, final, (history, ancestors), reverse=True)
+    return jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), paths), roots
+
+
+def _step_trace(ssm, t, carry, values):
+    """Replay step ``t`` with its latent ``values`` and return ``(carry, Trace)`` (with
+    per-site log densities, unlike :meth:`StateSpace.replay_step`)."""
+    with step_index(t):
+        new_carry, trace, _ = record(
+            ssm.step_fn, _REPLAY_KEY, (carry, ssm.inputs(t)), substitutions=values
+        )
+    return jax.tree.map(jnp.asarray, new_carry), trace
+
+
+def replay_lineages(model, args, kwargs, params, paths):
+    """Replay each final lineage through the program: ``(global values, step
+    deterministic sites, pointwise log-likelihood, observed data, factor log weights)``.
+
+    Rebuilds each final particle's state space from its global latent values and scans
+    its path with every latent site fixed (``vmap`` over particles, ``lax.scan`` over
+    time), recovering what the forward pass does not keep: global and per-step
+    deterministic sites, the pointwise log density of every observed site (global
+    (N, ...), per step (N, T, ...)) and of every factor, and the data."""
+
+    def one(params_n, path_n):
+        ssm = _state_space(model, args, kwargs, params=params_n)
+
+        def body(carry, step):
+            t, values = step
+            carry, trace = _step_trace(ssm, t, carry, values)
+            out = (
+                trace.select(DETERMINISTIC),
+                {n: trace.log_probs[n] for n in trace.names(OBSERVED)},
+                trace.select(OBSERVED),
+                {n: trace.log_probs[n] for n in trace.names(FACTOR)},
+            )
+            return carry, out
+
+        steps = (jnp.arange(ssm.num_steps), path_n)
+        _, (det, loglik, data, factors) = jax.lax.scan(body, ssm.init, steps)
+        g = ssm.globals
+        return (
+            g.select(LATENT, DETERMINISTIC),
+            det,
+            {**{n: g.log_probs[n] for n in g.names(OBSERVED)}, **loglik},
+            {**g.select(OBSERVED), **data},
+            {**{n: g.log_probs[n] for n in g.names(FACTOR)}, **factors},
+        )
+
+    global_values, step_det, loglik, data, factors = jax.vmap(one)(params, paths)
+    data = jax.tree.map(lambda a: a[0], data)
+    return global_values, step_det, loglik, data, factors
+
+
+def run_smc(key, model, args, kwargs, num_particles, scheme="systematic",
+            ess_threshold=0.5, proposal=None) -> SMCOutput:
+    """The SMC driver: ``sequentially (resample . advance)`` (Ścibior et al. 2018).
+
+    :func:`init_particles`, then one ``lax.scan`` over the T steps of the program's
+    ``markov`` call whose body is :func:`resample_step` followed by :func:`advance`
+    (Chopin & Papaspiliopoulos 2020, Algorithm 10.3), then :func:`trace_ancestry`. Pure
+    JAX: no Python loop over time or particles, so it can be jitted, vmapped over keys or
+    nested in another algorithm (PMMH, SMC^2).
+    """
+    key_init, key_steps = jax.random.split(key)
+    num_steps = _state_space(model, args, kwargs, key=key_init).num_steps
+    state, log_z_init = init_particles(key_init, model, args, kwargs, num_particles)
+
+    def body(state, step):
+        t, key_t = step
+        key_resample, key_advance = jax.random.split(key_t)
+        state, ancestors, resampled = resample_step(key_resample, state, scheme, ess_threshold)
+        state, values, _, increment = advance(
+            key_advance, t, state, model, args, kwargs, proposal
+        )
+        record_t = StepRecord(
+            values=values,
+            ancestors=ancestors,
+            resampled=resampled,
+            ess=ess(state.log_weights),
+            log_evidence_increment=increment,
+            log_weights=state.log_weights,
+            filter_means={n: _weighted_mean(state.log_weights, v) for n, v in values.items()},
+        )
+        return state, record_t
+
+    steps = (jnp.arange(num_steps), jax.random.split(key_steps, num_steps))
+    state, records = jax.lax.scan(body, state, steps)
+    log_evidence = log_z_init + jnp.sum(records.log_evidence_increment)
+    paths, _ = trace_ancestry(records.values, records.ancestors)
+    global_values, step_det, loglik, data, factors = replay_lineages(
+        model, args, kwargs, state.params, paths
+    )
+    return SMCOutput(
+        globals=global_values,
+        paths={**paths, **step_det},
+        log_weights=state.log_weights + log_evidence + math.log(num_particles),
+        log_evidence=log_evidence,
+        log_evidence_init=log_z_init,
+        steps=records,
+        log_likelihood=loglik,
+        observed_data=data,
+        factor_log_probs=factors,
+    )
+
+
+# --------------------------------------------------------------------------- combinator
+
+
+class SMC:
+    """``smc(num_particles, resample, ess_threshold, proposal, move)``; see :func:`smc`."""
+
+    def __init__(self, num_particles: int, resample="systematic", ess_threshold=0.5,
+                 proposal=None, move=None):
+        self.num_particles = check_count("num_particles", num_particles)
+        get_scheme(resample)  # UnknownOptionError naming `resample`
+        self.resample = resample
+        try:
+            t = None if isinstance(ess_threshold, bool) else np.asarray(ess_threshold, float)
+        except (TypeError, ValueError):
+            t = None
+        if t is None or t.ndim != 0 or not np.isfinite(t) or not 0.0 <= float(t) <= 1.0:
+            raise ValueError(
+                f"ess_threshold must be a number in [0, 1] (a fraction of num_particles), "
+                f"got {ess_threshold!r}"
+            )
+        self.ess_threshold = float(t)
+        if proposal is not None and not callable(proposal):
+            raise TypeError(
+                f"proposal must be a program proposal(t, carry, x) sampling one step's "
+                f"latent sites, got {proposal!r}"
+            )
+        self.proposal = proposal
+        if move is not None:
+            raise NotImplementedError(
+                "smc(move=...): MH rejuvenation moves are not implemented in smc yet; use "
+                "move=None (resample-move SMC will be infer.rmsmc)"
+            )
+        self.move = move
+        self._runs = CompiledRuns(self.core)
+
+    def core(self, key, model, args, kwargs) -> SMCOutput:
+        """The pure, jittable run (:func:`run_smc` with this combinator's options)."""
+        return run_smc(key, model, args, kwargs, self.num_particles, self.resample,
+                       self.ess_threshold, self.proposal)
+
+    def run(self, key, model, *args, **kwargs) -> Posterior:
+        """Run SMC on ``model(*args, **kwargs)`` (one ``ppl.markov`` call after its global
+        sites) and return a weighted :class:`~ppl.Posterior`."""
+        out = self._runs(check_key(key), model, args, kwargs)
+        _check_weights(out)
+        steps = out.steps
+        return Posterior(
+            {**out.globals, **out.paths},
+            log_weights=out.log_weights,
+            log_evidence=out.log_evidence,
+            observed_data=out.observed_data,
+            log_likelihood=out.log_likelihood,
+            method="smc",
+            info={
+                "ess": steps.ess,
+                "resampled": steps.resampled,
+                "log_evidence_increments": steps.log_evidence_increment,
+                "log_evidence_init": out.log_evidence_init,
+                "ancestors": steps.ancestors,
+                "filter_means": steps.filter_means,
+                "filter_log_weights": steps.log_weights,
+                "particles": steps.values,
+                "num_particles": self.num_particles,
+                "resample": self.resample,
+                "ess_threshold": self.ess_threshold,
+            },
+        )
+
+    def __repr__(self):
+        return (
+            f"smc(num_particles={self.num_particles}, resample={self.resample!r}, "
+            f"ess_threshold={self.ess_threshold}, proposal={self.proposal!r})"
+        )
+
+
+def _check_weights(out: SMCOutput):
+    """Raise :class:`NonFiniteWeightError` naming the step and the sites when the run's
+    weights went NaN / +inf or all -inf."""
+    increments = np.asarray(out.steps.log_evidence_increment)
+    bad = np.flatnonzero(~np.isfinite(increments))
+    if np.isfinite(np.asarray(out.log_evidence_init)) and not bad.size:
+        return
+    where = (
+        f"first at step t={int(bad[0])}" if bad.size else "at the global sites before markov"
+    )
+    log_probs = {**out.log_likelihood, **out.factor_log_probs}
+    check_log_weights(out.log_weights, log_probs, what=f"SMC log weight ({where})")
+    raise NonFiniteWeightError(f"SMC: the log-evidence estimate is not finite ({where})")
+
+
+def smc(num_particles: int, resample="systematic", ess_threshold=0.5, proposal=None,
+        move=None) -> SMC:
+    """Sequential Monte Carlo (a particle filter) over a program with one ``ppl.markov``.
+
+    ``num_particles`` particles; ``resample`` one of ``"systematic"`` (default),
+    ``"stratified"``, ``"residual"``, ``"multinomial"``; resampling happens when the ESS
+    falls below ``ess_threshold * num_particles`` (0: never, i.e. sequential importance
+    sampling; 1: at every step). ``proposal=None`` is the bootstrap filter (the transition
+    as proposal); a program ``proposal(t, carry, x)`` that samples every latent site of
+    step ``t`` given the previous carry and the step's input ``x`` gives a guided filter.
+    ``move`` (MH rejuvenation) is not implemented yet.
+
+    ``.run(key, model, *args, **kwargs)`` returns a weighted :class:`~ppl.Posterior`:
+    ``samples`` holds each final particle's global sites (N, ...) and its whole path of
+    every step site (N, T, ...), traced back through the genealogy; ``log_weights`` are
+    the final weights (``logsumexp - log N == log_evidence``); ``info`` has per-step
+    ``ess``, ``resampled``, ``log_evidence_increments``, ``ancestors`` (T, N),
+    ``filter_means`` (site -> (T, ...), the filtering means E[x_t | y_{1:t}]),
+    ``filter_log_weights`` (T, N) and ``particles`` (site -> (T, N, ...)): with these,
+    any filtering expectation is ``sum_n exp(filter_log_weights[t, n]) f(particles[t, n])``.
+    """
+    return SMC(num_particles, resample, ess_threshold, proposal, move)
