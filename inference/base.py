@@ -11,7 +11,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from ppl.errors import NonFiniteWeightError, UnknownOptionError
+from ppl.errors import NonFiniteWeightError, UnknownOptionError, check_count  # noqa: F401
 
 
 def check_option(argument: str, value, allowed):
@@ -21,15 +21,6 @@ def check_option(argument: str, value, allowed):
             f"unknown {argument}={value!r}; choose one of {sorted(map(str, allowed))}"
         )
     return value
-
-
-def check_count(argument: str, value) -> int:
-    """An integer count >= 1 (particles, samples, chains, steps)."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{argument} must be an integer, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{argument} must be >= 1, got {value}")
-    return int(value)
 
 
 def check_key(key):

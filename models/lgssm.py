@@ -353,10 +353,11 @@ def simulate_lgssm_2d(
 ):
     """Draw ``(xs, ys)`` of shapes (T, d) and (T, p) from the prior of :func:`lgssm_2d`.
     Jitted; ``T`` static."""
-    A, Q, C, R, x0 = (jnp.asarray(v) for v in (A, Q, C, R, x0))
+    dtype = jnp.result_type(float)  # one float type for every array, whatever x64 says
+    A, Q, C, R, x0 = (jnp.asarray(v, dtype=dtype) for v in (A, Q, C, R, x0))
     k_x, k_y = jax.random.split(key)
-    w = jax.random.normal(k_x, (T, A.shape[0])) @ jnp.linalg.cholesky(Q).T
-    v = jax.random.normal(k_y, (T, C.shape[0])) @ jnp.linalg.cholesky(R).T
+    w = jax.random.normal(k_x, (T, A.shape[0]), dtype) @ jnp.linalg.cholesky(Q).T
+    v = jax.random.normal(k_y, (T, C.shape[0]), dtype) @ jnp.linalg.cholesky(R).T
 
     def step(x, e):
         x = A @ x + e

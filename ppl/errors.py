@@ -1,4 +1,7 @@
-"""Errors raised by ppl. Each names the site or argument at fault."""
+"""Errors raised by ppl, and the argument checks that raise them. Each names the site or
+argument at fault."""
+
+import numpy as np
 
 
 class PPLError(ValueError):
@@ -27,3 +30,12 @@ class UnknownOptionError(PPLError):
 
 class UnsupportedModelError(PPLError):
     """The program is outside the class a representation or algorithm handles."""
+
+
+def check_count(argument: str, value) -> int:
+    """An integer count >= 1 (particles, samples, chains, steps)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{argument} must be an integer, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{argument} must be >= 1, got {value}")
+    return int(value)

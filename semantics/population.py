@@ -15,6 +15,8 @@ from jax.scipy.special import logsumexp
 from ppl.semantics.trace import Trace
 from ppl.semantics.weighted import Weighted
 
+from ppl.errors import check_count
+
 
 def log_evidence(log_weights):
     """log of the mean weight: ``logsumexp(lw) - log N`` (the evidence estimate)."""
@@ -49,10 +51,8 @@ class Population:
     def __init__(self, weighted, num_particles: int):
         if not isinstance(weighted, Weighted):
             weighted = Weighted(weighted)
-        if int(num_particles) < 1:
-            raise ValueError(f"num_particles must be >= 1, got {num_particles}")
         self.weighted = weighted
-        self.num_particles = int(num_particles)
+        self.num_particles = check_count("num_particles", num_particles)
 
     def __call__(self, key, *args, **kwargs) -> Particles:
         keys = jax.random.split(key, self.num_particles)

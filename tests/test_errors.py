@@ -298,3 +298,9 @@ def test_exact_rejects_a_continuous_latent():
 def test_enumerated_rejects_a_continuous_latent():
     with pytest.raises(UnsupportedModelError, match=named("mu")):
         Enumerated(continuous_latent).log_evidence(jnp.array(1.0))
+
+
+@pytest.mark.parametrize("bad", [2.5, "a", True])
+def test_population_rejects_non_integer_particles(bad):
+    with pytest.raises(TypeError, match="num_particles"):
+        Population(normal_model, bad)
