@@ -83,6 +83,12 @@ def nonfinite_sites(log_probs: dict) -> list[str]:
     return bad
 
 
+def _per_draw_sum(log_prob):
+    """Sum a batched log density over every axis but the leading (draw) axis."""
+    log_prob = np.asarray(log_prob)
+    return log_prob.sum(axis=tuple(range(1, log_prob.ndim)))
+
+
 def check_log_weights(log_weights, log_probs: dict, what: str = "log weight"):
     """Raise :class:`NonFiniteWeightError` naming the sites responsible for a NaN/+inf
     log weight, or for every weight being -inf (no sample is possible under the data)."""
@@ -93,8 +99,7 @@ def check_log_weights(log_weights, log_probs: dict, what: str = "log weight"):
             f"{nonfinite_sites(log_probs) or 'none found (check factor terms)'}"
         )
     if lw.size and np.all(np.isneginf(lw)):
-        impossible = [n for n, lp in log_probs.items() if np.all(np.isneginf(np.asarray(lp).sum(
-            axis=tuple(range(1, np.ndim(lp))))))]
+        impossible = [n for n, lp in log_probs.items() if np.all(np.isneginf(_per_draw_sum(lp)))]
         raise NonFiniteWeightError(
             f"every {what} is -inf: no draw is possible under the data; site(s) with zero "
             f"density in every draw: {impossible or 'several jointly'}"

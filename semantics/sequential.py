@@ -26,7 +26,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 from numpyro.primitives import _PYRO_STACK
-from ppl.semantics.trace import DETERMINISTIC, LATENT, Trace, _Recorder, record
+from ppl.semantics.trace import DETERMINISTIC, LATENT, Trace, _Recorder, from_numpyro, record
 
 from ppl.errors import UnsupportedModelError
 from ppl.primitives import check_carry, intercept_markov, step_index
@@ -152,8 +152,6 @@ class Sequential:
 
     @staticmethod
     def _global_sites(raw, sites_before) -> Trace:
-        from ppl.semantics.trace import from_numpyro
-
         trace = from_numpyro(raw)
         names = list(raw)
         before = set(names[:sites_before])

@@ -74,7 +74,7 @@ class Trace:
     def log_prob_sum(self, *kinds: str, batch_ndims: int = 0) -> jnp.ndarray:
         """Sum of the log densities of the sites of the given kinds (all sample sites if
         none given), keeping ``batch_ndims`` leading axes (for batched traces)."""
-        names = [n for n in self.names(*(kinds or (LATENT, OBSERVED, FACTOR)))]
+        names = self.names(*(kinds or (LATENT, OBSERVED, FACTOR)))
         total = jnp.zeros(())
         for n in names:
             lp = self.log_probs[n]

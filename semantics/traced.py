@@ -20,22 +20,18 @@ from ppl.semantics.trace import FACTOR, LATENT, OBSERVED, Trace, record
 from ppl.errors import UnsupportedModelError
 
 
-def _sum(log_prob):
-    return log_prob.sum()
-
-
 def regeneration_log_ratio(new: Trace, old: Trace, regenerated) -> object:
     """MH log acceptance ratio for regenerating ``regenerated`` sites from the prior."""
     log_ratio = 0.0
     for name in new.names(LATENT, OBSERVED, FACTOR):
         if name in regenerated:
             continue
-        log_ratio = log_ratio + _sum(new.log_probs[name])
+        log_ratio = log_ratio + new.log_probs[name].sum()
         if name in old.log_probs:
-            log_ratio = log_ratio - _sum(old.log_probs[name])
+            log_ratio = log_ratio - old.log_probs[name].sum()
     for name in old.names(LATENT, OBSERVED, FACTOR):
         if name not in regenerated and name not in new.log_probs:
-            log_ratio = log_ratio - _sum(old.log_probs[name])
+            log_ratio = log_ratio - old.log_probs[name].sum()
     return log_ratio
 
 
