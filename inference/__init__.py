@@ -10,6 +10,15 @@ Configure a combinator once, then ``.run(key, model, *args, **kwargs)``:
 from ppl.inference import resampling
 from ppl.inference.exact import Exact, exact
 from ppl.inference.importance import Importance, importance
+from ppl.inference.mh import MH, mh
+from ppl.inference.nuts import HMC, NUTS, hmc, nuts
+from ppl.inference.pmmh import PMMH, pmmh
+from ppl.inference.rmsmc import RMSMC, rmsmc
 from ppl.inference.smc import SMC, smc
+from ppl.inference.tempered import TemperedSMC, tempered_smc
 
-__all__ = ["Exact", "Importance", "SMC", "exact", "importance", "resampling", "smc"]
+__all__ = ["Exact", "Importance", "SMC", "exact", "importance", "resampling", "smc",
+           "TemperedSMC", "tempered_smc",
+           "HMC", "NUTS", "hmc", "nuts",
+           "MH", "mh", "RMSMC", "rmsmc",
+           "PMMH", "pmmh"]

@@ -62,6 +62,7 @@ import numpy as np
 from jax.scipy.special import logsumexp
 from ppl.inference.base import CompiledRuns, check_count, check_key, check_log_weights
 from ppl.inference.resampling import adaptive_resample, ess, get_scheme
+from ppl.inference.sharding import check_divisible, particle_mesh, shard_particles, to_host
 from ppl.semantics.sequential import Sequential
 from ppl.semantics.trace import DETERMINISTIC, FACTOR, LATENT, OBSERVED, record
 
@@ -143,7 +144,7 @@ def _state_space(model, args, kwargs, params=None, key=_REPLAY_KEY):
     return Sequential(model).state_space(key, *args, params=params, **kwargs)
 
 
-def init_particles(key, model, args, kwargs, num_particles: int):
+def init_particles(key, model, args, kwargs, num_particles: int, params=None):
     """Draw ``num_particles`` initial particles; returns ``(state, l_init)``.
 
     Each particle draws the program's global sites (those before the ``markov`` call) from
@@ -153,10 +154,14 @@ def init_particles(key, model, args, kwargs, num_particles: int):
     (likelihood weighting); ``l_init = logsumexp(log w_0) - log N`` starts the evidence
     estimate (0 without global observations). This is step 0 of the bootstrap filter
     (Gordon, Salmond & Smith 1993) with the parameters as part of the state.
+
+    ``params`` (a dict site -> value, optional) fixes those global latent sites to the same
+    value in every particle; the other global sites are still drawn per particle. The run
+    then estimates p(y | params) (the likelihood PMMH and SMC^2 need).
     """
 
     def one(k):
-        ssm = _state_space(model, args, kwargs, key=k)
+        ssm = _state_space(model, args, kwargs, params=params, key=k)
         return ssm.params, ssm.init, ssm.globals.log_likelihood
 
     params, carry, log_w = jax.vmap(one)(jax.random.split(key, num_particles))
@@ -310,26 +315,31 @@ def replay_lineages(model, args, kwargs, params, paths):
 
 
 def run_smc(key, model, args, kwargs, num_particles, scheme="systematic",
-            ess_threshold=0.5, proposal=None) -> SMCOutput:
+            ess_threshold=0.5, proposal=None, params=None, mesh=None) -> SMCOutput:
     """The SMC driver: ``sequentially (resample . advance)`` (Ścibior et al. 2018).
 
     :func:`init_particles`, then one ``lax.scan`` over the T steps of the program's
     ``markov`` call whose body is :func:`resample_step` followed by :func:`advance`
     (Chopin & Papaspiliopoulos 2020, Algorithm 10.3), then :func:`trace_ancestry`. Pure
     JAX: no Python loop over time or particles, so it can be jitted, vmapped over keys or
-    nested in another algorithm (PMMH, SMC^2).
+    nested in another algorithm (PMMH, SMC^2). ``params`` fixes global latent sites to
+    values shared by every particle (see :func:`init_particles`). ``mesh`` (a
+    :func:`ppl.inference.sharding.particle_mesh`) splits the particles across its devices.
     """
     key_init, key_steps = jax.random.split(key)
-    num_steps = _state_space(model, args, kwargs, key=key_init).num_steps
-    state, log_z_init = init_particles(key_init, model, args, kwargs, num_particles)
+    num_steps = _state_space(model, args, kwargs, params=params, key=key_init).num_steps
+    state, log_z_init = init_particles(key_init, model, args, kwargs, num_particles, params)
+    state = shard_particles(state, mesh)  # no-op when mesh is None
 
     def body(state, step):
         t, key_t = step
         key_resample, key_advance = jax.random.split(key_t)
         state, ancestors, resampled = resample_step(key_resample, state, scheme, ess_threshold)
+        state = shard_particles(state, mesh)
         state, values, _, increment = advance(
             key_advance, t, state, model, args, kwargs, proposal
         )
+        state = shard_particles(state, mesh)
         record_t = StepRecord(
             values=values,
             ancestors=ancestors,
@@ -368,7 +378,7 @@ class SMC:
     """``smc(num_particles, resample, ess_threshold, proposal, move)``; see :func:`smc`."""
 
     def __init__(self, num_particles: int, resample="systematic", ess_threshold=0.5,
-                 proposal=None, move=None):
+                 proposal=None, move=None, devices=None):
         self.num_particles = check_count("num_particles", num_particles)
         get_scheme(resample)  # UnknownOptionError naming `resample`
         self.resample = resample
@@ -390,21 +400,26 @@ class SMC:
         self.proposal = proposal
         if move is not None:
             raise NotImplementedError(
-                "smc(move=...): MH rejuvenation moves are not implemented in smc yet; use "
-                "move=None (resample-move SMC will be infer.rmsmc)"
+                f"smc(move=...): a move must be an infer.mh(...) combinator (resample-move "
+                f"SMC, infer.rmsmc), got {move!r}"
             )
         self.move = move
+        self.devices = devices  # None: no sharding; "all" or a list: see inference/sharding.py
+        self.mesh = None if devices is None else particle_mesh(devices)
+        if self.mesh is not None:
+            check_divisible(self.num_particles, self.mesh)
         self._runs = CompiledRuns(self.core)
 
-    def core(self, key, model, args, kwargs) -> SMCOutput:
-        """The pure, jittable run (:func:`run_smc` with this combinator's options)."""
+    def core(self, key, model, args, kwargs, params=None) -> SMCOutput:
+        """The pure, jittable run (:func:`run_smc` with this combinator's options);
+        ``params`` fixes global latent sites for every particle (PMMH, SMC^2)."""
         return run_smc(key, model, args, kwargs, self.num_particles, self.resample,
-                       self.ess_threshold, self.proposal)
+                       self.ess_threshold, self.proposal, params=params, mesh=self.mesh)
 
     def run(self, key, model, *args, **kwargs) -> Posterior:
         """Run SMC on ``model(*args, **kwargs)`` (one ``ppl.markov`` call after its global
         sites) and return a weighted :class:`~ppl.Posterior`."""
-        out = self._runs(check_key(key), model, args, kwargs)
+        out = to_host(self._runs(check_key(key), model, args, kwargs))  # multi-host: gather
         _check_weights(out)
         steps = out.steps
         return Posterior(
@@ -452,7 +467,7 @@ def _check_weights(out: SMCOutput):
 
 
 def smc(num_particles: int, resample="systematic", ess_threshold=0.5, proposal=None,
-        move=None) -> SMC:
+        move=None, devices=None):
     """Sequential Monte Carlo (a particle filter) over a program with one ``ppl.markov``.
 
     ``num_particles`` particles; ``resample`` one of ``"systematic"`` (default),
@@ -461,7 +476,8 @@ def smc(num_particles: int, resample="systematic", ess_threshold=0.5, proposal=N
     sampling; 1: at every step). ``proposal=None`` is the bootstrap filter (the transition
     as proposal); a program ``proposal(t, carry, x)`` that samples every latent site of
     step ``t`` given the previous carry and the step's input ``x`` gives a guided filter.
-    ``move`` (MH rejuvenation) is not implemented yet.
+    With ``move=infer.mh(...)`` this is resample-move SMC: the result of
+    ``infer.rmsmc(num_particles, move=move, ...)`` (see :mod:`ppl.inference.rmsmc`).
 
     ``.run(key, model, *args, **kwargs)`` returns a weighted :class:`~ppl.Posterior`:
     ``samples`` holds each final particle's global sites (N, ...) and its whole path of
@@ -471,5 +487,15 @@ def smc(num_particles: int, resample="systematic", ess_threshold=0.5, proposal=N
     ``filter_means`` (site -> (T, ...), the filtering means E[x_t | y_{1:t}]),
     ``filter_log_weights`` (T, N) and ``particles`` (site -> (T, N, ...)): with these,
     any filtering expectation is ``sum_n exp(filter_log_weights[t, n]) f(particles[t, n])``.
+    ``devices="all"`` (or a list of devices) splits the particles across devices
+    (:mod:`ppl.inference.sharding`; ``num_particles`` a multiple of their number).
     """
-    return SMC(num_particles, resample, ess_threshold, proposal, move)
+    from ppl.inference.mh import MH  # rmsmc builds on this module: import late
+
+    if isinstance(move, MH):
+        from ppl.inference.rmsmc import RMSMC
+
+        if devices is not None:
+            raise NotImplementedError("smc(devices=...) is not supported with move= yet")
+        return RMSMC(num_particles, move, resample, ess_threshold, proposal)
+    return SMC(num_particles, resample, ess_threshold, proposal, move, devices)

@@ -1,0 +1,467 @@
+"""Trace Metropolis-Hastings: MCMC kernels that act on the trace of a program.
+
+A program's run is a :class:`~ppl.semantics.trace.Trace` (every latent value with its log
+density). An MH kernel proposes a new trace and accepts it with probability
+``min(1, exp(log a))`` (Metropolis et al. 1953; Hastings 1970), which leaves the posterior
+``p(x | y) ∝ p(x, y)`` invariant. Each building block below is a small pure function; bound
+to a model (:func:`make_kernel`) it is a kernel ``kernel(key, trace, args, kwargs) ->
+(trace, accepted)``:
+
+* :func:`regenerate_site_step` / :func:`single_site_step` — single-site MH: pick one latent
+  site uniformly (``lax.switch`` over the static list of sites) and redraw it from its prior
+  given the rest (:meth:`Traced.regenerate`); the proposal's density cancels the site's own
+  prior term, so ``log a`` is the change of every *other* site's log density
+  (Wingate, Stuhlmüller & Goodman 2011, "Lightweight implementations of probabilistic
+  programming languages via transformational compilation", section 3; monad-bayes'
+  ``mhTrans``, Ścibior et al. 2018, section 7). Discrete sites work. A site is what the
+  trace records under one name: a site in a ``plate`` or a ``markov`` (stacked over time)
+  is regenerated as a whole (for per-step moves on state-space models use
+  :func:`ppl.inference.rmsmc`).
+* :func:`random_walk_step` — Gaussian random walk on the unconstrained coordinates
+  ``u = T^{-1}(x)`` of every continuous latent site, ``u' = u + h eps``, ``eps ~ N(0, I)``,
+  with ``log a = log p~(u') - log p~(u)`` where ``log p~`` is
+  :meth:`Density.log_joint_unconstrained` (log joint plus log-Jacobian; the proposal is
+  symmetric). Metropolis et al. 1953 in the coordinates of Stan / NumPyro.
+* :func:`program_step` — a user proposal program ``proposal(current_values, *args,
+  **kwargs)`` that samples some of the model's latent sites S given the current values of
+  all of them. Convention for the Hastings correction: the forward density is the
+  proposal's log density of the values it drew, ``log q(x'_S | x)``; the reverse density
+  ``log q(x_S | x')`` is obtained by *replaying* the proposal from the proposed state
+  (``current_values = x'``) with its sites fixed to the old values. Then
+  ``log a = log p(x', y) - log p(x, y) + log q(x_S | x') - log q(x'_S | x)``.
+  A proposed value outside its site's support is rejected. The proposal may only sample
+  latent sites of the model (anything else raises :class:`UnsupportedModelError`).
+
+:func:`run_chain` iterates a kernel with ``lax.scan`` (warmup, then sampling), and
+:class:`MH` vectorises chains with ``vmap``; the whole run is one ``jit``. With
+``proposal="random_walk"`` and ``num_warmup > 0`` the step size ``h`` is adapted during
+warmup by Robbins-Monro on ``log h`` towards an acceptance probability of 0.3 (Andrieu &
+Thoms 2008, "A tutorial on adaptive MCMC", section 5.1 / Algorithm 4):
+``log h_{i+1} = log h_i + (i+1)^{-0.6} (abar_i - 0.3)``, ``abar_i`` the mean acceptance
+probability of iteration i; the final warmup value is then kept fixed while sampling (a
+fixed kernel, so the draws are a valid MH chain). ``0.3`` sits between the optimal
+acceptance of a random walk in one dimension (0.44) and in many (0.234, Roberts, Gelman &
+Gilks 1997).
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from ppl.inference.base import CompiledRuns, check_count, check_key, check_log_weights, check_option
+from ppl.semantics.density import Density
+from ppl.semantics.trace import DETERMINISTIC, FACTOR, LATENT, OBSERVED, Trace, record
+from ppl.semantics.traced import Traced
+
+from ppl.errors import NonFiniteWeightError, UnsupportedModelError
+from ppl.posterior import Posterior
+
+__all__ = [
+    "MH",
+    "MHStep",
+    "make_kernel",
+    "metropolis_hastings",
+    "mh",
+    "program_step",
+    "random_walk_step",
+    "regenerate_site_step",
+    "run_chain",
+    "single_site_step",
+]
+
+PROPOSALS = ("prior", "random_walk")
+TARGET_ACCEPT = 0.3  # Robbins-Monro target of the random-walk step size adaptation
+_REPLAY_KEY = jax.random.PRNGKey(0)  # every latent site substituted: the key is unused
+
+
+class MHStep(NamedTuple):
+    """One MH transition: the new state, whether the proposal was accepted and the
+    acceptance probability ``min(1, exp(log a))``."""
+
+    trace: object
+    accepted: jnp.ndarray
+    accept_prob: jnp.ndarray
+
+
+# --------------------------------------------------------------------------- accept / reject
+
+
+def _cast_like(new, old):
+    """``new`` with the dtypes of ``old`` leaf by leaf (so scan carries and switch
+    branches keep one type)."""
+    return jax.tree.map(lambda a, b: jnp.asarray(a, dtype=jnp.result_type(b)), new, old)
+
+
+def metropolis_hastings(key, current, proposed, log_alpha) -> MHStep:
+    """Accept ``proposed`` with probability ``min(1, exp(log_alpha))``, else keep
+    ``current`` (Metropolis et al. 1953; Hastings 1970, eq. 2.3). Works on any pytree
+    state; a NaN ``log_alpha`` (e.g. ``-inf - (-inf)``) counts as a rejection."""
+    log_alpha = jnp.asarray(log_alpha)
+    log_alpha = jnp.where(jnp.isnan(log_alpha), -jnp.inf, log_alpha)
+    accepted = jnp.log(jax.random.uniform(key, dtype=log_alpha.dtype)) < log_alpha
+    proposed = _cast_like(proposed, current)
+    state = jax.tree.map(lambda new, old: jnp.where(accepted, new, old), proposed, current)
+    return MHStep(state, accepted, jnp.exp(jnp.minimum(log_alpha, 0.0)))
+
+
+# --------------------------------------------------------------------------- (a) single site
+
+
+def regenerate_site_step(key, trace: Trace, index, args, kwargs, model, sites=None) -> MHStep:
+    """MH that redraws latent site ``sites[index]`` from its prior given the rest.
+
+    ``index`` may be traced: the site is chosen with ``lax.switch`` over the static list
+    ``sites`` (default: every latent site of ``trace``). The log acceptance ratio is
+    :meth:`Traced.regenerate`'s: the sum over the *other* sites of the change of their log
+    density (Wingate, Stuhlmüller & Goodman 2011, section 3, with the forward and reverse
+    proposal probabilities 1/|sites| cancelling since the site set is fixed)."""
+    sites = tuple(trace.latent_names if sites is None else sites)
+    traced = Traced(model)
+    key_prop, key_accept = jax.random.split(key)
+
+    def branch(site):
+        def regenerate(k, tr):
+            new, log_ratio = traced.regenerate(k, tr, (site,), *args, **kwargs)
+            return _cast_like(new, tr), jnp.asarray(log_ratio, dtype=jnp.result_type(float))
+
+        return regenerate
+
+    proposed, log_alpha = jax.lax.switch(index, [branch(s) for s in sites], key_prop, trace)
+    return metropolis_hastings(key_accept, trace, proposed, log_alpha)
+
+
+def single_site_step(key, trace: Trace, args, kwargs, model, sites=None) -> MHStep:
+    """Single-site MH (monad-bayes' ``mhTrans``): choose one latent site uniformly and
+    regenerate it from the prior (:func:`regenerate_site_step`)."""
+    sites = tuple(trace.latent_names if sites is None else sites)
+    if not sites:
+        raise UnsupportedModelError("mh: the program has no latent site to move")
+    key_site, key_step = jax.random.split(key)
+    index = jax.random.randint(key_site, (), 0, len(sites))
+    return regenerate_site_step(key_step, trace, index, args, kwargs, model, sites)
+
+
+# --------------------------------------------------------------------------- (b) random walk
+
+
+def _discrete_sites(model, trace: Trace, args, kwargs) -> set:
+    """Names of the latent sites whose support is discrete (read from the distributions
+    of one replayed run; static)."""
+    raw = record(model, _REPLAY_KEY, args, kwargs, substitutions=trace.select(LATENT))[2]
+    return {
+        n for n in trace.latent_names if raw[n]["fn"].support.is_discrete
+    }
+
+
+def random_walk_step(key, trace: Trace, args, kwargs, model, step_size=0.5) -> MHStep:
+    """Gaussian random-walk Metropolis on the unconstrained coordinates of every latent
+    site: ``u' = u + step_size * N(0, I)``, ``log a = log p~(u') - log p~(u)`` with
+    ``log p~`` = :meth:`Density.log_joint_unconstrained` (Metropolis et al. 1953). Every
+    latent site must be continuous (a discrete site would never move)."""
+    discrete = _discrete_sites(model, trace, args, kwargs)
+    if discrete:
+        raise UnsupportedModelError(
+            f"mh(proposal='random_walk') moves continuous sites only, and the program has "
+            f"discrete latent site(s) {sorted(discrete)} it would never change; use "
+            f"proposal='prior' (single-site regeneration) for them"
+        )
+    if not trace.latent_names:
+        raise UnsupportedModelError("mh: the program has no latent site to move")
+    density = Density(model)
+    u = density.to_unconstrained(trace.select(LATENT), *args, **kwargs)
+    leaves, treedef = jax.tree.flatten(u)
+    key_noise, key_accept = jax.random.split(key)
+    noise_keys = jax.random.split(key_noise, len(leaves))
+    u_new = jax.tree.unflatten(
+        treedef,
+        [
+            x + step_size * jax.random.normal(k, jnp.shape(x), jnp.result_type(x))
+            for x, k in zip(leaves, noise_keys, strict=True)
+        ],
+    )
+    log_alpha = density.log_joint_unconstrained(u_new, *args, **kwargs) - (
+        density.log_joint_unconstrained(u, *args, **kwargs)
+    )
+    values = density.to_constrained(u_new, *args, **kwargs)
+    proposed = density.trace(values, *args, **kwargs)
+    return metropolis_hastings(key_accept, trace, proposed, log_alpha)
+
+
+# --------------------------------------------------------------------------- (c) program
+
+
+def _log_support(raw, names):
+    """0 if every named latent value lies in its distribution's support, else -inf."""
+    inside = jnp.array(True)
+    for n in names:
+        inside = inside & jnp.all(raw[n]["fn"].support(raw[n]["value"]))
+    return jnp.where(inside, 0.0, -jnp.inf)
+
+
+def program_step(key, trace: Trace, args, kwargs, model, proposal) -> MHStep:
+    """MH with a user proposal program ``proposal(current_values, *args, **kwargs)``.
+
+    The proposal draws some latent sites S of the model given the dict of all current
+    latent values. ``log a = log p(x', y) - log p(x, y) + log q(x_S | x') - log q(x'_S |
+    x)`` (Hastings 1970), the reverse density by replaying the proposal from ``x'`` with
+    its sites fixed to the old values; a value outside its site's support is rejected."""
+    current = trace.select(LATENT)
+    key_prop, key_accept = jax.random.split(key)
+    _, forward, _ = record(proposal, key_prop, (current, *args), kwargs)
+    sampled = forward.latent_names
+    unknown = [s for s in sampled if s not in current]
+    if unknown:
+        raise UnsupportedModelError(
+            f"mh: the proposal program samples site(s) {unknown} that are not latent sites "
+            f"of the model (latent sites: {list(current)})"
+        )
+    if not sampled:
+        raise UnsupportedModelError("mh: the proposal program samples no site")
+    values = {**current, **_cast_like(forward.select(LATENT), {s: current[s] for s in sampled})}
+    _, proposed, raw = record(model, _REPLAY_KEY, args, kwargs, substitutions=values)
+    _, reverse, _ = record(
+        proposal, _REPLAY_KEY, (values, *args), kwargs,
+        substitutions={s: current[s] for s in sampled},
+    )
+    log_alpha = (
+        proposed.log_joint - trace.log_joint + reverse.log_prior - forward.log_prior
+        + _log_support(raw, sampled)
+    )
+    return metropolis_hastings(key_accept, trace, proposed, log_alpha)
+
+
+# --------------------------------------------------------------------------- kernels
+
+
+def _step_fn(model, proposal, step_size):
+    """``step(key, trace, args, kwargs, step_size) -> MHStep`` for a proposal option."""
+    if proposal == "prior":
+        return lambda k, tr, a, kw, h: single_site_step(k, tr, a, kw, model)
+    if proposal == "random_walk":
+        return lambda k, tr, a, kw, h: random_walk_step(k, tr, a, kw, model, h)
+    return lambda k, tr, a, kw, h: program_step(k, tr, a, kw, model, proposal)
+
+
+def make_kernel(model, proposal="prior", step_size=0.5):
+    """A kernel ``kernel(key, trace, args, kwargs) -> (trace, accepted)`` for ``model``:
+    ``proposal`` is ``"prior"`` (single-site regeneration), ``"random_walk"`` (with
+    ``step_size``) or a proposal program."""
+    _check_proposal(proposal)
+    step = _step_fn(model, proposal, step_size)
+
+    def kernel(key, trace, args=(), kwargs=None):
+        result = step(key, trace, tuple(args), dict(kwargs or {}), step_size)
+        return result.trace, result.accepted
+
+    return kernel
+
+
+# --------------------------------------------------------------------------- chain
+
+
+class Draw(NamedTuple):
+    """What one sampling iteration records (stacked by the scan)."""
+
+    values: dict  # latent and deterministic sites
+    log_likelihood: dict  # observed site -> pointwise log density
+    site_log_probs: dict  # latent/observed/factor site -> summed log density
+    log_joint: jnp.ndarray
+    accept_prob: jnp.ndarray  # mean over the `steps` kernel applications
+    accepted: jnp.ndarray  # fraction accepted among them
+
+
+def _draw(trace: Trace, accepted, accept_prob) -> Draw:
+    return Draw(
+        values=trace.select(LATENT, DETERMINISTIC),
+        log_likelihood={n: trace.log_probs[n] for n in trace.names(OBSERVED)},
+        site_log_probs={
+            n: jnp.sum(trace.log_probs[n]) for n in trace.names(LATENT, OBSERVED, FACTOR)
+        },
+        log_joint=trace.log_joint,
+        accept_prob=accept_prob,
+        accepted=accepted,
+    )
+
+
+def run_chain(key, step, init, num_warmup: int, num_samples: int, steps: int = 1,
+              step_size=0.5, adapt: bool = False, target_accept: float = TARGET_ACCEPT):
+    """One MH chain from the trace ``init``: ``(draws, final step size, warmup rate)``.
+
+    ``step(key, trace, step_size) -> MHStep``; an iteration applies it ``steps`` times.
+    One ``lax.scan`` runs ``num_warmup + num_samples`` iterations; during the first
+    ``num_warmup`` (discarded) ones, with ``adapt``, ``log step_size`` follows the
+    Robbins-Monro recursion of Andrieu & Thoms 2008, section 5.1, towards acceptance
+    probability ``target_accept``; it is frozen afterwards. Returns the last
+    ``num_samples`` iterations as :class:`Draw` (leading axis ``num_samples``)."""
+
+    def iteration(trace, key_i, step_size):
+        if steps == 1:
+            result = step(key_i, trace, step_size)
+            return result.trace, result.accepted.astype(result.accept_prob.dtype), (
+                result.accept_prob
+            )
+
+        def one(tr, k):
+            result = step(k, tr, step_size)
+            return result.trace, (result.accepted, result.accept_prob)
+
+        trace, (accepted, prob) = jax.lax.scan(one, trace, jax.random.split(key_i, steps))
+        return trace, accepted.astype(prob.dtype).mean(), prob.mean()
+
+    def body(carry, step_i):
+        trace, log_h = carry
+        i, key_i = step_i
+        trace, accepted, prob = iteration(trace, key_i, jnp.exp(log_h))
+        if adapt:
+            gain = (i + 1.0) ** -0.6
+            log_h = jnp.where(i < num_warmup, log_h + gain * (prob - target_accept), log_h)
+        return (trace, log_h), _draw(trace, accepted, prob)
+
+    total = num_warmup + num_samples
+    log_h = jnp.log(jnp.asarray(step_size, dtype=jnp.result_type(float)))
+    iterations = (jnp.arange(total), jax.random.split(key, total))
+    (_, log_h), draws = jax.lax.scan(body, (init, log_h), iterations)
+    warmup_rate = draws.accepted[:num_warmup].mean() if num_warmup else jnp.zeros(())
+    draws = jax.tree.map(lambda a: a[num_warmup:], draws)
+    return draws, jnp.exp(log_h), warmup_rate
+
+
+# --------------------------------------------------------------------------- combinator
+
+
+def _check_proposal(proposal):
+    if isinstance(proposal, str):
+        return check_option("proposal", proposal, PROPOSALS)
+    if not callable(proposal):
+        raise TypeError(
+            f"proposal must be 'prior', 'random_walk' or a program proposal(current_values, "
+            f"*args, **kwargs), got {proposal!r}"
+        )
+    return proposal
+
+
+def _check_positive(argument, value) -> float:
+    try:
+        v = None if isinstance(value, bool) else float(value)
+    except (TypeError, ValueError):
+        v = None
+    if v is None or not math.isfinite(v) or v <= 0:
+        raise ValueError(f"{argument} must be a positive number, got {value!r}")
+    return v
+
+
+class MH:
+    """``mh(num_samples, num_warmup, num_chains, proposal, steps, ...)``; see :func:`mh`."""
+
+    def __init__(self, num_samples: int = 1000, num_warmup: int = 0, num_chains: int = 1,
+                 proposal="prior", steps: int = 1, step_size=0.5, adapt_step_size=True):
+        self.num_samples = check_count("num_samples", num_samples)
+        if isinstance(num_warmup, bool) or not isinstance(num_warmup, (int, np.integer)):
+            raise TypeError(f"num_warmup must be an integer, got {num_warmup!r}")
+        if num_warmup < 0:
+            raise ValueError(f"num_warmup must be >= 0, got {num_warmup}")
+        self.num_warmup = int(num_warmup)
+        self.num_chains = check_count("num_chains", num_chains)
+        self.proposal = _check_proposal(proposal)
+        self.steps = check_count("steps", steps)
+        self.step_size = _check_positive("step_size", step_size)
+        self.adapt_step_size = bool(adapt_step_size)
+        self._runs = CompiledRuns(self.core)
+
+    @property
+    def adapts(self) -> bool:
+        """True when the random-walk step size is tuned during warmup."""
+        return self.proposal == "random_walk" and self.adapt_step_size and self.num_warmup > 0
+
+    def kernel(self, model):
+        """This combinator's kernel for ``model``: ``kernel(key, trace, args, kwargs) ->
+        (trace, accepted)`` (proposal and step size; no adaptation)."""
+        return make_kernel(model, self.proposal, self.step_size)
+
+    def core(self, key, model, args, kwargs):
+        """The pure, jittable run: ``num_chains`` chains (``vmap``), each initialised from
+        the prior and run by :func:`run_chain`. Leading axes (num_chains, num_samples)."""
+        step = _step_fn(model, self.proposal, self.step_size)
+
+        def chain(k):
+            key_init, key_run = jax.random.split(k)
+            init = Traced(model)(key_init, *args, **kwargs)
+            return run_chain(
+                key_run, partial(_bind, step, args, kwargs), init, self.num_warmup,
+                self.num_samples, self.steps, self.step_size, self.adapts,
+            )
+
+        return jax.vmap(chain)(jax.random.split(key, self.num_chains))
+
+    def run(self, key, model, *args, **kwargs) -> Posterior:
+        """Run the chains on ``model(*args, **kwargs)``; an unweighted
+        :class:`~ppl.Posterior` with draws grouped chain-major."""
+        draws, step_size, warmup_rate = self._runs(check_key(key), model, args, kwargs)
+        flat = jax.tree.map(lambda a: a.reshape((-1, *a.shape[2:])), draws)
+        check_log_weights(flat.log_joint, flat.site_log_probs, what="MH log joint")
+        bad = ~np.isfinite(np.asarray(flat.log_joint))
+        if bad.any():
+            raise NonFiniteWeightError(
+                f"mh: {int(bad.sum())} draw(s) have log joint -inf (a chain started where "
+                "the data are impossible and never left); site log densities: "
+                f"{[n for n, v in flat.site_log_probs.items() if np.isneginf(v).any()]}"
+            )
+        accepted = np.asarray(draws.accepted)
+        observed = record(model, _REPLAY_KEY, args, kwargs)[1].select(OBSERVED)
+        return Posterior(
+            flat.values,
+            num_chains=self.num_chains,
+            sample_stats={"accept_prob": flat.accept_prob, "log_joint": flat.log_joint},
+            observed_data=observed,
+            log_likelihood=flat.log_likelihood,
+            method="mh",
+            info={
+                "accept_rate": float(accepted.mean()),
+                "accept_rate_per_chain": accepted.mean(axis=1),
+                "warmup_accept_rate": np.asarray(warmup_rate),
+                "step_size": np.asarray(step_size) if self.proposal == "random_walk" else None,
+                "proposal": self.proposal,
+                "steps": self.steps,
+                "num_warmup": self.num_warmup,
+            },
+        )
+
+    def __repr__(self):
+        return (
+            f"mh(num_samples={self.num_samples}, num_warmup={self.num_warmup}, "
+            f"num_chains={self.num_chains}, proposal={self.proposal!r}, steps={self.steps}, "
+            f"step_size={self.step_size})"
+        )
+
+
+def _bind(step, args, kwargs, key, trace, step_size):
+    return step(key, trace, args, kwargs, step_size)
+
+
+def mh(num_samples: int = 1000, num_warmup: int = 0, num_chains: int = 1, proposal="prior",
+       steps: int = 1, step_size=0.5, adapt_step_size=True) -> MH:
+    """Trace Metropolis-Hastings.
+
+    ``proposal``: ``"prior"`` (default; single-site MH regenerating one uniformly chosen
+    latent site from its prior, works for discrete sites), ``"random_walk"`` (Gaussian
+    random walk of scale ``step_size`` on the unconstrained coordinates of all latent
+    sites, which must be continuous; tuned during warmup towards acceptance 0.3 unless
+    ``adapt_step_size=False``), or a program ``proposal(current_values, *args, **kwargs)``
+    sampling some of the model's latent sites (see the module docstring for the reverse-move
+    convention). Each of the ``num_warmup + num_samples`` iterations applies the kernel
+    ``steps`` times. Chains start from a prior draw and are run in parallel (``vmap``).
+
+    ``.run(key, model, *args, **kwargs)`` returns an unweighted :class:`~ppl.Posterior`
+    with ``num_chains * num_samples`` draws, chain-major; ``sample_stats`` has
+    ``accept_prob`` (mean MH acceptance probability over the iteration's ``steps``) and
+    ``log_joint``; ``info`` has ``accept_rate`` (fraction of accepted proposals over all
+    sampling iterations and chains), ``accept_rate_per_chain``, ``warmup_accept_rate`` and
+    the final ``step_size`` per chain (random walk). As a ``move`` inside
+    :func:`ppl.inference.rmsmc` only ``proposal``, ``steps`` and ``step_size`` count.
+    """
+    return MH(num_samples, num_warmup, num_chains, proposal, steps, step_size, adapt_step_size)

@@ -1,0 +1,538 @@
+"""Particle marginal Metropolis-Hastings (PMMH) over the global parameters of a ``markov``
+program.
+
+Andrieu, Doucet & Holenstein (2010), "Particle Markov chain Monte Carlo methods", JRSS B
+72(3), section 2.4: to sample p(theta | y_{1:T}) for a state-space model whose likelihood
+p(y_{1:T} | theta) is intractable, run Metropolis-Hastings on theta with the likelihood
+replaced by the unbiased SMC estimate p-hat(y_{1:T} | theta):
+
+    theta* ~ q(. | theta);   run SMC with theta* fixed  ->  Z* = p-hat(y | theta*)
+    accept with probability  min(1, p(theta*) Z* q(theta | theta*) / (p(theta) Z q(theta* | theta)))
+
+and, on acceptance, keep (theta*, Z*). The estimate Z of the *current* state is stored
+with it and never recomputed: the chain then targets, exactly, an extended distribution
+whose theta-marginal is p(theta | y) (Andrieu, Doucet & Holenstein 2010, Theorem 4;
+Andrieu & Roberts 2009, "The pseudo-marginal approach"). Recomputing Z every iteration
+(the "Monte Carlo within Metropolis" variant) is *not* exact.
+
+Here the proposal is a Gaussian random walk on unconstrained coordinates ``u`` of the
+named global sites: ``theta = T(u)`` with ``T = numpyro.distributions.biject_to(support)``
+of each site (read from a trace of the program's global sites), so the target density in
+``u`` is ``p(T(u)) |det dT/du| p-hat(y | T(u))``. The SMC run is the pure core of the given
+``infer.smc`` combinator with the parameters fixed in every particle
+(``SMC.core(..., params=theta)``).
+
+Building blocks, each a small function:
+
+* :class:`ParamSpace` — the named global sites: validation, their unconstrained
+  coordinates, the prior density plus log-Jacobian at ``u``;
+* :func:`particle_filter`, :func:`filter_step` — the SMC of ``likelihood`` for its
+  evidence only (optionally stopped after t steps, for SMC^2);
+* :func:`estimate_likelihood` — one SMC run at ``theta = T(u)``: a :class:`PMMHState`;
+* :func:`random_walk` — the Gaussian random-walk proposal on ``u``;
+* :func:`mh_accept` — the Metropolis-Hastings accept/reject of a proposed state;
+* :func:`pmmh_step` — one PMMH iteration (propose, estimate, accept);
+* :func:`adapt_scale` — Robbins-Monro adaptation of the step size during warmup;
+* :func:`run_pmmh` — the driver: ``lax.scan`` over iterations, ``vmap`` over chains.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+from numpyro.distributions import biject_to
+from ppl.inference.base import CompiledRuns, check_count, check_key, check_option
+from ppl.inference.smc import SMC
+from ppl.semantics.sequential import Sequential
+from ppl.semantics.trace import record
+
+from ppl.errors import NonFiniteWeightError, UnsupportedModelError
+from ppl.posterior import Posterior
+from ppl.primitives import intercept_markov
+
+# the module (``ppl.inference.smc`` the attribute is the factory function); looked up at
+# call time, so a test can swap one of its blocks for a broken one
+smc_module = importlib.import_module("ppl.inference.smc")
+
+__all__ = [
+    "PMMH",
+    "PMMHState",
+    "ParamSpace",
+    "adapt_scale",
+    "estimate_likelihood",
+    "filter_step",
+    "mh_accept",
+    "particle_filter",
+    "pmmh",
+    "pmmh_step",
+    "random_walk",
+    "run_pmmh",
+]
+
+_PROPOSALS = ("random_walk",)
+_KEY0 = jax.random.PRNGKey(0)
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+def _stop_at_markov(step, init, xs, num_steps):
+    """Stand-in for the ``markov`` call: the global sites are all we need."""
+    return jax.tree.map(lambda c: jnp.zeros((num_steps, *jnp.shape(c)), c.dtype), init)
+
+
+def _global_sites(model, args, kwargs, key=_KEY0, substitutions=None, substitute_fn=None):
+    """Run the program up to its ``markov`` call; returns the raw NumPyro trace (with each
+    site's distribution, hence its support) and the :class:`Trace` of the global sites."""
+    fn = model
+    if substitute_fn is not None:
+        fn = numpyro.handlers.substitute(fn, substitute_fn=substitute_fn)
+    with intercept_markov(_stop_at_markov):
+        _, trace, raw = record(fn, key, args, kwargs, substitutions=substitutions)
+    return trace, raw
+
+
+def _names(params, who):
+    if isinstance(params, str):
+        params = [params]
+    if not isinstance(params, (list, tuple)) or not params or not all(
+        isinstance(p, str) for p in params
+    ):
+        raise TypeError(
+            f"{who}: params must be a non-empty list of global latent site names, "
+            f"got {params!r}"
+        )
+    dup = sorted({p for p in params if list(params).count(p) > 1})
+    if dup:
+        raise ValueError(f"{who}: params names site(s) {dup} more than once")
+    return tuple(params)
+
+
+class ParamSpace:
+    """The named global latent sites ``params`` of a ``markov`` program, in unconstrained
+    coordinates ``u`` (``theta = T(u)``, ``T = biject_to(support)`` site by site).
+
+    Built at trace time (inside ``jit``); the constructor checks, with clear errors, that
+    the program has one ``markov`` call (:class:`UnsupportedModelError`), that every name
+    is a global latent site (``ValueError``), that no other global latent site comes
+    before a named one (the prior density of the named sites must not depend on the
+    others, which the SMC draws per particle: :class:`UnsupportedModelError`), and that
+    every named site is continuous.
+    """
+
+    def __init__(self, model, args, kwargs, params, who="pmmh"):
+        self.model, self.args, self.kwargs = model, args, kwargs
+        self.names = _names(params, who)
+        try:
+            ssm = Sequential(model).state_space(_KEY0, *args, **kwargs)
+        except UnsupportedModelError as e:
+            raise UnsupportedModelError(f"{who}: {e}") from e
+        latent = ssm.globals.latent_names
+        unknown = [n for n in self.names if n not in latent]
+        if unknown:
+            raise ValueError(
+                f"{who}: params {unknown} are not global latent sites of the program (sites "
+                f"sampled before its ppl.markov call); the global latent sites are {latent}"
+            )
+        last = max(latent.index(n) for n in self.names)
+        before = [n for n in latent[:last] if n not in self.names]
+        if before:
+            raise UnsupportedModelError(
+                f"{who}: the global latent site(s) {before} are sampled before a site in "
+                f"params {list(self.names)}; add them to params or sample them after"
+            )
+        self.num_steps = ssm.num_steps
+        _, raw = _global_sites(model, args, kwargs)
+        for n in self.names:
+            try:
+                biject_to(raw[n]["fn"].support)
+            except NotImplementedError as e:
+                raise UnsupportedModelError(
+                    f"{who}: param '{n}' has support {raw[n]['fn'].support}, which has no "
+                    "bijection to unconstrained space; a random walk needs continuous params"
+                ) from e
+
+    def init(self, key, init_params=None) -> dict:
+        """Unconstrained coordinates of a prior draw of the named sites (or of the given
+        ``init_params``, a dict site -> constrained value)."""
+        subs = None if init_params is None else {
+            n: jnp.asarray(v) for n, v in init_params.items()
+        }
+        _, raw = _global_sites(self.model, self.args, self.kwargs, key, substitutions=subs)
+        return {
+            n: biject_to(raw[n]["fn"].support).inv(jnp.asarray(raw[n]["value"]))
+            for n in self.names
+        }
+
+    def constrain(self, u: Mapping):
+        """``(theta, log p(theta) + log |det dT/du|)`` at unconstrained ``u``.
+
+        Runs the global sites with each named site set to ``T(u)`` (NumPyro's ``biject_to``
+        of its support, so a support that depends on an earlier named site is handled) and
+        sums the named sites' prior log densities and log-Jacobians.
+        """
+        log_det = {}
+
+        def substitute(msg):
+            name = msg["name"]
+            if msg["type"] != "sample" or msg["is_observed"] or name not in u:
+                return None
+            t = biject_to(msg["fn"].support)
+            value = t(u[name])
+            log_det[name] = jnp.sum(t.log_abs_det_jacobian(u[name], value))
+            return value
+
+        trace, _ = _global_sites(self.model, self.args, self.kwargs, substitute_fn=substitute)
+        theta = {n: trace.values[n] for n in self.names}
+        log_prior = sum(jnp.sum(trace.log_probs[n]) + log_det[n] for n in self.names)
+        return theta, log_prior
+
+
+# --------------------------------------------------------------------------- blocks
+
+
+class PMMHState(NamedTuple):
+    """The state of one PMMH chain: unconstrained and constrained params, ``log p(theta)
+    + log|J|``, the SMC estimate ``log p-hat(y | theta)`` (kept, never recomputed) and the
+    path drawn from that SMC run's final particles (``{}`` unless paths are returned)."""
+
+    u: dict
+    params: dict
+    log_prior: jnp.ndarray
+    log_likelihood: jnp.ndarray
+    path: dict
+
+
+def particle_filter(key, likelihood: SMC, model, args, kwargs, params, num_active=None):
+    """The SMC of ``likelihood`` run for its evidence only: ``(final ParticleState, log
+    p-hat(y_{1:t} | params))``, with ``params`` fixed in every particle.
+
+    The composition of :mod:`ppl.inference.smc`'s blocks that :func:`run_smc` uses
+    (:func:`init_particles`, then per step :func:`resample_step` and :func:`advance`;
+    Chopin & Papaspiliopoulos 2020, Algorithm 10.3), without the genealogy and the lineage
+    replay, which PMMH and SMC^2 do not need. With ``num_active = t + 1`` (a traced
+    integer) only the first ``t + 1`` steps are run (a ``fori_loop`` with a traced bound,
+    so every array keeps its shape): the filter of y_{1:t+1} that the SMC^2 rejuvenation
+    step reruns (Chopin, Jacob & Papaspiliopoulos 2013, section 3.1). Same key, same
+    answer: the key of step ``s`` is ``fold_in(key, s)`` whatever ``num_active``.
+    """
+    key_init, key_steps = jax.random.split(key)
+    num_steps = Sequential(model).state_space(_KEY0, *args, params=params, **kwargs).num_steps
+    state, log_z = smc_module.init_particles(
+        key_init, model, args, kwargs, likelihood.num_particles, params
+    )
+
+    def body(t, carry):
+        state, log_z = carry
+        state, increment = filter_step(jax.random.fold_in(key_steps, t), t, state,
+                                       likelihood, model, args, kwargs)
+        return state, log_z + increment
+
+    upper = num_steps if num_active is None else num_active
+    return jax.lax.fori_loop(0, upper, body, (state, log_z))
+
+
+def filter_step(key, t, state, likelihood: SMC, model, args, kwargs):
+    """Step ``t`` of the SMC of ``likelihood``: adaptive :func:`resample_step` then
+    :func:`advance` (the body of :func:`run_smc`); ``(state, l_t)`` with ``l_t`` the log
+    incremental evidence estimate of p(y_t | y_{1:t-1})."""
+    key_resample, key_advance = jax.random.split(key)
+    state, _, _ = smc_module.resample_step(
+        key_resample, state, likelihood.resample, likelihood.ess_threshold
+    )
+    state, _, _, increment = smc_module.advance(
+        key_advance, t, state, model, args, kwargs, likelihood.proposal
+    )
+    return state, increment
+
+
+def estimate_likelihood(key, u, space: ParamSpace, likelihood: SMC, return_paths=False):
+    """One SMC run at ``theta = T(u)`` (every particle shares ``theta``): a
+    :class:`PMMHState` with ``log_likelihood = log p-hat(y_{1:T} | theta)``, the unbiased
+    estimate of Andrieu, Doucet & Holenstein (2010, section 2.4.2, step 2(b)).
+
+    With ``return_paths`` one final particle is drawn with probability proportional to its
+    weight and its whole path (step sites (T, ...)) and other global sites are kept, as
+    the X*_{1:T} ~ p-hat(. | y, theta*) of their PMMH sampler (so the chain also targets
+    p(theta, x_{1:T} | y)).
+    """
+    key_smc, key_pick = jax.random.split(key)
+    theta, log_prior = space.constrain(u)
+    model, args, kwargs = space.model, space.args, space.kwargs
+    if not return_paths and getattr(likelihood, "move", None) is None:
+        _, log_z = particle_filter(key_smc, likelihood, model, args, kwargs, theta)
+        return PMMHState(u, theta, log_prior, log_z, {})
+    out = likelihood.core(key_smc, model, args, kwargs, params=theta)
+    path = {}
+    if return_paths:
+        n = jax.random.categorical(key_pick, out.log_weights)
+        sites = {**out.globals, **out.paths}
+        path = {k: v[n] for k, v in sites.items() if k not in theta}
+    return PMMHState(u, theta, log_prior, out.log_evidence, path)
+
+
+def random_walk(key, u: dict, scale: dict) -> dict:
+    """Gaussian random walk on unconstrained coordinates: ``u' = u + scale * N(0, I)``
+    (symmetric, so ``q`` cancels in the acceptance ratio)."""
+    leaves, treedef = jax.tree.flatten(u)
+    keys = jax.tree.unflatten(treedef, list(jax.random.split(key, len(leaves))))
+    return jax.tree.map(
+        lambda k, x, s: x + s * jax.random.normal(k, jnp.shape(x), jnp.result_type(x)),
+        keys, u, scale,
+    )
+
+
+def mh_accept(key, current: PMMHState, proposed: PMMHState):
+    """Metropolis-Hastings accept/reject (Andrieu, Doucet & Holenstein 2010, eq. (16)
+    with a symmetric proposal): ``(state, accept_prob)``.
+
+    ``log a = [log p(theta*) + log Z*] - [log p(theta) + log Z]`` (densities in ``u``, so
+    with the log-Jacobians); on acceptance the proposed state, *with its estimate Z**,
+    replaces the current one, otherwise the current one and its estimate are kept. A NaN
+    ratio (a NaN estimate) rejects; the caller reports NaN proposals.
+    """
+    log_a = (proposed.log_prior + proposed.log_likelihood) - (
+        current.log_prior + current.log_likelihood
+    )
+    log_a = jnp.where(jnp.isnan(log_a), -jnp.inf, log_a)
+    accept_prob = jnp.exp(jnp.minimum(log_a, 0.0))
+    accept = jnp.log(jax.random.uniform(key)) < log_a
+    state = jax.tree.map(lambda a, b: jnp.where(accept, a, b), proposed, current)
+    return state, accept_prob
+
+
+def pmmh_step(key, state: PMMHState, estimate, scale):
+    """One PMMH iteration (Andrieu, Doucet & Holenstein 2010, section 2.4.2, step 2):
+    propose ``u*`` by :func:`random_walk`, run the SMC at ``T(u*)`` (``estimate(key, u)``,
+    a partial :func:`estimate_likelihood`), accept or reject with :func:`mh_accept`.
+    Returns ``(state, accept_prob, proposed log-likelihood estimate)``."""
+    key_move, key_smc, key_accept = jax.random.split(key, 3)
+    proposed = estimate(key_smc, random_walk(key_move, state.u, scale))
+    new, accept_prob = mh_accept(key_accept, state, proposed)
+    return new, accept_prob, proposed.log_likelihood
+
+
+def adapt_scale(log_scale, accept_prob, iteration, target):
+    """Robbins-Monro step on the log step size during warmup: ``log s += (a - target) /
+    (i + 1)^0.6`` (Andrieu & Thoms 2008, "A tutorial on adaptive MCMC", section 5). The
+    sampling phase uses the final, fixed step size, so the kept draws are a homogeneous
+    PMMH chain."""
+    return log_scale + (accept_prob - target) / (iteration + 1.0) ** 0.6
+
+
+def run_pmmh(key, model, args, kwargs, params, likelihood: SMC, num_samples, num_warmup=0,
+             num_chains=1, step_size=0.1, target_accept=0.25, adapt_step_size=True,
+             init_params=None, return_paths=False):
+    """The PMMH driver: ``vmap`` over chains of one ``lax.scan`` over iterations, each a
+    :func:`pmmh_step`; during the first ``num_warmup`` the step size adapts
+    (:func:`adapt_scale`), then it is fixed.
+
+    The scan starts one iteration early, from the state ``(u_0, log p-hat = -inf)`` with a
+    zero step: that iteration "proposes" ``u_0`` itself and always accepts it, which is
+    exactly the initial SMC run of Andrieu, Doucet & Holenstein (2010, section 2.4.2, step
+    1) and keeps a single copy of the SMC in the compiled program. Returns ``(draws,
+    accept_prob, log_likelihood, proposed_log_likelihood, step size multiplier)`` for the
+    kept iterations, each with leading axes (num_chains, num_samples).
+    """
+    space = ParamSpace(model, args, kwargs, params)
+    scale = _scale_tree(step_size, space.names)
+
+    def estimate(k, u):
+        return estimate_likelihood(k, u, space, likelihood, return_paths)
+
+    def chain(key):
+        key_init, key_iter = jax.random.split(key)
+        u0 = space.init(key_init, init_params)
+        # the shapes of a state, for the iteration that runs the first SMC
+        shapes = jax.eval_shape(estimate, key_init, u0)
+        state = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+        dtype = shapes.log_likelihood.dtype
+        state = state._replace(u=u0, log_likelihood=jnp.full((), -jnp.inf, dtype))
+        log_m = jnp.zeros((), dtype)
+
+        def body(carry, step):
+            state, log_m = carry
+            i, k = step  # i = -1: the initial SMC run at u_0
+            multiplier = jnp.where(i < 0, 0.0, jnp.exp(log_m))
+            step_scale = {n: s * multiplier for n, s in scale.items()}
+            state, accept_prob, proposed = pmmh_step(k, state, estimate, step_scale)
+            if adapt_step_size:
+                warm = (i >= 0) & (i < num_warmup)
+                log_m = jnp.where(warm, adapt_scale(log_m, accept_prob, i, target_accept), log_m)
+            out = {**state.params, **state.path}
+            return (state, log_m), (out, accept_prob, state.log_likelihood, proposed)
+
+        total = 1 + num_warmup + num_samples
+        steps = (jnp.arange(total) - 1, jax.random.split(key_iter, total))
+        (_, log_m), records = jax.lax.scan(body, (state, log_m), steps)
+        kept = jax.tree.map(lambda a: a[1 + num_warmup:], records)
+        return (*kept, jnp.exp(log_m))
+
+    return jax.vmap(chain)(jax.random.split(key, num_chains))
+
+
+def _scale_tree(step_size, names):
+    if isinstance(step_size, Mapping):
+        missing = [n for n in names if n not in step_size]
+        if missing:
+            raise ValueError(f"pmmh: step_size has no entry for params {missing}")
+        return {n: jnp.asarray(step_size[n]) for n in names}
+    return {n: jnp.asarray(step_size) for n in names}
+
+
+def _check_step_size(step_size):
+    values = step_size.values() if isinstance(step_size, Mapping) else [step_size]
+    for v in values:
+        try:
+            arr = np.asarray(v, dtype=float)
+        except (TypeError, ValueError):
+            arr = np.asarray(np.nan)
+        if isinstance(v, bool) or not np.all(np.isfinite(arr)) or not np.all(arr > 0):
+            raise ValueError(
+                f"step_size must be a positive number (or a dict param -> positive "
+                f"numbers), got {step_size!r}"
+            )
+    return step_size
+
+
+# --------------------------------------------------------------------------- combinator
+
+
+class PMMH:
+    """``pmmh(params, likelihood, num_samples, ...)``; see :func:`pmmh`."""
+
+    def __init__(self, params, likelihood, num_samples: int, num_warmup: int = 0,
+                 num_chains: int = 1, proposal="random_walk", step_size=0.1,
+                 target_accept=0.25, adapt_step_size=True, init_params=None,
+                 return_paths=False):
+        self.params = _names(params, "pmmh")
+        if not isinstance(likelihood, SMC):
+            raise TypeError(
+                f"pmmh: likelihood must be an SMC combinator, e.g. infer.smc(num_particles="
+                f"200), whose log-evidence estimate is the likelihood; got {likelihood!r}"
+            )
+        self.likelihood = likelihood
+        self.num_samples = check_count("num_samples", num_samples)
+        if isinstance(num_warmup, bool) or not isinstance(num_warmup, (int, np.integer)) or (
+            num_warmup < 0
+        ):
+            raise ValueError(f"num_warmup must be an integer >= 0, got {num_warmup!r}")
+        self.num_warmup = int(num_warmup)
+        self.num_chains = check_count("num_chains", num_chains)
+        self.proposal = check_option("proposal", proposal, _PROPOSALS)
+        self.step_size = _check_step_size(step_size)
+        t = float(target_accept) if np.ndim(target_accept) == 0 else float("nan")
+        if not 0.0 < t < 1.0:
+            raise ValueError(f"target_accept must lie in (0, 1), got {target_accept!r}")
+        self.target_accept = t
+        self.adapt_step_size = bool(adapt_step_size)
+        if init_params is not None and not isinstance(init_params, Mapping):
+            raise TypeError(f"init_params must be a dict param -> value, got {init_params!r}")
+        self.init_params = None if init_params is None else dict(init_params)
+        self.return_paths = bool(return_paths)
+        self._runs = CompiledRuns(self.core)
+
+    def core(self, key, model, args, kwargs):
+        """The pure, jittable run (:func:`run_pmmh` with this combinator's options)."""
+        return run_pmmh(
+            key, model, args, kwargs, self.params, self.likelihood, self.num_samples,
+            self.num_warmup, self.num_chains, self.step_size, self.target_accept,
+            self.adapt_step_size, self.init_params, self.return_paths,
+        )
+
+    def run(self, key, model, *args, **kwargs) -> Posterior:
+        """Run ``num_chains`` PMMH chains on ``model(*args, **kwargs)``; returns an
+        unweighted :class:`~ppl.Posterior` of the params (and paths)."""
+        draws, accept_prob, log_lik, proposed, multiplier = self._runs(
+            check_key(key), model, args, kwargs
+        )
+        _check_estimates(log_lik, proposed)
+
+        def flat(a):
+            a = np.asarray(a)
+            return a.reshape((-1, *a.shape[2:]))
+
+        scale = _scale_tree(self.step_size, self.params)
+        return Posterior(
+            {k: flat(v) for k, v in draws.items()},
+            num_chains=self.num_chains,
+            sample_stats={
+                "accept_prob": flat(accept_prob),
+                "log_likelihood_estimate": flat(log_lik),
+            },
+            method="pmmh",
+            info={
+                "acceptance_rate": np.asarray(accept_prob).mean(axis=1),
+                "step_size": {n: np.asarray(s) * np.asarray(multiplier) for n, s in
+                              scale.items()},
+                "params": list(self.params),
+                "num_particles": self.likelihood.num_particles,
+            },
+        )
+
+    def __repr__(self):
+        return (
+            f"pmmh(params={list(self.params)}, likelihood={self.likelihood!r}, "
+            f"num_samples={self.num_samples}, num_warmup={self.num_warmup}, "
+            f"num_chains={self.num_chains}, proposal={self.proposal!r}, "
+            f"step_size={self.step_size!r})"
+        )
+
+
+def _check_estimates(log_lik, proposed):
+    """Raise :class:`NonFiniteWeightError` when a chain's likelihood estimate is not
+    finite (its start is impossible under the data) or a proposal's estimate is NaN."""
+    log_lik, proposed = np.asarray(log_lik), np.asarray(proposed)
+    stuck = np.flatnonzero(~np.isfinite(log_lik[:, -1]))
+    if stuck.size:
+        raise NonFiniteWeightError(
+            f"pmmh: the SMC log-likelihood estimate of chain(s) {stuck.tolist()} is not "
+            "finite (the chain never reached a state with positive likelihood); start it "
+            "elsewhere with init_params= or give the SMC more particles"
+        )
+    bad = np.isnan(proposed) | np.isposinf(proposed)
+    if bad.any():
+        raise NonFiniteWeightError(
+            f"pmmh: {int(bad.sum())} proposal(s) got a NaN or +inf SMC log-likelihood "
+            "estimate (check the model's densities at those params)"
+        )
+
+
+def pmmh(params, likelihood, num_samples: int, num_warmup: int = 0, num_chains: int = 1,
+         proposal="random_walk", step_size=0.1, target_accept=0.25, adapt_step_size=True,
+         init_params=None, return_paths=False) -> PMMH:
+    """Particle marginal Metropolis-Hastings (Andrieu, Doucet & Holenstein 2010, section
+    2.4) over the global latent sites ``params`` of a program with one ``ppl.markov`` call.
+
+    The likelihood p(y | theta) is the log-evidence estimate of ``likelihood`` (an
+    ``infer.smc(...)`` combinator, run with ``theta`` fixed in every particle); the
+    estimate of the current state is kept, which makes the chain exact for any number of
+    particles. ``proposal="random_walk"``: a Gaussian random walk on each param's
+    unconstrained coordinates (NumPyro's ``biject_to`` of its support, with the
+    log-Jacobian), of standard deviation ``step_size`` (a number, or a dict param ->
+    number or array). During the ``num_warmup`` iterations (discarded) the step size is
+    scaled by a Robbins-Monro adaptation towards acceptance rate ``target_accept``
+    (``adapt_step_size=False`` to keep it fixed); the kept ``num_samples`` iterations per
+    chain use the final step size. ``num_chains`` independent chains (``vmap``), each
+    started from a prior draw of the params (or from ``init_params``, a dict param ->
+    value). Global latent sites not in ``params`` are integrated out by the SMC (each
+    particle draws them), and must be sampled after the params.
+
+    ``.run(key, model, *args, **kwargs)`` returns an unweighted :class:`~ppl.Posterior`
+    (chain-major, ``num_chains * num_samples`` draws) of the params; with
+    ``return_paths=True`` each draw also has a path of every step site (T, ...) and the
+    other global sites, drawn from the final particles of the SMC run of the current state
+    (so the draws target p(theta, x_{1:T} | y)). ``sample_stats``: ``accept_prob`` (the MH
+    acceptance probability of each iteration's proposal) and ``log_likelihood_estimate``
+    (the kept estimate log p-hat(y | theta) of each draw); ``info``: per-chain
+    ``acceptance_rate`` and the final ``step_size``.
+    """
+    return PMMH(params, likelihood, num_samples, num_warmup, num_chains, proposal,
+                step_size, target_accept, adapt_step_size, init_params, return_paths)
+

@@ -1,0 +1,476 @@
+"""Resample-move SMC: SMC whose particles carry their traces, rejuvenated by MH moves.
+
+Gilks & Berzuini (2001, "Following a moving target — Monte Carlo inference for dynamic
+Bayesian models", JRSS B 63(1)) add to each step of a particle filter, after resampling,
+a few MCMC moves that leave the current target invariant. monad-bayes writes it
+(Ścibior et al. 2018, section 7) as
+
+    rmsmc k n = sequentially (composeCopies k mhStep . resample) . hoistFirst (withParticles n)
+
+For a ``markov`` program (see :mod:`ppl.inference.smc`) the target after step t is
+
+    p_t(theta, x_{1:t} | y_{1:t})
+        ∝ p(theta) g_0(theta) prod_{s<=t} m_theta(x_{s-1}, x_s) g_theta(x_s, y_s).
+
+A particle is its global latent values ``theta``, its whole path as full (T, ...) arrays
+(entries after the current step are unused) and the carry after step t. Its partial log
+joint ``log p_t`` is evaluated by :func:`path_log_joint`, a masked ``lax.scan`` over all T
+steps (steps after t contribute 0), so a move costs O(T), as in monad-bayes. One step of
+:func:`run_rmsmc` is, from the building blocks of :mod:`ppl.inference.smc`:
+
+1. :func:`~ppl.inference.smc.advance` — propagate and reweight (bootstrap or guided);
+   the new step's values are written into each particle's path at index t;
+2. :func:`~ppl.inference.smc.resample_step` — adaptive resampling (ESS below
+   ``ess_threshold * N``), which permutes the paths with the same ancestor indices;
+3. :func:`rejuvenate` — ``steps`` MH moves per particle, each invariant for p_t.
+
+Moves do not change the weights (an MH kernel invariant for p_t maps a weighted sample of
+p_t to one), so the evidence estimate is SMC's, ``log Z = l_init + sum_t l_t``, and stays
+unbiased. The moves (the ``move=infer.mh(...)`` option; only its ``proposal``, ``steps``
+and ``step_size`` count):
+
+* ``proposal="prior"``: regenerate one block from the prior given the rest. The blocks
+  are the global latent sites (one each) and, with ``regenerate="all"`` (default) or
+  ``"steps"``, the steps s = 0..t taken so far (all latent sites of step s at once).
+  A block is chosen uniformly (monad-bayes' ``mhTrans`` picks a random choice uniformly).
+  Regenerating a global site is :func:`~ppl.inference.mh.regenerate_site_step` on the
+  program *conditioned on the path* (:func:`conditioned_on_path`, whose only latent sites
+  are the globals and whose ``factor`` is the path's log density up to t); regenerating
+  step s redraws x_s ~ m_theta(x_{s-1}, .) with x_{s+1:t} kept, ``log a`` = the change of
+  the log joint minus that of the regenerated step's transition density
+  (:func:`regenerate_step_move`).
+* ``proposal="random_walk"``: :func:`~ppl.inference.mh.random_walk_step` on the
+  unconstrained globals of the conditioned program (continuous globals only).
+* a program ``proposal(current_global_values, *args, **kwargs)`` sampling some global
+  sites: :func:`~ppl.inference.mh.program_step` on the conditioned program.
+
+Static programs (no ``markov``) raise :class:`UnsupportedModelError` pointing to
+``infer.tempered_smc`` (or ``infer.mh``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+from ppl.inference.base import CompiledRuns, check_key, check_option
+from ppl.inference.mh import (
+    MH,
+    metropolis_hastings,
+    program_step,
+    random_walk_step,
+    regenerate_site_step,
+)
+from ppl.inference.resampling import ess, get_scheme
+from ppl.inference.smc import (
+    SMC,
+    ParticleState,
+    SMCOutput,
+    StepRecord,
+    _check_weights,
+    _state_space,
+    _weighted_mean,
+    advance,
+    init_particles,
+    replay_lineages,
+    resample_step,
+)
+from ppl.semantics.sequential import StateSpace
+from ppl.semantics.trace import LATENT, record
+
+from ppl import primitives
+from ppl.errors import UnsupportedModelError
+from ppl.posterior import Posterior
+
+__all__ = [
+    "RMSMC",
+    "PathScore",
+    "conditioned_on_path",
+    "empty_paths",
+    "global_move",
+    "move_particle",
+    "path_log_joint",
+    "regenerate_step_move",
+    "rejuvenate",
+    "rmsmc",
+    "run_rmsmc",
+]
+
+REGENERATE = ("all", "globals", "steps")
+#: Name of the factor site carrying the path's log density in :func:`conditioned_on_path`.
+PATH_FACTOR = "_rmsmc_path_log_joint"
+_REPLAY_KEY = jax.random.PRNGKey(0)
+
+
+# --------------------------------------------------------------------------- the target
+
+
+class PathScore(NamedTuple):
+    """A (possibly partly regenerated) path scored up to step t."""
+
+    path: dict  # site -> (T, ...)
+    log_joint: jnp.ndarray  # sum_{s<=t} log m(x_{s-1}, x_s) + log g(x_s, y_s)
+    log_transition: jnp.ndarray  # log m at the regenerated step (0 if none)
+    carry: object  # the carry after step t
+
+
+def _where(pred, a, b):
+    return jax.tree.map(lambda x, y: jnp.where(pred, x, jnp.asarray(y, jnp.result_type(x))), a, b)
+
+
+def path_log_joint(ssm: StateSpace, path: dict, t, at=-1, key=None) -> PathScore:
+    """Score ``path`` up to step ``t`` with a masked ``lax.scan`` over all T steps.
+
+    Step s <= t contributes ``log m_theta(x_{s-1}, x_s) + log g_theta(x_s, y_s)``
+    (:meth:`StateSpace.replay_step`); steps after t contribute 0 and leave the carry
+    alone. ``log_transition`` is ``log m`` at step ``at``. With a ``key``, step ``at`` is
+    redrawn from the transition (:meth:`StateSpace.step`) instead of replayed and the
+    later steps are replayed from the new carry (the single-step regeneration of
+    monad-bayes' ``mhTrans``)."""
+
+    def body(carry, step):
+        s, key_s = step
+        result = ssm.replay_step(s, carry, jax.tree.map(lambda a: a[s], path))
+        here = s == at
+        if key is not None:
+            result = _where(here, ssm.step(key_s, s, carry), result)
+        active = s <= t
+        log_joint = jnp.where(active, result.log_weight + result.log_transition, 0.0)
+        log_transition = jnp.where(here, result.log_transition, 0.0)
+        carry = _where(active, result.carry, carry)
+        return carry, (result.values, log_joint, log_transition)
+
+    keys = jax.random.split(_REPLAY_KEY if key is None else key, ssm.num_steps)
+    steps = (jnp.arange(ssm.num_steps), keys)
+    carry, (values, log_joint, log_transition) = jax.lax.scan(body, ssm.init, steps)
+    values = jax.tree.map(lambda new, old: new.astype(old.dtype), values, path)
+    return PathScore(values, log_joint.sum(), log_transition.sum(), carry)
+
+
+def conditioned_on_path(model, path: dict, t):
+    """The program ``model`` with its ``markov`` call replaced by ``factor(log p(x_{1:t},
+    y_{1:t} | theta))`` for the fixed ``path``: a static program whose latent sites are the
+    globals and whose density is the target p_t as a function of theta. The step sites are
+    hidden from the handlers outside (``numpyro.handlers.block``)."""
+
+    def program(*args, **kwargs):
+        def interceptor(step, init, xs, num_steps):
+            ssm = StateSpace(step, init, xs, num_steps, globals_trace=None)
+            score = numpyro.handlers.block(path_log_joint)(ssm, path, t)
+            primitives.factor(PATH_FACTOR, score.log_joint)
+            return jax.tree.map(lambda c: jnp.zeros((num_steps, *jnp.shape(c)), c.dtype), init)
+
+        with primitives.intercept_markov(interceptor):
+            return model(*args, **kwargs)
+
+    return program
+
+
+def empty_paths(model, args, kwargs, num_particles: int) -> dict:
+    """Zero arrays ``site -> (N, T, ...)`` for the latent sites of one markov step."""
+    ssm = _state_space(model, args, kwargs)
+    values = jax.eval_shape(lambda: ssm.step(_REPLAY_KEY, 0, ssm.init).values)
+    return {
+        n: jnp.zeros((num_particles, ssm.num_steps, *v.shape), v.dtype) for n, v in values.items()
+    }
+
+
+# --------------------------------------------------------------------------- moves
+
+
+class Move(NamedTuple):
+    """One particle after one MH move."""
+
+    params: dict
+    path: dict
+    accepted: jnp.ndarray
+    accept_prob: jnp.ndarray
+
+
+def global_move(key, params, path, t, model, args, kwargs, proposal, step_size=0.5,
+                index=None) -> Move:
+    """An MH move of the global sites, targeting p_t: a kernel of :mod:`ppl.inference.mh`
+    on :func:`conditioned_on_path`. ``proposal="prior"`` regenerates the global site
+    ``index`` (uniform if None); ``"random_walk"`` and programs as in ``mh``."""
+    program = conditioned_on_path(model, path, t)
+    trace = record(program, _REPLAY_KEY, args, kwargs, substitutions=params)[1]
+    if proposal == "prior":
+        if index is None:
+            index = jax.random.randint(key, (), 0, len(trace.latent_names))
+            key = jax.random.fold_in(key, 1)
+        result = regenerate_site_step(key, trace, index, args, kwargs, program)
+    elif proposal == "random_walk":
+        result = random_walk_step(key, trace, args, kwargs, program, step_size)
+    else:
+        result = program_step(key, trace, args, kwargs, program, proposal)
+    return Move(result.trace.select(LATENT), path, result.accepted, result.accept_prob)
+
+
+def regenerate_step_move(key, params, path, t, model, args, kwargs, s) -> Move:
+    """MH regenerating the latent sites of step ``s <= t`` from the transition given the
+    rest: ``log a = [log p_t(x') - log m(x'_s)] - [log p_t(x) - log m(x_s)]`` (the
+    proposal density cancels the regenerated step's own transition term; Wingate et al.
+    2011, section 3). Two masked scans, O(T)."""
+    ssm = _state_space(model, args, kwargs, params=params)
+    key_prop, key_accept = jax.random.split(key)
+    old = path_log_joint(ssm, path, t, at=s)
+    new = path_log_joint(ssm, path, t, at=s, key=key_prop)
+    log_alpha = (new.log_joint - new.log_transition) - (old.log_joint - old.log_transition)
+    result = metropolis_hastings(key_accept, path, new.path, log_alpha)
+    return Move(params, result.trace, result.accepted, result.accept_prob)
+
+
+def move_particle(key, params, path, t, model, args, kwargs, move: MH, regenerate: str,
+                  num_globals: int) -> Move:
+    """One MH move of one particle targeting p_t (see the module docstring)."""
+    if move.proposal != "prior":
+        return global_move(key, params, path, t, model, args, kwargs, move.proposal,
+                           move.step_size)
+    key_block, key_global, key_step = jax.random.split(key, 3)
+    first = num_globals if regenerate == "steps" else 0
+    last = num_globals if regenerate == "globals" else num_globals + t + 1
+    block = jax.random.randint(key_block, (), first, last)
+    if regenerate == "steps" or not num_globals:
+        return regenerate_step_move(key_step, params, path, t, model, args, kwargs,
+                                    block - num_globals)
+    g = global_move(key_global, params, path, t, model, args, kwargs, "prior",
+                    index=jnp.minimum(block, num_globals - 1))
+    if regenerate == "globals":
+        return g
+    x = regenerate_step_move(key_step, params, path, t, model, args, kwargs,
+                             block - num_globals)
+    return _where(block < num_globals, g, x)
+
+
+def rejuvenate(key, params, paths, t, model, args, kwargs, move: MH, regenerate: str,
+               num_globals: int, num_particles: int):
+    """``move.steps`` MH moves of every particle (``vmap`` over particles, ``lax.scan``
+    over moves); returns ``(params, paths, carries, accepted fraction, accept prob)``, the
+    carries recomputed after step t from the moved particles."""
+
+    def one(k, params_n, path_n):
+        def body(state, k_m):
+            m = move_particle(k_m, *state, t, model, args, kwargs, move, regenerate,
+                              num_globals)
+            return (m.params, m.path), (m.accepted, m.accept_prob)
+
+        (params_n, path_n), (accepted, prob) = jax.lax.scan(
+            body, (params_n, path_n), jax.random.split(k, move.steps)
+        )
+        ssm = _state_space(model, args, kwargs, params=params_n)
+        carry = path_log_joint(ssm, path_n, t).carry
+        return params_n, path_n, carry, accepted.astype(prob.dtype).mean(), prob.mean()
+
+    return jax.vmap(one)(jax.random.split(key, num_particles), params, paths)
+
+
+# --------------------------------------------------------------------------- driver
+
+
+class RMSMCOutput(NamedTuple):
+    """One resample-move SMC run: SMC's output plus the moves' acceptance per step."""
+
+    smc: SMCOutput
+    accept_rate: jnp.ndarray  # (T,) fraction of accepted moves at each step
+    accept_prob: jnp.ndarray  # (T,) mean acceptance probability at each step
+
+
+def _markov_program_info(model, args, kwargs):
+    """``(num_steps, global latent site names)``; a clear error for a static program."""
+    calls = []
+
+    def interceptor(step, init, xs, num_steps):
+        calls.append(num_steps)
+        return jax.tree.map(lambda c: jnp.zeros((num_steps, *jnp.shape(c)), c.dtype), init)
+
+    with primitives.intercept_markov(interceptor):
+        record(model, _REPLAY_KEY, args, kwargs)
+    if not calls:
+        raise UnsupportedModelError(
+            "rmsmc runs on programs with a ppl.markov call (a state-space model); this "
+            "program has none. For a static program use infer.tempered_smc(num_particles, "
+            "move=infer.mh(...)) or infer.mh(...)"
+        )
+    ssm = _state_space(model, args, kwargs)
+    return ssm.num_steps, tuple(ssm.globals.latent_names)
+
+
+def _check_move_sites(move: MH, regenerate: str, global_sites):
+    if global_sites:
+        return
+    if move.proposal != "prior":
+        raise UnsupportedModelError(
+            f"rmsmc: move=mh(proposal={move.proposal!r}) moves the global latent sites (those "
+            "before the ppl.markov call) and this program has none; use proposal='prior' "
+            "with regenerate='steps' or 'all'"
+        )
+    if regenerate == "globals":
+        raise UnsupportedModelError(
+            "rmsmc(regenerate='globals'): this program has no global latent site (before "
+            "the ppl.markov call) to regenerate; use regenerate='steps' or 'all'"
+        )
+
+
+def run_rmsmc(key, model, args, kwargs, num_particles, move: MH, scheme="systematic",
+              ess_threshold=0.5, proposal=None, regenerate="all") -> RMSMCOutput:
+    """Resample-move SMC (Gilks & Berzuini 2001): one ``lax.scan`` over the T steps of the
+    program's ``markov`` whose body is :func:`~ppl.inference.smc.advance`, then
+    :func:`~ppl.inference.smc.resample_step` (adaptive), then :func:`rejuvenate`. The
+    particles carry their paths as (N, T, ...) arrays, so no genealogy is traced back."""
+    num_steps, global_sites = _markov_program_info(model, args, kwargs)
+    _check_move_sites(move, regenerate, global_sites)
+    key_init, key_steps = jax.random.split(key)
+    state, log_z_init = init_particles(key_init, model, args, kwargs, num_particles)
+    paths = empty_paths(model, args, kwargs, num_particles)
+
+    def body(carry, step):
+        state, paths = carry
+        t, key_t = step
+        key_advance, key_resample, key_move = jax.random.split(key_t, 3)
+        state, values, _, increment = advance(
+            key_advance, t, state, model, args, kwargs, proposal
+        )
+        paths = jax.tree.map(
+            lambda p, v: p.at[:, t].set(v.astype(p.dtype)), paths, values
+        )
+        weights = state.log_weights
+        state, ancestors, resampled = resample_step(key_resample, state, scheme, ess_threshold)
+        paths = jax.tree.map(lambda a: jnp.take(a, ancestors, axis=0), paths)
+        params, paths, carries, accepted, prob = rejuvenate(
+            key_move, state.params, paths, t, model, args, kwargs, move, regenerate,
+            len(global_sites), num_particles,
+        )
+        state = ParticleState(params, carries, state.log_weights)
+        record_t = StepRecord(
+            values=values,
+            ancestors=ancestors,
+            resampled=resampled,
+            ess=ess(weights),
+            log_evidence_increment=increment,
+            log_weights=weights,
+            filter_means={n: _weighted_mean(weights, v) for n, v in values.items()},
+        )
+        return (state, paths), (record_t, accepted.mean(), prob.mean())
+
+    steps = (jnp.arange(num_steps), jax.random.split(key_steps, num_steps))
+    (state, paths), (records, accept_rate, accept_prob) = jax.lax.scan(
+        body, (state, paths), steps
+    )
+    log_evidence = log_z_init + jnp.sum(records.log_evidence_increment)
+    global_values, step_det, loglik, data, factors = replay_lineages(
+        model, args, kwargs, state.params, paths
+    )
+    out = SMCOutput(
+        globals=global_values,
+        paths={**paths, **step_det},
+        log_weights=state.log_weights + log_evidence + math.log(num_particles),
+        log_evidence=log_evidence,
+        log_evidence_init=log_z_init,
+        steps=records,
+        log_likelihood=loglik,
+        observed_data=data,
+        factor_log_probs=factors,
+    )
+    return RMSMCOutput(out, accept_rate, accept_prob)
+
+
+# --------------------------------------------------------------------------- combinator
+
+
+class RMSMC:
+    """``rmsmc(num_particles, move, resample, ess_threshold, proposal, regenerate)``; see
+    :func:`rmsmc`."""
+
+    def __init__(self, num_particles: int, move=None, resample="systematic",
+                 ess_threshold=0.5, proposal=None, regenerate="all"):
+        base = SMC(num_particles, resample, ess_threshold, proposal)  # checks the options
+        self.num_particles = base.num_particles
+        self.resample = base.resample
+        self.ess_threshold = base.ess_threshold
+        self.proposal = base.proposal
+        if move is None:
+            move = MH(steps=1)
+        if not isinstance(move, MH):
+            raise TypeError(f"move must be an infer.mh(...) combinator, got {move!r}")
+        self.move = move
+        self.regenerate = check_option("regenerate", regenerate, REGENERATE)
+        get_scheme(self.resample)
+        self._runs = CompiledRuns(self.core)
+
+    def core(self, key, model, args, kwargs) -> RMSMCOutput:
+        """The pure, jittable run (:func:`run_rmsmc` with this combinator's options)."""
+        return run_rmsmc(key, model, args, kwargs, self.num_particles, self.move,
+                         self.resample, self.ess_threshold, self.proposal, self.regenerate)
+
+    def run(self, key, model, *args, **kwargs) -> Posterior:
+        """Run resample-move SMC on ``model(*args, **kwargs)`` (one ``ppl.markov`` call
+        after its global sites) and return a weighted :class:`~ppl.Posterior`."""
+        result = self._runs(check_key(key), model, args, kwargs)
+        out = result.smc
+        _check_weights(out)
+        steps = out.steps
+        accept_rate = np.asarray(result.accept_rate)
+        return Posterior(
+            {**out.globals, **out.paths},
+            log_weights=out.log_weights,
+            log_evidence=out.log_evidence,
+            observed_data=out.observed_data,
+            log_likelihood=out.log_likelihood,
+            method="rmsmc",
+            info={
+                "accept_rate": float(accept_rate.mean()),
+                "accept_rate_per_step": accept_rate,
+                "accept_prob_per_step": np.asarray(result.accept_prob),
+                "ess": steps.ess,
+                "resampled": steps.resampled,
+                "log_evidence_increments": steps.log_evidence_increment,
+                "log_evidence_init": out.log_evidence_init,
+                "ancestors": steps.ancestors,
+                "filter_means": steps.filter_means,
+                "filter_log_weights": steps.log_weights,
+                "particles": steps.values,
+                "num_particles": self.num_particles,
+                "resample": self.resample,
+                "ess_threshold": self.ess_threshold,
+                "move": repr(self.move),
+                "regenerate": self.regenerate,
+            },
+        )
+
+    def __repr__(self):
+        return (
+            f"rmsmc(num_particles={self.num_particles}, move={self.move!r}, "
+            f"resample={self.resample!r}, ess_threshold={self.ess_threshold}, "
+            f"proposal={self.proposal!r}, regenerate={self.regenerate!r})"
+        )
+
+
+def rmsmc(num_particles: int, move=None, resample="systematic", ess_threshold=0.5,
+          proposal=None, regenerate="all") -> RMSMC:
+    """Resample-move SMC (Gilks & Berzuini 2001; monad-bayes' ``rmsmc``) over a program
+    with one ``ppl.markov`` call.
+
+    Each step advances the ``num_particles`` particles (bootstrap, or the guided
+    ``proposal(t, carry, x)`` as in :func:`ppl.inference.smc`), resamples when the ESS
+    falls below ``ess_threshold * num_particles`` (``resample`` scheme), then applies
+    ``move.steps`` MH moves to every particle, each invariant for the posterior of the
+    globals and the path so far (``move`` defaults to ``infer.mh(steps=1)``; only its
+    ``proposal``, ``steps`` and ``step_size`` count). With ``proposal="prior"`` a move
+    regenerates one block chosen uniformly: a global latent site or one past step
+    (``regenerate="all"``, monad-bayes), a global site only (``"globals"``) or a step
+    only (``"steps"``). ``"random_walk"`` and proposal programs move the globals.
+
+    ``.run(key, model, *args, **kwargs)`` returns a weighted :class:`~ppl.Posterior` laid
+    out as :func:`ppl.inference.smc`'s (globals (N, ...), paths (N, T, ...), final log
+    weights with ``logsumexp - log N == log_evidence``), with ``info`` as SMC's plus
+    ``accept_rate`` (overall fraction of accepted moves), ``accept_rate_per_step`` and
+    ``accept_prob_per_step`` (T,). Here ``ancestors[t]`` and ``resampled[t]`` describe
+    the resampling *after* step t, and ``filter_log_weights[t]`` / ``particles[t]`` the
+    weighted particles before it. A static program raises
+    :class:`~ppl.errors.UnsupportedModelError` (use ``infer.tempered_smc``).
+    """
+    return RMSMC(num_particles, move, resample, ess_threshold, proposal, regenerate)

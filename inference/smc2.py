@@ -1,0 +1,372 @@
+"""SMC^2: sequential Monte Carlo over the global parameters of a ``markov`` program, each
+parameter particle carrying its own particle filter over the states.
+
+Chopin, Jacob & Papaspiliopoulos (2013), "SMC^2: an efficient algorithm for sequential
+analysis of state space models", JRSS B 75(3), section 3.1. With ``M = num_theta``
+parameter particles theta^m ~ p(theta), each with an inner SMC of ``N_x`` particles (the
+given ``infer.smc`` combinator run with theta^m fixed), at every time t:
+
+(a) advance every inner filter one step (resample if its ESS is low, propagate, reweight:
+    :func:`ppl.inference.pmmh.filter_step`, ``vmap`` over theta particles); each gives the
+    estimate ``p-hat(y_t | y_{1:t-1}, theta^m)`` (its log: ``l_t^m``);
+(b) multiply the theta weights by it: ``omega^m *= p-hat(y_t | y_{1:t-1}, theta^m)``; the
+    evidence gains ``log p-hat(y_t | y_{1:t-1}) = log sum_m W^m exp(l_t^m)`` (W the
+    normalised theta weights before the update);
+(c) if the ESS of the theta weights falls below ``ess_threshold * M``: resample the theta
+    particles (each with its whole inner particle system and its running likelihood
+    estimate), then rejuvenate each by ``num_moves`` PMMH moves: propose theta* by a
+    Gaussian random walk on unconstrained coordinates (covariance ``scale^2`` times the
+    weighted covariance of the population before resampling), rerun its inner filter on
+    y_{1:t} (:func:`ppl.inference.pmmh.particle_filter` stopped after t + 1 steps: every
+    array keeps its shape), and accept with the PMMH ratio of the whole estimates
+    ``p(theta*) p-hat(y_{1:t} | theta*) / (p(theta) p-hat(y_{1:t} | theta))``; an accepted
+    particle takes the new inner particle system (section 3.1, step (c); the move leaves
+    the extended target at time t invariant, Andrieu, Doucet & Holenstein 2010).
+
+The evidence estimate ``p-hat(y_{1:T}) = prod_t sum_m W^m p-hat(y_t | y_{1:t-1},
+theta^m)`` (times the initial term from global ``observe`` sites, if any) is unbiased
+(Chopin, Jacob & Papaspiliopoulos 2013, section 3.1; it is an SMC sampler on the extended
+space). The inner filter size ``N_x`` stays fixed (their adaptive doubling of N_x,
+section 3.6, is not implemented).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+from jax.scipy.special import logsumexp
+from ppl.inference.base import CompiledRuns, check_count, check_key
+from ppl.inference.pmmh import (
+    ParamSpace,
+    _names,
+    filter_step,
+    mh_accept,
+    particle_filter,
+    smc_module,
+)
+from ppl.inference.resampling import ess, get_scheme
+from ppl.inference.smc import SMC, ParticleState
+
+from ppl.errors import NonFiniteWeightError
+from ppl.posterior import Posterior
+
+__all__ = [
+    "SMC2",
+    "SMC2Output",
+    "ThetaParticles",
+    "advance_theta",
+    "init_theta",
+    "pmmh_move",
+    "rejuvenate",
+    "run_smc2",
+    "smc2",
+]
+
+
+class ThetaParticles(NamedTuple):
+    """The theta particles (leading axis M): unconstrained and constrained params, ``log
+    p(theta) + log|J|``, each one's inner particle system (leaves (M, N_x, ...)) and its
+    running estimate ``log p-hat(y_{1:t} | theta)``. The field names match
+    :class:`ppl.inference.pmmh.PMMHState` where :func:`mh_accept` reads them."""
+
+    u: dict
+    params: dict
+    log_prior: jnp.ndarray
+    log_likelihood: jnp.ndarray
+    inner: ParticleState
+
+
+class SMC2Output(NamedTuple):
+    """What one SMC^2 run returns (the output of the jitted core)."""
+
+    params: dict  # (M, ...) final theta particles
+    log_weights: jnp.ndarray  # (M,) unnormalised: logsumexp - log M == log_evidence
+    log_evidence: jnp.ndarray
+    log_evidence_init: jnp.ndarray
+    log_likelihood: jnp.ndarray  # (M,) log p-hat(y_{1:T} | theta^m)
+    ess: jnp.ndarray  # (T,) theta ESS after reweighting at step t
+    resampled: jnp.ndarray  # (T,) bool: rejuvenated at step t
+    acceptance_rate: jnp.ndarray  # (T,) mean acceptance prob. of the moves at step t
+    log_evidence_increments: jnp.ndarray  # (T,)
+
+
+def _normalise(log_weights):
+    total = logsumexp(log_weights)
+    finite = jnp.isfinite(total)
+    return jnp.where(finite, log_weights - jnp.where(finite, total, 0.0), log_weights), total
+
+
+def init_theta(key, space: ParamSpace, likelihood: SMC, num_theta: int):
+    """Step 0 of SMC^2: ``theta^m ~ p(theta)`` and the initial inner particles of each
+    (:func:`ppl.inference.smc.init_particles` with ``theta^m`` fixed); returns
+    ``(particles, normalised theta log weights, l_init)`` with the theta weights the inner
+    initial evidence (global ``observe`` sites; uniform without them) and ``l_init =
+    log mean_m p-hat_0(theta^m)``."""
+    model, args, kwargs = space.model, space.args, space.kwargs
+
+    def one(k):
+        key_theta, key_inner = jax.random.split(k)
+        u = space.init(key_theta)
+        theta, log_prior = space.constrain(u)
+        inner, log_z = smc_module.init_particles(
+            key_inner, model, args, kwargs, likelihood.num_particles, theta
+        )
+        return ThetaParticles(u, theta, log_prior, log_z, inner)
+
+    particles = jax.vmap(one)(jax.random.split(key, num_theta))
+    log_w, total = _normalise(particles.log_likelihood)
+    return particles, log_w, total - math.log(num_theta)
+
+
+def advance_theta(key, t, particles: ThetaParticles, log_weights, likelihood: SMC, space):
+    """Steps (a) and (b): every inner filter takes step ``t`` (``vmap`` over theta of
+    :func:`filter_step`), each theta weight is multiplied by its ``p-hat(y_t | y_{1:t-1},
+    theta)``. Returns ``(particles, normalised log weights, log p-hat(y_t | y_{1:t-1}))``."""
+    model, args, kwargs = space.model, space.args, space.kwargs
+    keys = jax.random.split(key, log_weights.shape[0])
+
+    def one(k, inner):
+        return filter_step(k, t, inner, likelihood, model, args, kwargs)
+
+    inner, increments = jax.vmap(one)(keys, particles.inner)
+    particles = particles._replace(inner=inner,
+                                   log_likelihood=particles.log_likelihood + increments)
+    log_w, increment = _normalise(log_weights + increments)
+    return particles, log_w, increment
+
+
+def _flat(u):
+    return jax.vmap(lambda x: ravel_pytree(x)[0])(u)
+
+
+def proposal_cholesky(particles: ThetaParticles, log_weights, scale):
+    """Cholesky factor of the random-walk covariance ``scale^2 * Cov_W(u)``: the weighted
+    covariance of the theta population on unconstrained coordinates (Chopin, Jacob &
+    Papaspiliopoulos 2013, section 3.2), plus a tiny jitter so a collapsed population
+    still moves."""
+    flat = _flat(particles.u)
+    w = jnp.exp(log_weights).astype(flat.dtype)
+    mean = w @ flat
+    centred = flat - mean
+    cov = (centred * w[:, None]).T @ centred
+    d = flat.shape[1]
+    jitter = 1e-6 * (jnp.trace(cov) / d + 1e-6)
+    return jnp.linalg.cholesky(scale**2 * cov + jitter * jnp.eye(d, dtype=flat.dtype))
+
+
+def pmmh_move(key, t, particles: ThetaParticles, chol, likelihood: SMC, space):
+    """One PMMH move of every theta particle at time ``t`` (step (c)): random walk
+    ``u* = u + chol z``, rerun of the inner filter on y_{1:t} at ``theta* = T(u*)``
+    (:func:`particle_filter` with ``num_active = t + 1``), and :func:`mh_accept` on the
+    whole particle (params, estimate and inner particle system). Returns ``(particles,
+    accept probabilities (M,))``."""
+    model, args, kwargs = space.model, space.args, space.kwargs
+    _, unravel = ravel_pytree(jax.tree.map(lambda a: a[0], particles.u))
+    num_theta = particles.log_prior.shape[0]
+
+    def one(k, current):
+        key_move, key_filter, key_accept = jax.random.split(k, 3)
+        flat, _ = ravel_pytree(current.u)
+        noise = jax.random.normal(key_move, flat.shape, flat.dtype)
+        u = unravel(flat + chol @ noise)
+        theta, log_prior = space.constrain(u)
+        inner, log_z = particle_filter(key_filter, likelihood, model, args, kwargs, theta,
+                                       num_active=t + 1)
+        proposed = ThetaParticles(u, theta, log_prior, log_z, inner)
+        return mh_accept(key_accept, current, proposed)
+
+    return jax.vmap(one)(jax.random.split(key, num_theta), particles)
+
+
+def rejuvenate(key, t, particles: ThetaParticles, log_weights, likelihood: SMC, space,
+               scheme, num_moves, scale):
+    """Step (c): resample the theta particles (``scheme``; each keeps its inner particle
+    system and estimate) to uniform weights, then ``num_moves`` :func:`pmmh_move` with the
+    proposal covariance of the population before resampling. Returns ``(particles,
+    uniform log weights, mean acceptance probability)``."""
+    key_resample, key_moves = jax.random.split(key)
+    num_theta = log_weights.shape[0]
+    chol = proposal_cholesky(particles, log_weights, scale)
+    idx = get_scheme(scheme)(key_resample, log_weights)
+    particles = jax.tree.map(lambda a: jnp.take(a, idx, axis=0), particles)
+
+    def move(i, carry):
+        particles, accept = carry
+        particles, accept_prob = pmmh_move(jax.random.fold_in(key_moves, i), t, particles,
+                                           chol, likelihood, space)
+        return particles, accept + jnp.mean(accept_prob) / num_moves
+
+    particles, accept = jax.lax.fori_loop(
+        0, num_moves, move, (particles, jnp.zeros((), log_weights.dtype))
+    )
+    return particles, jnp.full_like(log_weights, -math.log(num_theta)), accept
+
+
+def run_smc2(key, model, args, kwargs, params, likelihood: SMC, num_theta, ess_threshold=0.5,
+             resample="systematic", num_moves=1, scale=None) -> SMC2Output:
+    """The SMC^2 driver: :func:`init_theta`, then one ``lax.scan`` over the T steps whose
+    body is :func:`advance_theta` and, when the theta ESS is below ``ess_threshold *
+    num_theta``, :func:`rejuvenate` (a ``lax.cond``). One pure function: jit it, or vmap
+    it over keys."""
+    space = ParamSpace(model, args, kwargs, params, who="smc2")
+    key_init, key_steps = jax.random.split(key)
+    particles, log_w, log_z_init = init_theta(key_init, space, likelihood, num_theta)
+    if scale is None:
+        d = _flat(particles.u).shape[1]
+        scale = 2.38 / math.sqrt(d)
+
+    def body(carry, step):
+        particles, log_w = carry
+        t, k = step
+        key_advance, key_rejuvenate = jax.random.split(k)
+        particles, log_w, increment = advance_theta(key_advance, t, particles, log_w,
+                                                    likelihood, space)
+        ess_t = ess(log_w)
+        degenerate = ess_t < ess_threshold * num_theta
+
+        def yes(operand):
+            p, lw = operand
+            return rejuvenate(key_rejuvenate, t, p, lw, likelihood, space, resample,
+                              num_moves, scale)
+
+        def no(operand):
+            p, lw = operand
+            return p, lw, jnp.zeros((), lw.dtype)
+
+        particles, log_w, accept = jax.lax.cond(degenerate, yes, no, (particles, log_w))
+        return (particles, log_w), (ess_t, degenerate, accept, increment)
+
+    num_steps = space.num_steps
+    steps = (jnp.arange(num_steps), jax.random.split(key_steps, num_steps))
+    (particles, log_w), (ess_t, resampled, accept, increments) = jax.lax.scan(
+        body, (particles, log_w), steps
+    )
+    log_evidence = log_z_init + jnp.sum(increments)
+    return SMC2Output(
+        params=particles.params,
+        log_weights=log_w + log_evidence + math.log(num_theta),
+        log_evidence=log_evidence,
+        log_evidence_init=log_z_init,
+        log_likelihood=particles.log_likelihood,
+        ess=ess_t,
+        resampled=resampled,
+        acceptance_rate=accept,
+        log_evidence_increments=increments,
+    )
+
+
+# --------------------------------------------------------------------------- combinator
+
+
+class SMC2:
+    """``smc2(params, num_theta, likelihood, ...)``; see :func:`smc2`."""
+
+    def __init__(self, params, num_theta: int, likelihood, ess_threshold=0.5,
+                 resample="systematic", num_moves: int = 1, scale=None):
+        self.params = _names(params, "smc2")
+        self.num_theta = check_count("num_theta", num_theta)
+        if not isinstance(likelihood, SMC) or getattr(likelihood, "move", None) is not None:
+            raise TypeError(
+                f"smc2: likelihood must be an SMC combinator without move, e.g. "
+                f"infer.smc(num_particles=100), the inner filter of each theta particle; got "
+                f"{likelihood!r}"
+            )
+        self.likelihood = likelihood
+        t = None if isinstance(ess_threshold, bool) else np.asarray(ess_threshold, float)
+        if t is None or t.ndim != 0 or not np.isfinite(t) or not 0.0 <= float(t) <= 1.0:
+            raise ValueError(
+                f"ess_threshold must be a number in [0, 1] (a fraction of num_theta), got "
+                f"{ess_threshold!r}"
+            )
+        self.ess_threshold = float(t)
+        get_scheme(resample)  # UnknownOptionError naming `resample`
+        self.resample = resample
+        self.num_moves = check_count("num_moves", num_moves)
+        if scale is not None and not (
+            np.ndim(scale) == 0 and np.isfinite(scale) and float(scale) > 0
+        ):
+            raise ValueError(f"scale must be a positive number (or None), got {scale!r}")
+        self.scale = None if scale is None else float(scale)
+        self._runs = CompiledRuns(self.core)
+
+    def core(self, key, model, args, kwargs) -> SMC2Output:
+        """The pure, jittable run (:func:`run_smc2` with this combinator's options)."""
+        return run_smc2(key, model, args, kwargs, self.params, self.likelihood,
+                        self.num_theta, self.ess_threshold, self.resample, self.num_moves,
+                        self.scale)
+
+    def run(self, key, model, *args, **kwargs) -> Posterior:
+        """Run SMC^2 on ``model(*args, **kwargs)``; a weighted :class:`~ppl.Posterior` of
+        the params with the log-evidence estimate."""
+        out = self._runs(check_key(key), model, args, kwargs)
+        _check(out)
+        resampled = np.asarray(out.resampled)
+        return Posterior(
+            dict(out.params),
+            log_weights=out.log_weights,
+            log_evidence=out.log_evidence,
+            method="smc2",
+            info={
+                "ess": out.ess,
+                "resampled": out.resampled,
+                "log_evidence_increments": out.log_evidence_increments,
+                "log_evidence_init": out.log_evidence_init,
+                "move_steps": np.flatnonzero(resampled),
+                "acceptance_rate": np.asarray(out.acceptance_rate)[resampled],
+                "log_likelihood_estimates": out.log_likelihood,
+                "num_theta": self.num_theta,
+                "num_particles": self.likelihood.num_particles,
+            },
+        )
+
+    def __repr__(self):
+        return (
+            f"smc2(params={list(self.params)}, num_theta={self.num_theta}, "
+            f"likelihood={self.likelihood!r}, ess_threshold={self.ess_threshold}, "
+            f"resample={self.resample!r}, num_moves={self.num_moves}, scale={self.scale})"
+        )
+
+
+def _check(out: SMC2Output):
+    """Raise :class:`NonFiniteWeightError` naming the first step whose evidence increment
+    is not finite."""
+    increments = np.asarray(out.log_evidence_increments)
+    bad = np.flatnonzero(~np.isfinite(increments))
+    if np.isfinite(np.asarray(out.log_evidence_init)) and not bad.size:
+        return
+    where = f"first at step t={int(bad[0])}" if bad.size else "at the global sites"
+    raise NonFiniteWeightError(
+        f"smc2: the log-evidence estimate is not finite ({where}): every theta particle's "
+        "inner filter gave weight zero (or NaN) to the data"
+    )
+
+
+def smc2(params, num_theta: int, likelihood, ess_threshold=0.5, resample="systematic",
+         num_moves: int = 1, scale=None) -> SMC2:
+    """SMC^2 (Chopin, Jacob & Papaspiliopoulos 2013) over the global latent sites
+    ``params`` of a program with one ``ppl.markov`` call.
+
+    ``num_theta`` parameter particles drawn from the prior, each with an inner particle
+    filter ``likelihood`` (an ``infer.smc(...)`` combinator: its ``num_particles``,
+    ``resample``, ``ess_threshold`` and ``proposal``), advanced together one time step at
+    a time. When the ESS of the theta weights falls below ``ess_threshold * num_theta``
+    the theta particles are resampled (``resample`` scheme) and each gets ``num_moves``
+    PMMH moves: a Gaussian random walk on unconstrained coordinates (NumPyro's
+    ``biject_to``) with covariance ``scale^2`` (default ``2.38^2 / dim``) times the
+    weighted covariance of the population, the inner filter rerun on the data so far. Other
+    global latent sites are drawn per inner particle (they must come after the params).
+
+    ``.run(key, model, *args, **kwargs)`` returns a weighted :class:`~ppl.Posterior` of the
+    params (``num_theta`` draws; ``logsumexp(log_weights) - log num_theta ==
+    log_evidence``) with ``log_evidence`` the (unbiased on the natural scale) estimate of
+    log p(y). ``info``: per step ``ess`` (of the theta weights, before any resampling),
+    ``resampled``, ``log_evidence_increments``; ``move_steps`` (the steps that
+    rejuvenated) and their ``acceptance_rate``; ``log_likelihood_estimates`` (each final
+    theta particle's log p-hat(y | theta)).
+    """
+    return SMC2(params, num_theta, likelihood, ess_threshold, resample, num_moves, scale)

@@ -1,0 +1,134 @@
+"""Particles sharded across devices (inference/sharding.py and SMC's ``devices=`` option).
+
+The main check runs in a child process with 4 virtual CPU devices
+(``XLA_FLAGS=--xla_force_host_platform_device_count=4``; the device count is fixed when
+JAX starts, so it cannot be changed in this process). There SMC on the 1-D linear-Gaussian
+SSM, N = 400, runs once with ``devices="all"`` and once with ``devices=None`` for the same
+key, each as one ``jax.jit``. Sharding changes where particles live, not what is computed:
+the log evidence, the final weights, the genealogy and the particle paths must agree (to
+1e-5; reductions across devices may change the last bits). And the sharded run must really
+be sharded: its final log weights are split 4 x 100 along the mesh axis "particles",
+whereas the unsharded run's live on one device (the check that fails if the constraint
+were dropped).
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from ppl.inference.sharding import check_divisible, particle_mesh, shard_particles, to_host
+
+from ppl import inference as infer
+
+CHILD = textwrap.dedent(
+    """
+    import json, time
+    t0 = time.time()
+    import jax, numpy as np
+    from jax.sharding import PartitionSpec
+    from ppl import inference as infer, models as zoo
+
+    _, ys = zoo.simulate_lgssm_1d(jax.random.PRNGKey(1), 15)
+    key = jax.random.PRNGKey(20261128)
+    outs = {}
+    for name, devices in (("sharded", "all"), ("plain", None)):
+        algo = infer.smc(400, devices=devices)
+        run = jax.jit(lambda k, ys, algo=algo: algo.core(k, zoo.lgssm_1d, (ys,), {}))
+        outs[name] = jax.block_until_ready(run(key, ys))
+    a, b = outs["sharded"], outs["plain"]
+    lw = a.log_weights.sharding
+    try:
+        infer.smc(402, devices="all")
+        error = ""
+    except ValueError as e:
+        error = str(e)
+    print(json.dumps({
+        "device_count": jax.device_count(),
+        "spec": str(getattr(lw, "spec", None)),
+        "spec_ok": getattr(lw, "spec", None) == PartitionSpec("particles"),
+        "shards": sorted([list(s.data.shape) for s in a.log_weights.addressable_shards]),
+        "shard_devices": len({s.device for s in a.log_weights.addressable_shards}),
+        "record_spec": str(getattr(a.steps.log_weights.sharding, "spec", None)),
+        "plain_devices": len(b.log_weights.sharding.device_set),
+        "log_evidence": [float(a.log_evidence), float(b.log_evidence)],
+        "max_diff_log_weights": float(np.abs(np.asarray(a.log_weights)
+                                             - np.asarray(b.log_weights)).max()),
+        "max_diff_paths": float(np.abs(np.asarray(a.paths["x"])
+                                       - np.asarray(b.paths["x"])).max()),
+        "max_diff_particles": float(np.abs(np.asarray(a.steps.values["x"])
+                                           - np.asarray(b.steps.values["x"])).max()),
+        "ancestors_differ": int((np.asarray(a.steps.ancestors)
+                                 != np.asarray(b.steps.ancestors)).sum()),
+        "error": error,
+        "seconds": time.time() - t0,
+    }))
+    """
+)
+
+
+def test_smc_particles_sharded_over_four_devices_same_answer():
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+           "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(r)
+    assert r["device_count"] == 4
+    # really sharded: 4 blocks of 100 particles on 4 devices, along "particles"
+    assert r["spec_ok"], r["spec"]
+    assert r["shards"] == [[100]] * 4
+    assert r["shard_devices"] == 4
+    assert "particles" in r["record_spec"]
+    assert r["plain_devices"] == 1  # devices=None: no constraint, one device as before
+    # same numbers
+    le_sharded, le_plain = r["log_evidence"]
+    assert np.isfinite(le_plain)
+    np.testing.assert_allclose(le_sharded, le_plain, rtol=1e-5, atol=1e-5)
+    assert r["max_diff_log_weights"] <= 1e-5 * (1 + abs(le_plain))
+    assert r["max_diff_paths"] <= 1e-5
+    assert r["max_diff_particles"] <= 1e-5
+    assert r["ancestors_differ"] == 0
+    # N not a multiple of the device count: a clear error naming num_particles
+    assert "num_particles=402" in r["error"] and "multiple" in r["error"]
+
+
+def test_particle_mesh_and_bad_devices():
+    mesh = particle_mesh()
+    assert mesh.axis_names == ("particles",)
+    assert mesh.devices.size == jax.device_count()
+    assert particle_mesh("all").devices.size == jax.device_count()
+    assert particle_mesh(jax.devices()[:1]).devices.size == 1
+    with pytest.raises(ValueError, match="devices"):
+        particle_mesh("gpus")
+    with pytest.raises(ValueError, match="devices"):
+        particle_mesh([])
+    with pytest.raises(ValueError, match="devices"):
+        particle_mesh(["cpu:0"])
+    with pytest.raises(ValueError, match="devices"):
+        infer.smc(8, devices=3)
+
+
+def test_shard_particles_no_mesh_is_identity_and_checks_leading_axes():
+    tree = {"a": jnp.ones((8, 2)), "b": jnp.zeros(()), "c": (jnp.arange(8),)}
+    assert shard_particles(tree, None) is tree
+    mesh = particle_mesh(jax.devices()[:1])
+    out = jax.jit(lambda t: shard_particles(t, mesh))(tree)
+    for x, y in zip(jax.tree.leaves(out), jax.tree.leaves(tree), strict=True):
+        np.testing.assert_array_equal(x, y)
+    with pytest.raises(ValueError, match="leading"):
+        jax.jit(lambda t: shard_particles(t, mesh))({"a": jnp.ones(8), "b": jnp.ones(3)})
+    assert check_divisible(8, mesh) == 8
+    assert to_host(tree) is not None
+    np.testing.assert_array_equal(to_host(tree)["a"], tree["a"])
+
+
+def test_devices_not_supported_with_move():
+    with pytest.raises(NotImplementedError, match="devices"):
+        infer.smc(8, move=infer.mh(steps=1), devices="all")
