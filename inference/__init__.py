@@ -15,10 +15,11 @@ from ppl.inference.nuts import HMC, NUTS, hmc, nuts
 from ppl.inference.pmmh import PMMH, pmmh
 from ppl.inference.rmsmc import RMSMC, rmsmc
 from ppl.inference.smc import SMC, smc
+from ppl.inference.smc2 import SMC2, smc2
 from ppl.inference.tempered import TemperedSMC, tempered_smc
 
 __all__ = ["Exact", "Importance", "SMC", "exact", "importance", "resampling", "smc",
            "TemperedSMC", "tempered_smc",
            "HMC", "NUTS", "hmc", "nuts",
            "MH", "mh", "RMSMC", "rmsmc",
-           "PMMH", "pmmh"]
+           "PMMH", "pmmh", "SMC2", "smc2"]

@@ -412,8 +412,8 @@ class HMC(_HamiltonianMC):
 
     def __init__(self, num_samples: int, num_warmup: int = 1000, num_chains: int = 1, *,
                  num_steps: int | None = None, step_size: float = 1.0,
-                 trajectory_length: float = 2 * math.pi, adapt_step_size: bool = True, target_accept_prob=0.8,
-                 dense_mass: bool = False, progress_bar: bool = False,
+                 trajectory_length: float = 2 * math.pi, adapt_step_size: bool = True,
+                 target_accept_prob=0.8, dense_mass: bool = False, progress_bar: bool = False,
                  chain_method: str = "vectorized", recover_discrete: bool = True):
         super().__init__(num_samples, num_warmup, num_chains, target_accept_prob,
                          progress_bar, chain_method, recover_discrete)

@@ -162,7 +162,8 @@ def conditional_checks(name, draws, probs):
     s = draws.shape[0]
     resid = (draws - probs).mean(0)
     se = np.sqrt((probs * (1 - probs)).sum(0)) / s
-    return [Check(f"{name}[{i}] | theta", r, 0.0, e, K) for i, (r, e) in enumerate(zip(resid, se))]
+    return [Check(f"{name}[{i}] | theta", r, 0.0, e, K)
+            for i, (r, e) in enumerate(zip(resid, se, strict=True))]
 
 
 def numpyro_potential_at(model, args, u):
@@ -247,7 +248,7 @@ def test_potential_sums_out_states_inside_markov(x64):
     mus = np.array([0.5, 2.0])
     potentials = numpyro_potential_at(nuts_module.enumerate_discrete(hmm),
                                       (jnp.asarray(HMM_DATA),), {"mu": jnp.asarray(mus)})
-    for mu, potential in zip(mus, np.asarray(potentials)):
+    for mu, potential in zip(mus, np.asarray(potentials), strict=True):
         by_hand = (stats.norm.logpdf(mu, 0.0, HMM_PRIOR_SD)
                    + hmm_forward_backward(mu)["log_evidence"])
         assert float(potential) == pytest.approx(-by_hand, abs=1e-8)

@@ -25,6 +25,7 @@ import pytest
 from ppl.inference.sharding import check_divisible, particle_mesh, shard_particles, to_host
 
 from ppl import inference as infer
+from ppl import models as zoo
 
 CHILD = textwrap.dedent(
     """
@@ -132,3 +133,46 @@ def test_shard_particles_no_mesh_is_identity_and_checks_leading_axes():
 def test_devices_not_supported_with_move():
     with pytest.raises(NotImplementedError, match="devices"):
         infer.smc(8, move=infer.mh(steps=1), devices="all")
+
+
+MULTIHOST_CHILD = textwrap.dedent(
+    """
+    import sys
+    import jax
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(sys.argv[1], num_processes=2, process_id=int(sys.argv[2]))
+    import numpy as np
+    from ppl import inference as infer, models as zoo
+
+    _, ys = zoo.simulate_lgssm_1d(jax.random.PRNGKey(1), 15)
+    post = infer.smc(400, devices="all").run(jax.random.PRNGKey(20261128), zoo.lgssm_1d,
+                                             np.asarray(ys))
+    print(jax.device_count(), jax.local_device_count(), float(post.log_evidence),
+          np.asarray(post.log_weights).shape[0])
+    """
+)
+
+
+@pytest.mark.slow
+def test_smc_sharded_across_two_processes():
+    """Two processes x 2 CPU devices (``jax.distributed.initialize``, gloo collectives):
+    the mesh spans the 4 devices of both processes, ``SMC.run`` gathers the sharded result
+    on each (``to_host``), and both see the single-process answer."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        address = f"localhost:{s.getsockname()[1]}"
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+           "JAX_PLATFORMS": "cpu"}
+    procs = [subprocess.Popen([sys.executable, "-c", MULTIHOST_CHILD, address, str(i)],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
+    results = [p.communicate(timeout=300) for p in procs]
+    _, ys = zoo.simulate_lgssm_1d(jax.random.PRNGKey(1), 15)
+    single = infer.smc(400).run(jax.random.PRNGKey(20261128), zoo.lgssm_1d, ys)
+    for p, (out, err) in zip(procs, results, strict=True):
+        assert p.returncode == 0, err[-3000:]
+        devices, local, log_z, n = out.strip().splitlines()[-1].split()
+        assert (int(devices), int(local), int(n)) == (4, 2, 400)
+        np.testing.assert_allclose(float(log_z), float(single.log_evidence), rtol=1e-5)

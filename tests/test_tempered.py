@@ -106,7 +106,8 @@ def conjugate_runs(name, move):
 @pytest.mark.parametrize(
     "name,move",
     [("normal_normal", "random_walk"), ("beta_bernoulli", "random_walk"),
-     ("beta_bernoulli", "hmc"), ("beta_bernoulli", "mh_prior"),
+     ("beta_bernoulli", "mh_prior"),
+     pytest.param("beta_bernoulli", "hmc", marks=pytest.mark.slow),
      pytest.param("normal_normal", "hmc", marks=pytest.mark.slow),
      pytest.param("normal_normal", "mh_random_walk", marks=pytest.mark.slow)],
 )
@@ -249,8 +250,8 @@ def test_eight_schools_matches_nuts(num_particles, move):
 
 @pytest.mark.parametrize(
     "num_particles,move",
-    [(500, "random_walk"),
-     pytest.param(500, "hmc", marks=pytest.mark.slow),
+    [(500, "hmc"),
+     pytest.param(500, "random_walk", marks=pytest.mark.slow),
      pytest.param(2000, "random_walk", marks=pytest.mark.slow),
      pytest.param(2000, "hmc", marks=pytest.mark.slow)],
 )
