@@ -54,6 +54,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from ppl.inference.base import CompiledRuns, check_count, check_key, check_log_weights, check_option
+from ppl.inference.progress import progress_scan
 from ppl.semantics.density import Density
 from ppl.semantics.trace import DETERMINISTIC, FACTOR, LATENT, OBSERVED, Trace, record
 from ppl.semantics.traced import Traced
@@ -289,7 +290,8 @@ def _draw(trace: Trace, accepted, accept_prob) -> Draw:
 
 
 def run_chain(key, step, init, num_warmup: int, num_samples: int, steps: int = 1,
-              step_size=0.5, adapt: bool = False, target_accept: float = TARGET_ACCEPT):
+              step_size=0.5, adapt: bool = False, target_accept: float = TARGET_ACCEPT,
+              progress_bar: bool = False):
     """One MH chain from the trace ``init``: ``(draws, final step size, warmup rate)``.
 
     ``step(key, trace, step_size) -> MHStep``; an iteration applies it ``steps`` times.
@@ -297,7 +299,8 @@ def run_chain(key, step, init, num_warmup: int, num_samples: int, steps: int = 1
     ``num_warmup`` (discarded) ones, with ``adapt``, ``log step_size`` follows the
     Robbins-Monro recursion of Andrieu & Thoms 2008, section 5.1, towards acceptance
     probability ``target_accept``; it is frozen afterwards. Returns the last
-    ``num_samples`` iterations as :class:`Draw` (leading axis ``num_samples``)."""
+    ``num_samples`` iterations as :class:`Draw` (leading axis ``num_samples``). With
+    ``progress_bar`` a tqdm bar follows the iterations through host callbacks."""
 
     def iteration(trace, key_i, step_size):
         if steps == 1:
@@ -325,7 +328,9 @@ def run_chain(key, step, init, num_warmup: int, num_samples: int, steps: int = 1
     total = num_warmup + num_samples
     log_h = jnp.log(jnp.asarray(step_size, dtype=jnp.result_type(float)))
     iterations = (jnp.arange(total), jax.random.split(key, total))
-    (_, log_h), draws = jax.lax.scan(body, (init, log_h), iterations)
+    (_, log_h), draws = progress_scan(
+        body, (init, log_h), iterations, desc="mh", enable=progress_bar
+    )
     warmup_rate = draws.accepted[:num_warmup].mean() if num_warmup else jnp.zeros(())
     draws = jax.tree.map(lambda a: a[num_warmup:], draws)
     return draws, jnp.exp(log_h), warmup_rate
@@ -359,7 +364,9 @@ class MH:
     """``mh(num_samples, num_warmup, num_chains, proposal, steps, ...)``; see :func:`mh`."""
 
     def __init__(self, num_samples: int = 1000, num_warmup: int = 0, num_chains: int = 1,
-                 proposal="prior", steps: int = 1, step_size=0.5, adapt_step_size=True):
+                 proposal="prior", steps: int = 1, step_size=0.5, adapt_step_size=True,
+                 progress_bar: bool = False):
+        self.progress_bar = bool(progress_bar)
         self.num_samples = check_count("num_samples", num_samples)
         if isinstance(num_warmup, bool) or not isinstance(num_warmup, (int, np.integer)):
             raise TypeError(f"num_warmup must be an integer, got {num_warmup!r}")
@@ -394,6 +401,7 @@ class MH:
             return run_chain(
                 key_run, partial(_bind, step, args, kwargs), init, self.num_warmup,
                 self.num_samples, self.steps, self.step_size, self.adapts,
+                progress_bar=self.progress_bar,
             )
 
         return jax.vmap(chain)(jax.random.split(key, self.num_chains))
@@ -444,7 +452,7 @@ def _bind(step, args, kwargs, key, trace, step_size):
 
 
 def mh(num_samples: int = 1000, num_warmup: int = 0, num_chains: int = 1, proposal="prior",
-       steps: int = 1, step_size=0.5, adapt_step_size=True) -> MH:
+       steps: int = 1, step_size=0.5, adapt_step_size=True, progress_bar=False) -> MH:
     """Trace Metropolis-Hastings.
 
     ``proposal``: ``"prior"`` (default; single-site MH regenerating one uniformly chosen
@@ -455,6 +463,7 @@ def mh(num_samples: int = 1000, num_warmup: int = 0, num_chains: int = 1, propos
     sampling some of the model's latent sites (see the module docstring for the reverse-move
     convention). Each of the ``num_warmup + num_samples`` iterations applies the kernel
     ``steps`` times. Chains start from a prior draw and are run in parallel (``vmap``).
+    ``progress_bar=True`` shows a tqdm bar (one for all chains) without leaving jit.
 
     ``.run(key, model, *args, **kwargs)`` returns an unweighted :class:`~ppl.Posterior`
     with ``num_chains * num_samples`` draws, chain-major; ``sample_stats`` has
@@ -464,4 +473,5 @@ def mh(num_samples: int = 1000, num_warmup: int = 0, num_chains: int = 1, propos
     the final ``step_size`` per chain (random walk). As a ``move`` inside
     :func:`ppl.inference.rmsmc` only ``proposal``, ``steps`` and ``step_size`` count.
     """
-    return MH(num_samples, num_warmup, num_chains, proposal, steps, step_size, adapt_step_size)
+    return MH(num_samples, num_warmup, num_chains, proposal, steps, step_size, adapt_step_size,
+              progress_bar)
