@@ -69,6 +69,7 @@ __all__ = [
     "HMC",
     "NUTS",
     "ModelSites",
+    "complete_draws",
     "enumerate_discrete",
     "hmc",
     "inspect_sites",
@@ -79,7 +80,7 @@ __all__ = [
 CHAIN_METHODS = ("vectorized", "parallel", "sequential")
 #: NumPyro ``HMCState`` fields collected per draw (``diverging`` is always collected).
 EXTRA_FIELDS = ("accept_prob", "num_steps", "potential_energy", "energy")
-_TRACE_KEY = jax.random.PRNGKey(0)  # every latent site is substituted: unused
+_TRACE_KEY = jax.random.PRNGKey(0)  # inspect_sites: one prior run, read for its structure
 
 
 # --------------------------------------------------------------------------- checks
@@ -342,9 +343,11 @@ class _HamiltonianMC:
     def run(self, key, model, *args, **kwargs) -> Posterior:
         """Sample ``model(*args, **kwargs)``; see the module docstring for what is returned.
 
-        ``key`` drives NumPyro's MCMC exactly as ``MCMC.run(key, ...)`` would (so the
-        continuous draws equal NumPyro's own for the same key); the recovery of discrete
-        sites uses ``jax.random.fold_in(key, 1)``.
+        ``key`` goes to NumPyro's ``MCMC.run(key, ...)`` unchanged, so for a program
+        without discrete sites the draws are NumPyro's own NUTS/HMC draws for that key
+        (equal, up to float rounding, to ``MCMC.run`` under ``jax.jit``; rounding
+        differences between jitted and eager code grow along a chain). The recovery of
+        discrete sites uses ``jax.random.fold_in(key, 1)``. Same key, same answer.
         """
         key = check_key(key)
         lowered, arrays = self._lowered(model, args, kwargs)
@@ -361,6 +364,7 @@ class _HamiltonianMC:
             "num_divergences": int(jnp.sum(fields["diverging"])),
             "discrete_sites": list(lowered.sites.discrete),
             "discrete_recovered": bool(lowered.sites.discrete and self.recover_discrete),
+            "discrete_in_markov": lowered.sites.discrete_in_markov,
             "num_warmup": self.num_warmup,
         }
         return Posterior(
