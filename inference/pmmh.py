@@ -18,9 +18,10 @@ Andrieu & Roberts 2009, "The pseudo-marginal approach"). Recomputing Z every ite
 Here the proposal is a Gaussian random walk on unconstrained coordinates ``u`` of the
 named global sites: ``theta = T(u)`` with ``T = numpyro.distributions.biject_to(support)``
 of each site (read from a trace of the program's global sites), so the target density in
-``u`` is ``p(T(u)) |det dT/du| p-hat(y | T(u))``. The SMC run is the pure core of the given
-``infer.smc`` combinator with the parameters fixed in every particle
-(``SMC.core(..., params=theta)``).
+``u`` is ``p(T(u)) |det dT/du| p-hat(y | T(u))``. The SMC run is the given ``infer.smc``
+combinator with the parameters fixed in every particle: its pure core
+``SMC.core(..., params=theta)`` when paths are returned, otherwise the same blocks without
+the genealogy and lineage replay (:func:`particle_filter`, cheaper; the same estimator).
 
 Building blocks, each a small function:
 
@@ -65,6 +66,7 @@ __all__ = [
     "PMMHState",
     "ParamSpace",
     "adapt_scale",
+    "check_param_names",
     "estimate_likelihood",
     "filter_step",
     "mh_accept",
@@ -98,7 +100,8 @@ def _global_sites(model, args, kwargs, key=_KEY0, substitutions=None, substitute
     return trace, raw
 
 
-def _names(params, who):
+def check_param_names(params, who):
+    """The ``params`` argument as a tuple of distinct site names (a single name is allowed)."""
     if isinstance(params, str):
         params = [params]
     if not isinstance(params, (list, tuple)) or not params or not all(
@@ -128,7 +131,7 @@ class ParamSpace:
 
     def __init__(self, model, args, kwargs, params, who="pmmh"):
         self.model, self.args, self.kwargs = model, args, kwargs
-        self.names = _names(params, who)
+        self.names = check_param_names(params, who)
         try:
             ssm = Sequential(model).state_space(_KEY0, *args, **kwargs)
         except UnsupportedModelError as e:
@@ -219,7 +222,7 @@ def particle_filter(key, likelihood: SMC, model, args, kwargs, params, num_activ
     replay, which PMMH and SMC^2 do not need. With ``num_active = t + 1`` (a traced
     integer) only the first ``t + 1`` steps are run (a ``fori_loop`` with a traced bound,
     so every array keeps its shape): the filter of y_{1:t+1} that the SMC^2 rejuvenation
-    step reruns (Chopin, Jacob & Papaspiliopoulos 2013, section 3.1). Same key, same
+    step reruns (Chopin, Jacob & Papaspiliopoulos 2013, section 3). Same key, same
     answer: the key of step ``s`` is ``fold_in(key, s)`` whatever ``num_active``.
     """
     key_init, key_steps = jax.random.split(key)
@@ -289,8 +292,8 @@ def random_walk(key, u: dict, scale: dict) -> dict:
 
 
 def mh_accept(key, current: PMMHState, proposed: PMMHState):
-    """Metropolis-Hastings accept/reject (Andrieu, Doucet & Holenstein 2010, eq. (16)
-    with a symmetric proposal): ``(state, accept_prob)``.
+    """Metropolis-Hastings accept/reject (Andrieu, Doucet & Holenstein 2010, section
+    2.4.2, step 2(c), with a symmetric proposal): ``(state, accept_prob)``.
 
     ``log a = [log p(theta*) + log Z*] - [log p(theta) + log Z]`` (densities in ``u``, so
     with the log-Jacobians); on acceptance the proposed state, *with its estimate Z**,
@@ -411,7 +414,7 @@ class PMMH:
                  num_chains: int = 1, proposal="random_walk", step_size=0.1,
                  target_accept=0.25, adapt_step_size=True, init_params=None,
                  return_paths=False):
-        self.params = _names(params, "pmmh")
+        self.params = check_param_names(params, "pmmh")
         if not isinstance(likelihood, SMC):
             raise TypeError(
                 f"pmmh: likelihood must be an SMC combinator, e.g. infer.smc(num_particles="
@@ -434,6 +437,9 @@ class PMMH:
         self.adapt_step_size = bool(adapt_step_size)
         if init_params is not None and not isinstance(init_params, Mapping):
             raise TypeError(f"init_params must be a dict param -> value, got {init_params!r}")
+        unknown = sorted(set(init_params or {}) - set(self.params))
+        if unknown:
+            raise ValueError(f"pmmh: init_params names {unknown}, which are not in params")
         self.init_params = None if init_params is None else dict(init_params)
         self.return_paths = bool(return_paths)
         self._runs = CompiledRuns(self.core)
@@ -486,10 +492,11 @@ class PMMH:
 
 
 def _check_estimates(log_lik, proposed):
-    """Raise :class:`NonFiniteWeightError` when a chain's likelihood estimate is not
-    finite (its start is impossible under the data) or a proposal's estimate is NaN."""
+    """Raise :class:`NonFiniteWeightError` when a kept draw's likelihood estimate is not
+    finite (its chain had not found a state possible under the data) or a proposal's
+    estimate is NaN or +inf."""
     log_lik, proposed = np.asarray(log_lik), np.asarray(proposed)
-    stuck = np.flatnonzero(~np.isfinite(log_lik[:, -1]))
+    stuck = np.flatnonzero(~np.isfinite(log_lik).all(axis=1))
     if stuck.size:
         raise NonFiniteWeightError(
             f"pmmh: the SMC log-likelihood estimate of chain(s) {stuck.tolist()} is not "

@@ -2,7 +2,7 @@
 parameter particle carrying its own particle filter over the states.
 
 Chopin, Jacob & Papaspiliopoulos (2013), "SMC^2: an efficient algorithm for sequential
-analysis of state space models", JRSS B 75(3), section 3.1. With ``M = num_theta``
+analysis of state space models", JRSS B 75(3), section 3. With ``M = num_theta``
 parameter particles theta^m ~ p(theta), each with an inner SMC of ``N_x`` particles (the
 given ``infer.smc`` combinator run with theta^m fixed), at every time t:
 
@@ -20,14 +20,15 @@ given ``infer.smc`` combinator run with theta^m fixed), at every time t:
     y_{1:t} (:func:`ppl.inference.pmmh.particle_filter` stopped after t + 1 steps: every
     array keeps its shape), and accept with the PMMH ratio of the whole estimates
     ``p(theta*) p-hat(y_{1:t} | theta*) / (p(theta) p-hat(y_{1:t} | theta))``; an accepted
-    particle takes the new inner particle system (section 3.1, step (c); the move leaves
-    the extended target at time t invariant, Andrieu, Doucet & Holenstein 2010).
+    particle takes the new inner particle system (the PMMH kernel leaves the extended
+    target at time t invariant: Andrieu, Doucet & Holenstein 2010, section 2.4).
 
 The evidence estimate ``p-hat(y_{1:T}) = prod_t sum_m W^m p-hat(y_t | y_{1:t-1},
 theta^m)`` (times the initial term from global ``observe`` sites, if any) is unbiased
-(Chopin, Jacob & Papaspiliopoulos 2013, section 3.1; it is an SMC sampler on the extended
-space). The inner filter size ``N_x`` stays fixed (their adaptive doubling of N_x,
-section 3.6, is not implemented).
+(Chopin, Jacob & Papaspiliopoulos 2013, section 3: SMC^2 is an SMC sampler on the
+extended space of theta and the inner particle systems). The inner filter size ``N_x``
+stays fixed (their automatic increase of N_x when the acceptance rate drops is not
+implemented).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from jax.scipy.special import logsumexp
 from ppl.inference.base import CompiledRuns, check_count, check_key
 from ppl.inference.pmmh import (
     ParamSpace,
-    _names,
+    check_param_names,
     filter_step,
     mh_accept,
     particle_filter,
@@ -62,6 +63,7 @@ __all__ = [
     "advance_theta",
     "init_theta",
     "pmmh_move",
+    "proposal_cholesky",
     "rejuvenate",
     "run_smc2",
     "smc2",
@@ -146,9 +148,10 @@ def _flat(u):
 
 def proposal_cholesky(particles: ThetaParticles, log_weights, scale):
     """Cholesky factor of the random-walk covariance ``scale^2 * Cov_W(u)``: the weighted
-    covariance of the theta population on unconstrained coordinates (Chopin, Jacob &
-    Papaspiliopoulos 2013, section 3.2), plus a tiny jitter so a collapsed population
-    still moves."""
+    covariance of the theta population on unconstrained coordinates (the population-scaled
+    random walk Chopin, Jacob & Papaspiliopoulos 2013 suggest for the PMMH moves; scale
+    2.38 / sqrt(dim) by default, Roberts & Rosenthal 2001), plus a tiny jitter so a
+    collapsed population still moves."""
     flat = _flat(particles.u)
     w = jnp.exp(log_weights).astype(flat.dtype)
     mean = w @ flat
@@ -268,7 +271,7 @@ class SMC2:
 
     def __init__(self, params, num_theta: int, likelihood, ess_threshold=0.5,
                  resample="systematic", num_moves: int = 1, scale=None):
-        self.params = _names(params, "smc2")
+        self.params = check_param_names(params, "smc2")
         self.num_theta = check_count("num_theta", num_theta)
         if not isinstance(likelihood, SMC) or getattr(likelihood, "move", None) is not None:
             raise TypeError(
