@@ -44,6 +44,7 @@ def main():
         num_samples=1500,
         num_warmup=500,
         num_chains=4,
+        progress_bar=True,
     )
     posterior = pmmh.run(key_pmmh, zoo.stochastic_volatility, ys)
     print(posterior)

@@ -49,6 +49,7 @@ import numpy as np
 import numpyro
 from numpyro.distributions import biject_to
 from ppl.inference.base import CompiledRuns, check_count, check_key, check_option
+from ppl.inference.progress import progress_scan
 from ppl.inference.smc import SMC
 from ppl.semantics.sequential import Sequential
 from ppl.semantics.trace import record
@@ -331,7 +332,7 @@ def adapt_scale(log_scale, accept_prob, iteration, target):
 
 def run_pmmh(key, model, args, kwargs, params, likelihood: SMC, num_samples, num_warmup=0,
              num_chains=1, step_size=0.1, target_accept=0.25, adapt_step_size=True,
-             init_params=None, return_paths=False):
+             init_params=None, return_paths=False, progress_bar=False):
     """The PMMH driver: ``vmap`` over chains of one ``lax.scan`` over iterations, each a
     :func:`pmmh_step`; during the first ``num_warmup`` the step size adapts
     (:func:`adapt_scale`), then it is fixed.
@@ -373,7 +374,9 @@ def run_pmmh(key, model, args, kwargs, params, likelihood: SMC, num_samples, num
 
         total = 1 + num_warmup + num_samples
         steps = (jnp.arange(total) - 1, jax.random.split(key_iter, total))
-        (_, log_m), records = jax.lax.scan(body, (state, log_m), steps)
+        (_, log_m), records = progress_scan(
+            body, (state, log_m), steps, desc="pmmh", enable=progress_bar
+        )
         kept = jax.tree.map(lambda a: a[1 + num_warmup:], records)
         return (*kept, jnp.exp(log_m))
 
@@ -413,7 +416,8 @@ class PMMH:
     def __init__(self, params, likelihood, num_samples: int, num_warmup: int = 0,
                  num_chains: int = 1, proposal="random_walk", step_size=0.1,
                  target_accept=0.25, adapt_step_size=True, init_params=None,
-                 return_paths=False):
+                 return_paths=False, progress_bar=False):
+        self.progress_bar = bool(progress_bar)
         self.params = check_param_names(params, "pmmh")
         if not isinstance(likelihood, SMC):
             raise TypeError(
@@ -449,7 +453,7 @@ class PMMH:
         return run_pmmh(
             key, model, args, kwargs, self.params, self.likelihood, self.num_samples,
             self.num_warmup, self.num_chains, self.step_size, self.target_accept,
-            self.adapt_step_size, self.init_params, self.return_paths,
+            self.adapt_step_size, self.init_params, self.return_paths, self.progress_bar,
         )
 
     def run(self, key, model, *args, **kwargs) -> Posterior:
@@ -513,7 +517,7 @@ def _check_estimates(log_lik, proposed):
 
 def pmmh(params, likelihood, num_samples: int, num_warmup: int = 0, num_chains: int = 1,
          proposal="random_walk", step_size=0.1, target_accept=0.25, adapt_step_size=True,
-         init_params=None, return_paths=False) -> PMMH:
+         init_params=None, return_paths=False, progress_bar=False) -> PMMH:
     """Particle marginal Metropolis-Hastings (Andrieu, Doucet & Holenstein 2010, section
     2.4) over the global latent sites ``params`` of a program with one ``ppl.markov`` call.
 
@@ -538,8 +542,10 @@ def pmmh(params, likelihood, num_samples: int, num_warmup: int = 0, num_chains: 
     (so the draws target p(theta, x_{1:T} | y)). ``sample_stats``: ``accept_prob`` (the MH
     acceptance probability of each iteration's proposal) and ``log_likelihood_estimate``
     (the kept estimate log p-hat(y | theta) of each draw); ``info``: per-chain
-    ``acceptance_rate`` and the final ``step_size``.
+    ``acceptance_rate`` and the final ``step_size``. ``progress_bar=True`` shows a tqdm bar
+    (one for all chains) through host callbacks, without leaving jit.
     """
     return PMMH(params, likelihood, num_samples, num_warmup, num_chains, proposal,
-                step_size, target_accept, adapt_step_size, init_params, return_paths)
+                step_size, target_accept, adapt_step_size, init_params, return_paths,
+                progress_bar)
 
