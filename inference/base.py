@@ -8,10 +8,17 @@ other non-array arguments are static (so a model may use them as sizes).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import numpy as np
 
-from ppl.errors import NonFiniteWeightError, UnknownOptionError, check_count  # noqa: F401
+from ppl.errors import (  # noqa: F401  (re-exported for the combinators)
+    NonFiniteWeightError,
+    UnknownOptionError,
+    check_count,
+    check_nonnegative,
+)
 
 
 def check_option(argument: str, value, allowed):
@@ -42,6 +49,41 @@ def _is_array(leaf) -> bool:
     return isinstance(leaf, (jax.Array, np.ndarray))
 
 
+class SplitArguments(NamedTuple):
+    """``(args, kwargs)`` split into traced arrays and the static rest (see the module)."""
+
+    treedef: object
+    is_array: tuple
+    static: tuple
+    arrays: list
+    cache_key: tuple
+
+
+def split_arguments(model, args, kwargs) -> SplitArguments:
+    """Separate array leaves (traced) from the other leaves (static, part of the key)."""
+    leaves, treedef = jax.tree.flatten((args, kwargs))
+    is_array = tuple(_is_array(leaf) for leaf in leaves)
+    static = tuple(None if a else leaf for a, leaf in zip(is_array, leaves, strict=True))
+    arrays = [leaf for leaf, a in zip(leaves, is_array, strict=True) if a]
+    return SplitArguments(treedef, is_array, static, arrays, (model, treedef, is_array, static))
+
+
+def cached(cache: dict, cache_key):
+    """The cached entry, or None (also for an unhashable static argument: no caching)."""
+    try:
+        return cache.get(cache_key)
+    except TypeError:
+        return None
+
+
+def store(cache: dict, cache_key, value):
+    """Cache ``value`` unless the key is unhashable."""
+    try:
+        cache[cache_key] = value
+    except TypeError:
+        pass
+
+
 class CompiledRuns:
     """Cache of jitted ``core(key, model, args, kwargs)`` per model and argument structure."""
 
@@ -50,15 +92,10 @@ class CompiledRuns:
         self._cache = {}
 
     def __call__(self, key, model, args, kwargs):
-        leaves, treedef = jax.tree.flatten((args, kwargs))
-        is_array = tuple(_is_array(leaf) for leaf in leaves)
-        static = tuple(None if a else leaf for a, leaf in zip(is_array, leaves, strict=True))
-        cache_key = (model, treedef, is_array, static)
-        try:
-            fn = self._cache.get(cache_key)
-        except TypeError:  # an unhashable static argument: compile without caching
-            cache_key, fn = None, None
+        split = split_arguments(model, args, kwargs)
+        fn = cached(self._cache, split.cache_key)
         if fn is None:
+            treedef, is_array, static = split.treedef, split.is_array, split.static
 
             def run(key, arrays):
                 it = iter(arrays)
@@ -67,10 +104,8 @@ class CompiledRuns:
                 return self.core(key, model, a, kw)
 
             fn = jax.jit(run)
-            if cache_key is not None:
-                self._cache[cache_key] = fn
-        arrays = [leaf for leaf, a in zip(leaves, is_array, strict=True) if a]
-        return fn(key, arrays)
+            store(self._cache, split.cache_key, fn)
+        return fn(key, split.arrays)
 
 
 def nonfinite_sites(log_probs: dict) -> list[str]:

@@ -53,7 +53,14 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from ppl.inference.base import CompiledRuns, check_count, check_key, check_log_weights, check_option
+from ppl.inference.base import (
+    CompiledRuns,
+    check_count,
+    check_key,
+    check_log_weights,
+    check_nonnegative,
+    check_option,
+)
 from ppl.inference.progress import progress_scan
 from ppl.semantics.density import Density
 from ppl.semantics.trace import DETERMINISTIC, FACTOR, LATENT, OBSERVED, Trace, record
@@ -368,11 +375,7 @@ class MH:
                  progress_bar: bool = False):
         self.progress_bar = bool(progress_bar)
         self.num_samples = check_count("num_samples", num_samples)
-        if isinstance(num_warmup, bool) or not isinstance(num_warmup, (int, np.integer)):
-            raise TypeError(f"num_warmup must be an integer, got {num_warmup!r}")
-        if num_warmup < 0:
-            raise ValueError(f"num_warmup must be >= 0, got {num_warmup}")
-        self.num_warmup = int(num_warmup)
+        self.num_warmup = check_nonnegative("num_warmup", num_warmup)
         self.num_chains = check_count("num_chains", num_chains)
         self.proposal = _check_proposal(proposal)
         self.steps = check_count("steps", steps)

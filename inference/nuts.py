@@ -56,7 +56,15 @@ from numpyro.contrib.funsor import config_enumerate
 from numpyro.infer import HMC as NumPyroHMC
 from numpyro.infer import MCMC
 from numpyro.infer import NUTS as NumPyroNUTS
-from ppl.inference.base import check_count, check_key, check_option
+from ppl.inference.base import (
+    cached,
+    check_count,
+    check_key,
+    check_nonnegative,
+    check_option,
+    split_arguments,
+    store,
+)
 from ppl.semantics.density import Density
 from ppl.semantics.enumerated import Enumerated
 from ppl.semantics.trace import DETERMINISTIC, LATENT, OBSERVED, record
@@ -84,14 +92,6 @@ _TRACE_KEY = jax.random.PRNGKey(0)  # inspect_sites: one prior run, read for its
 
 
 # --------------------------------------------------------------------------- checks
-
-
-def _check_nonnegative(argument: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{argument} must be an integer, got {value!r}")
-    if value < 0:
-        raise ValueError(f"{argument} must be >= 0, got {value}")
-    return int(value)
 
 
 def _check_probability(argument: str, value) -> float:
@@ -224,10 +224,6 @@ def complete_draws(key, model, continuous_draws, args, kwargs, sites: ModelSites
 # --------------------------------------------------------------------------- lowering
 
 
-def _is_array(leaf) -> bool:
-    return isinstance(leaf, (jax.Array, np.ndarray))
-
-
 class _Lowered:
     """One program with one static structure of its arguments, lowered to NumPyro's MCMC.
 
@@ -313,7 +309,7 @@ class _HamiltonianMC:
     def __init__(self, num_samples, num_warmup, num_chains, target_accept_prob, progress_bar,
                  chain_method, recover_discrete):
         self.num_samples = check_count("num_samples", num_samples)
-        self.num_warmup = _check_nonnegative("num_warmup", num_warmup)
+        self.num_warmup = check_nonnegative("num_warmup", num_warmup)
         self.num_chains = check_count("num_chains", num_chains)
         self.target_accept_prob = _check_probability("target_accept_prob", target_accept_prob)
         self.chain_method = check_option("chain_method", chain_method, CHAIN_METHODS)
@@ -325,20 +321,14 @@ class _HamiltonianMC:
         raise NotImplementedError
 
     def _lowered(self, model, args, kwargs):
-        leaves, treedef = jax.tree.flatten((args, kwargs))
-        is_array = tuple(_is_array(leaf) for leaf in leaves)
-        static = tuple(None if a else leaf for a, leaf in zip(is_array, leaves, strict=True))
-        arrays = [leaf for leaf, a in zip(leaves, is_array, strict=True) if a]
-        cache_key = (model, treedef, is_array, static)
-        try:
-            lowered = self._cache.get(cache_key)
-        except TypeError:  # an unhashable static argument: lower without caching
-            cache_key, lowered = None, None
+        split = split_arguments(model, args, kwargs)
+        lowered = cached(self._cache, split.cache_key)
         if lowered is None:
-            lowered = _Lowered(self, model, treedef, is_array, static, args, kwargs)
-            if cache_key is not None:
-                self._cache[cache_key] = lowered
-        return lowered, arrays
+            lowered = _Lowered(
+                self, model, split.treedef, split.is_array, split.static, args, kwargs
+            )
+            store(self._cache, split.cache_key, lowered)
+        return lowered, split.arrays
 
     def run(self, key, model, *args, **kwargs) -> Posterior:
         """Sample ``model(*args, **kwargs)``; see the module docstring for what is returned.

@@ -48,7 +48,13 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 from numpyro.distributions import biject_to
-from ppl.inference.base import CompiledRuns, check_count, check_key, check_option
+from ppl.inference.base import (
+    CompiledRuns,
+    check_count,
+    check_key,
+    check_nonnegative,
+    check_option,
+)
 from ppl.inference.progress import progress_scan
 from ppl.inference.smc import SMC
 from ppl.semantics.sequential import Sequential
@@ -426,11 +432,7 @@ class PMMH:
             )
         self.likelihood = likelihood
         self.num_samples = check_count("num_samples", num_samples)
-        if isinstance(num_warmup, bool) or not isinstance(num_warmup, (int, np.integer)) or (
-            num_warmup < 0
-        ):
-            raise ValueError(f"num_warmup must be an integer >= 0, got {num_warmup!r}")
-        self.num_warmup = int(num_warmup)
+        self.num_warmup = check_nonnegative("num_warmup", num_warmup)
         self.num_chains = check_count("num_chains", num_chains)
         self.proposal = check_option("proposal", proposal, _PROPOSALS)
         self.step_size = _check_step_size(step_size)

@@ -39,3 +39,12 @@ def check_count(argument: str, value) -> int:
     if value < 1:
         raise ValueError(f"{argument} must be >= 1, got {value}")
     return int(value)
+
+
+def check_nonnegative(argument: str, value) -> int:
+    """An integer count >= 0 (warm-up iterations)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{argument} must be an integer, got {value!r}")
+    if value < 0:
+        raise ValueError(f"{argument} must be >= 0, got {value}")
+    return int(value)
