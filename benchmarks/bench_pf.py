@@ -2,12 +2,26 @@
 `particles`, side by side in one run.
 
 Model: x_1 ~ N(0, 1), x_t = 0.9 x_{t-1} + N(0, 1), y_t = x_t + N(0, 0.5^2), T = 1000;
-systematic resampling at every step. Times are the best of ``--repeats`` runs after
-compilation (each run with a fresh key, ``block_until_ready``); the log-evidence error is
-against the Kalman filter, averaged over those runs.
+systematic resampling at every step. Contenders:
 
-    python benchmarks/bench_pf.py            # N in {1000, 10000}
-    python benchmarks/bench_pf.py --no-particles
+* ``hand-written JAX``: :func:`handwritten_filter`, the lowering target (one ``lax.scan``
+  over time, array code over particles, the log evidence only);
+* ``ppl smc (core)``: ``infer.smc(...).core`` jitted, returning the log evidence (XLA drops
+  what that does not need);
+* ``ppl smc .run()``: the full run, which returns a ``Posterior`` with every particle's
+  path traced back through the genealogy, the pointwise log-likelihood and the per-step
+  filter records (particles, weights, ancestors, ESS, means);
+* ``ppl .run(history=False)``: the run when only the evidence / final filter is wanted
+  (no genealogy, nothing of size T x N kept);
+* ``particles``: Chopin's library (NumPy), ``ESSrmin=1`` (resample at every step).
+
+Times are the best of ``--repeats`` runs after compilation, each run with a fresh key
+(seed for ``particles``) and ``block_until_ready``; the contenders are interleaved
+(one run of each per round) so that a loaded machine slows them alike. The log-evidence
+error is against the Kalman filter: mean and standard deviation over the timed runs.
+
+    python benchmarks/bench_pf.py                    # N in {1000, 10000}, 5 repeats
+    python benchmarks/bench_pf.py --repeats 9 --no-particles
 
 `particles` (Chopin's library) is optional: ``pip install particles``.
 """
@@ -15,6 +29,8 @@ against the Kalman filter, averaged over those runs.
 from __future__ import annotations
 
 import argparse
+import os
+import platform
 import time
 
 import jax
@@ -49,17 +65,8 @@ def handwritten_filter(key, ys, num_particles):
     return log_z
 
 
-def best_time(fn, repeats):
-    times, values = [], []
-    for r in range(repeats):
-        start = time.perf_counter()
-        value = fn(r + 1)
-        times.append(time.perf_counter() - start)
-        values.append(float(value))
-    return min(times), np.mean(values)
-
-
-def run_particles(ys, num_particles, repeats):
+def particles_filter(ys, num_particles):
+    """``seed -> log evidence`` of `particles`' bootstrap filter on the same model."""
     import particles
     from particles import kalman
     from particles import state_space_models as ssms
@@ -75,53 +82,85 @@ def run_particles(ys, num_particles, repeats):
         pf.run()
         return pf.logLt
 
-    return best_time(once, repeats)
+    return once
 
 
-def time_ppl_and_jax(ys, n, repeats):
-    """Best time and mean log evidence of the hand-written filter and of ppl's SMC (its
-    pure jitted core, and the full ``.run`` that builds the Posterior)."""
+def contenders(ys, n, with_particles):
+    """``name -> (run r -> log evidence)``; the JAX ones compiled by a first call."""
     algo = infer.smc(num_particles=n, resample="systematic", ess_threshold=1.0)
+    light = infer.smc(num_particles=n, resample="systematic", ess_threshold=1.0,
+                      history=False)
     core = jax.jit(lambda k: algo.core(k, zoo.lgssm_1d, (ys,), {}).log_evidence)
     hand = jax.jit(handwritten_filter, static_argnums=2)
+
+    def key(r):
+        return jax.random.PRNGKey(r)
+
     methods = {
-        "hand-written JAX": lambda r: hand(jax.random.PRNGKey(r), ys, n),
-        "ppl smc (core)": lambda r: core(jax.random.PRNGKey(r)),
-        "ppl smc .run()": lambda r: algo.run(jax.random.PRNGKey(r), zoo.lgssm_1d, ys)
+        "hand-written JAX": lambda r: hand(key(r), ys, n),
+        "ppl smc (core)": lambda r: core(key(r)),
+        "ppl smc .run()": lambda r: algo.run(key(r), zoo.lgssm_1d, ys).log_evidence,
+        "ppl .run(history=False)": lambda r: light.run(key(r), zoo.lgssm_1d, ys)
         .log_evidence,
     }
-    rows = {}
-    for name, fn in methods.items():
+    for fn in methods.values():
         jax.block_until_ready(fn(0))  # compile
-        rows[name] = best_time(lambda r, fn=fn: jax.block_until_ready(fn(r)), repeats)
-    return rows
+    if with_particles:
+        try:
+            methods["particles"] = particles_filter(ys, n)
+        except ImportError:
+            print("(particles not installed: pip install particles)")
+    return methods
+
+
+def interleaved_best(methods, repeats):
+    """Best time and the log evidences of each method over ``repeats`` rounds, one run
+    of every method per round (run ``r`` uses key / seed ``r + 1``)."""
+    times = {name: [] for name in methods}
+    values = {name: [] for name in methods}
+    for r in range(repeats):
+        for name, fn in methods.items():
+            start = time.perf_counter()
+            value = jax.block_until_ready(fn(r + 1))
+            times[name].append(time.perf_counter() - start)
+            values[name].append(float(value))
+    return {name: (min(times[name]), np.asarray(values[name])) for name in methods}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--T", type=int, default=1000)
     parser.add_argument("--N", type=int, nargs="+", default=[1000, 10000])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-particles", action="store_true")
     args = parser.parse_args()
 
     _, ys = zoo.simulate_lgssm_1d(jax.random.PRNGKey(0), args.T, RHO, SIGMA_X, SIGMA_Y)
     exact = float(zoo.lgssm_1d_exact(np.asarray(ys), RHO, SIGMA_X, SIGMA_Y)["log_evidence"])
-    print(f"T = {args.T}, Kalman log evidence {exact:.3f}, devices {jax.devices()}")
-    header = (f"{'N':>7} {'method':<22} {'time (s)':>10} {'vs JAX':>8} "
-              f"{'log Z err':>10}")
+    versions = f"jax {jax.__version__}, numpy {np.__version__}"
+    if not args.no_particles:
+        try:
+            from importlib.metadata import version
+
+            versions += f", particles {version('particles')}"
+        except Exception:  # noqa: BLE001  (not installed: reported below)
+            pass
+    print(f"T = {args.T}, Kalman log evidence {exact:.3f}; {versions}; "
+          f"{jax.devices()[0].platform} ({os.cpu_count()} cores, {platform.machine()}); "
+          f"best of {args.repeats} interleaved runs after compilation")
+    header = (f"| {'N':>6} | {'method':<24} | {'time (s)':>9} | {'/ hand JAX':>10} | "
+              f"{'particles /':>11} | {'log Z err (mean +- sd)':>22} |")
     print(header)
-    print("-" * len(header))
+    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     for n in args.N:
-        rows = time_ppl_and_jax(ys, n, args.repeats)
-        if not args.no_particles:
-            try:
-                rows["particles"] = run_particles(ys, n, args.repeats)
-            except ImportError:
-                print("(particles not installed: pip install particles)")
+        rows = interleaved_best(contenders(ys, n, not args.no_particles), args.repeats)
         base = rows["hand-written JAX"][0]
+        slow = rows["particles"][0] if "particles" in rows else np.nan
         for name, (t, log_z) in rows.items():
-            print(f"{n:>7} {name:<22} {t:>10.4f} {t / base:>8.2f} {log_z - exact:>10.3f}")
+            err = log_z - exact
+            speedup = f"{slow / t:>11.1f}" if np.isfinite(slow) else f"{'-':>11}"
+            print(f"| {n:>6} | {name:<24} | {t:>9.4f} | {t / base:>10.2f} | {speedup} | "
+                  f"{err.mean():>+12.3f} +- {err.std(ddof=1):>6.3f} |")
 
 
 if __name__ == "__main__":

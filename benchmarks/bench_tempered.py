@@ -14,51 +14,48 @@ step, and the same MCMC kernel with the same number of steps per tempering step:
 * ``--move hmc``: HMC with ``--num-leapfrog`` leapfrog steps of size ``D^(-1/4)`` and
   inverse mass matrix the particles' weighted variances (plus jitter).
 
-ppl runs ``infer.tempered_smc(N, move, num_mcmc_steps, adapt_step_size=False)`` (its step-size
-adaptation is off, so the kernel is the fixed one above). BlackJAX gets the same kernel
-through ``blackjax.inner_kernel_tuning``, whose parameter-update function sets ``L`` (or the
-inverse mass) from the weighted particles after each step (``blackjax.hmc.build_kernel()``,
-or ``random_walk.build_additive_step()`` with ``random_walk.normal(L)``), driven by the
-usual ``lax.while_loop`` until the exponent reaches 1, summing the per-step
-``log_likelihood_increment`` into the log evidence. What differs, because the two APIs are
-built differently:
+ppl runs ``infer.tempered_smc(N, move, num_mcmc_steps, adapt_step_size=False)`` (step-size
+adaptation off, so the kernel is the fixed one above). BlackJAX gets the same kernel
+through ``blackjax.inner_kernel_tuning``, whose parameter-update function sets ``L`` (or
+the inverse mass) from the weighted particles after each step (``blackjax.hmc.build_kernel()``
+with the number of leapfrog steps fixed, or ``random_walk.build_additive_step()`` with
+``random_walk.normal(L)``), driven by the usual ``lax.while_loop`` until the exponent
+reaches 1, summing the per-step ``log_likelihood_increment`` into the log evidence. What
+differs, because the two APIs are built differently:
 
 * order within a step: ppl reweights to the new exponent, resamples, then moves the
   particles with a kernel invariant for the *new* tempered target (Del Moral, Doucet &
-  Jasra 2006, section 3.3.2.3); BlackJAX resamples with the previous weights, moves with a
-  kernel invariant for the *previous* target, then reweights. Both are valid SMC samplers
-  with one likelihood evaluation per particle and MCMC step; the number of tempering steps
-  can differ by one or so (BlackJAX's first move is at exponent 0, its final population is
-  weighted and not moved at exponent 1);
+  Jasra 2006, section 3.3.2.3); BlackJAX resamples with the previous weights, moves with
+  a kernel invariant for the *previous* target, then reweights (its first move is at
+  exponent 0, and its final population is weighted, not moved at exponent 1). Both are
+  valid SMC samplers with one likelihood evaluation per particle and MCMC step;
 * the covariance that scales the kernel: ppl uses the particles weighted by the
   incremental weights of the current step (an estimate at the new exponent); BlackJAX's
   update function sees the particles after the previous step with their weights;
 * the next exponent: ppl solves for it on an equally weighted population (resampled at
-  the end of the previous step); BlackJAX solves on its particles as they are, before
-  resampling them by their current weights, i.e. on a population whose unweighted
-  empirical measure lags one step behind (it ignores those weights), so its schedules
-  come out a little different, in practice with a step or two more; ppl halves the
-  bracket 50 times, BlackJAX's ``solver.dichotomy`` stops at an ESS tolerance of 1e-4.
-
-``compile`` is the first call minus the best warm call (``ppl .run()`` reuses the core
-compiled for ``ppl core``).
+  the end of the previous step); BlackJAX solves on its particles as they are, ignoring
+  their current weights (they are resampled only afterwards). The schedules therefore
+  differ: on the default problem BlackJAX takes 10 steps where ppl takes 8, hence the
+  ``ms/step`` column. ppl halves the bracket 50 times, BlackJAX's ``solver.dichotomy``
+  stops at an ESS tolerance of 1e-4.
 
 Contenders (times after compilation, best of ``--repeats`` runs with fresh keys, the
 contenders interleaved so they share the machine's load; ``jax.block_until_ready``):
 
 * ``ppl core``: the jitted core that ``.run()`` calls;
 * ``ppl .run()``: the full call (core, checks, ``Posterior``);
-* ``blackjax``: hand-written JAX log prior and log likelihood (what a BlackJAX user writes);
+* ``blackjax``: hand-written JAX log prior and log likelihood on a flat position vector
+  (what a BlackJAX user writes);
 * ``blackjax, ppl densities``: BlackJAX driven by ppl's own log prior / log likelihood of
   the model (``ppl.inference.tempered.tempering_parts``), which separates the cost of the
   algorithm from the cost of evaluating the model through ppl's handlers.
 
-``ratio`` is time / time of ``blackjax``; ``ms/step`` is that time over the mean number of
-tempering steps (the two schedules differ, see above). ``steps`` is the mean number of
-tempering steps and
-``log Z`` the mean +- sd of the log-evidence estimate over ``--seeds`` seeds; ``z`` compares
-each mean with ``blackjax``'s (difference over its standard error). With
-``--reference-particles`` a single ppl run with that many particles gives a reference log Z.
+``compile`` is the first call minus the best warm call (``ppl .run()`` reuses the core
+compiled for ``ppl core``). ``ratio`` is time / time of ``blackjax``; ``steps`` is the mean
+number of tempering steps and ``ms/step`` the time over it; ``log Z`` is the mean +- sd of
+the log-evidence estimate over ``--seeds`` seeds, and ``z`` compares each mean with
+``blackjax``'s (difference over its standard error). With ``--reference-particles`` one ppl
+run with that many particles (HMC, 10 moves per step) gives a reference log Z.
 
     python benchmarks/bench_tempered.py                      # random walk and HMC, N = 1000
     python benchmarks/bench_tempered.py --move hmc --num-particles 4000 --seeds 16
@@ -97,20 +94,20 @@ def logistic_data(key, n, d):
 
 
 def handwritten_densities(X, y):
-    """Log prior, log likelihood and a prior sampler on positions ``{"b": (), "w": (D,)}``,
-    written directly in JAX."""
+    """Log prior, log likelihood and a prior sampler on flat positions ``x = (b, w)`` of
+    dimension D + 1, written directly in JAX (a flat vector rather than a dict of sites:
+    BlackJAX's kernels ravel pytree positions at every step, which costs time)."""
     norm = -0.5 * math.log(2 * math.pi)
 
-    def log_prior(pos):
-        return jnp.sum(norm - 0.5 * pos["w"] ** 2) + norm - 0.5 * pos["b"] ** 2
+    def log_prior(x):
+        return jnp.sum(norm - 0.5 * x**2)
 
-    def log_lik(pos):
-        logits = X @ pos["w"] + pos["b"]
-        return jnp.sum(y * logits - jnp.logaddexp(0.0, logits))
+    def log_lik(x):
+        logits = X @ x[1:] + x[0]
+        return jnp.sum(y * logits - jax.nn.softplus(logits))
 
     def draw(key):
-        k_w, k_b = jax.random.split(key)
-        return {"b": jax.random.normal(k_b, ()), "w": jax.random.normal(k_w, (X.shape[1],))}
+        return jax.random.normal(key, (X.shape[1] + 1,))
 
     return log_prior, log_lik, draw
 
@@ -170,10 +167,11 @@ def blackjax_sampler(densities, num_particles, move, num_mcmc_steps, target_ess,
     if move == "hmc":
         hmc_kernel = blackjax.hmc.build_kernel()
 
-        def step_fn(key, state, logdensity, inverse_mass_matrix, step_size,
-                    num_integration_steps):
+        def step_fn(key, state, logdensity, inverse_mass_matrix, step_size):
+            # the number of leapfrog steps is a Python int here (static, as in ppl), not a
+            # traced kernel parameter, so BlackJAX's integration loop has a static length
             return hmc_kernel(key, state, logdensity, step_size, inverse_mass_matrix,
-                              num_integration_steps)
+                              num_leapfrog)
 
         init_fn = blackjax.hmc.init
     else:
@@ -189,7 +187,6 @@ def blackjax_sampler(densities, num_particles, move, num_mcmc_steps, target_ess,
         if move == "hmc":
             dim = params["inverse_mass_matrix"].shape[-1]
             params["step_size"] = jnp.full((1,), dim**-0.25)
-            params["num_integration_steps"] = jnp.full((1,), num_leapfrog, jnp.int32)
         return params
 
     def run(key):

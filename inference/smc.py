@@ -17,8 +17,13 @@ building blocks, each below with its source:
 * :func:`advance` — propagate every particle one step through the transition and multiply
   its weight by the step's likelihood (the bootstrap filter of Gordon, Salmond & Smith
   1993), or through a guided ``proposal`` with weight ``m g / q`` (Algorithm 10.1);
+* :func:`particle_key` — the per-particle keys of one draw, derived from a key shared by
+  the population (Salmon et al. 2011), so a step's randomness costs what a hand-written
+  filter's does;
 * :func:`trace_ancestry` — rebuild each final particle's path from the genealogy;
-* :func:`run_smc` — the driver: one ``lax.scan`` over time, ``vmap`` over particles.
+* :func:`run_smc` — the driver: one ``lax.scan`` over time, ``vmap`` over particles;
+  ``history=False`` keeps no genealogy when only the evidence and the final filter are
+  wanted (``benchmarks/bench_pf.py`` times both against a hand-written JAX filter).
 
 Order inside one time step (Chopin & Papaspiliopoulos 2020, Algorithm 10.3): at step t the
 population carried over from step t-1 is first resampled *if* its ESS is below
@@ -60,15 +65,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
+from numpyro.primitives import Messenger
 from ppl.inference.base import CompiledRuns, check_count, check_key, check_log_weights
-from ppl.inference.resampling import adaptive_resample, ess, get_scheme
+from ppl.inference.resampling import adaptive_resample, get_scheme
 from ppl.inference.sharding import check_divisible, particle_mesh, shard_particles, to_host
-from ppl.semantics.sequential import Sequential
+from ppl.semantics.sequential import Sequential, StepResult
 from ppl.semantics.trace import DETERMINISTIC, FACTOR, LATENT, OBSERVED, record
 
 from ppl.errors import NonFiniteWeightError, UnsupportedModelError
 from ppl.posterior import Posterior
-from ppl.primitives import step_index
+from ppl.primitives import check_carry, step_index
 
 __all__ = [
     "SMC",
@@ -78,6 +84,7 @@ __all__ = [
     "advance",
     "init_particles",
     "normalise",
+    "particle_key",
     "resample_step",
     "run_smc",
     "smc",
@@ -177,8 +184,28 @@ def resample_step(key, state: ParticleState, scheme, ess_threshold):
     Every particle field (global values, carry) is permuted with the same indices
     (Chopin & Papaspiliopoulos 2020, Algorithm 10.3, via
     :func:`ppl.inference.resampling.adaptive_resample`). The weights stay normalised.
+
+    A threshold known when tracing (a Python number) of 0 or of 1 decides statically:
+    0 never resamples (the population is returned as is), 1 resamples at every step
+    (the resampling step of the bootstrap filter), so neither computes the ESS nor
+    branches with ``lax.cond``. Resampling equal weights is valid, so "at every step"
+    estimates the same measure as the ESS rule ``ESS < N``, which skips only exactly
+    equal weights.
     """
-    idx, log_w, resampled = adaptive_resample(key, state.log_weights, scheme, ess_threshold)
+    lw = state.log_weights
+    n = lw.shape[0]
+    static = isinstance(ess_threshold, int | float) and not isinstance(ess_threshold, bool)
+    if static and ess_threshold <= 0.0:
+        return state, jnp.arange(n, dtype=jnp.int32), jnp.asarray(False)
+    if static and ess_threshold >= 1.0:
+        idx = get_scheme(scheme)(key, lw)
+        # lw is normalised (see advance), so the new weights are 1/N: no logsumexp. (Had
+        # the weights gone non-finite, the increment of that step already carries it
+        # into the evidence estimate, which SMC.run checks.)
+        log_w = jnp.full((n,), -math.log(n), dtype=lw.dtype)
+        resampled = jnp.asarray(True)
+    else:
+        idx, log_w, resampled = adaptive_resample(key, lw, scheme, ess_threshold)
 
     def take(a):
         return jnp.take(a, idx, axis=0)
@@ -190,17 +217,97 @@ def resample_step(key, state: ParticleState, scheme, ess_threshold):
     )
 
 
-def _propose(ssm, key, t, carry, proposal):
+# --------------------------------------------------------------------------- randomness
+
+
+def particle_key(key, index):
+    """The key of particle ``index`` for a draw whose key, shared by the population, is
+    ``key``: ``key`` with ``index`` XOR-ed into its last 32-bit word.
+
+    Threefry is a keyed counter-based generator (Salmon, Moraes, Dror & Shaw 2011,
+    "Parallel random numbers: as easy as 1, 2, 3", SC'11): distinct keys give streams
+    that are independent for every practical purpose, and a key made of a random part
+    and a stream identifier (here the particle index) is the parallel use it was designed
+    for, the same as ``jax.random.PRNGKey(n)`` being ``(0, n)``. Deriving the N particle
+    keys this way costs an integer XOR instead of the N threefry evaluations of
+    ``jax.random.split(key, N)``; with ``key`` fresh (one split per site and time step,
+    never used for a draw itself), every (site, step, particle) draws from its own key.
+    Same key, same answer; typed keys (``jax.random.key``) keep their implementation.
+    """
+    typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+    data = jax.random.key_data(key) if typed else key
+    index = jnp.asarray(index).astype(data.dtype)
+    data = jnp.concatenate([data[..., :-1], (data[..., -1] ^ index)[..., None]], axis=-1)
+    return jax.random.wrap_key_data(data, impl=jax.random.key_impl(key)) if typed else data
+
+
+class _ParticleSeed(Messenger):
+    """NumPyro's ``seed`` for particle ``index`` of a population that shares ``key``.
+
+    Every message ``seed`` would give a key (``sample`` sites without a value,
+    ``prng_key``, ``plate``, ``control_flow``) gets :func:`particle_key` of a fresh split
+    of ``key``. Under ``vmap`` over the particle index, ``key`` and its splits are not
+    batched, so the per-site splits are computed once per step for the whole population
+    (NumPyro's ``seed`` would split every particle's key at every site), and each draw
+    costs the particle one threefry evaluation, as a hand-written ``normal(key, (N,))``.
+    Placed inside ``record``'s ``seed`` (it wraps the step function), it acts first, and
+    ``seed`` then leaves the keyed messages alone.
+    """
+
+    def __init__(self, fn, key, index):
+        self.key = key
+        self.index = index
+        super().__init__(fn)
+
+    def process_message(self, msg):
+        if msg["type"] not in ("sample", "prng_key", "plate", "control_flow"):
+            return
+        if msg["kwargs"].get("rng_key") is not None or msg["value"] is not None:
+            return
+        self.key, site_key = jax.random.split(self.key)
+        msg["kwargs"]["rng_key"] = particle_key(site_key, self.index)
+
+
+def _seeded(fn, key, index):
+    """``fn`` with its draws keyed per particle (:class:`_ParticleSeed`), a fresh handler
+    per call so that the same key gives the same draws."""
+
+    def seeded(*args, **kwargs):
+        return _ParticleSeed(fn, key, index)(*args, **kwargs)
+
+    return seeded
+
+
+def _draw_step(ssm, key, index, t, carry) -> StepResult:
+    """Particle ``index``'s draw of step ``t`` from the transition given ``carry``:
+    :meth:`StateSpace.step` with the population's shared ``key`` (see
+    :class:`_ParticleSeed`)."""
+    with step_index(t):
+        new_carry, trace, _ = record(
+            _seeded(ssm.step_fn, key, index), key, (carry, ssm.inputs(t))
+        )
+    new_carry = jax.tree.map(jnp.asarray, new_carry)
+    check_carry(carry, new_carry)
+    return StepResult(new_carry, trace.select(LATENT), trace.log_likelihood, trace.log_prior)
+
+
+def _propose(ssm, key, t, carry, proposal, index=None):
     """One particle's move: ``(StepResult, log incremental weight)``.
 
     Bootstrap (``proposal=None``): draw from the transition m, weight g. Guided: draw the
     step's latent sites from ``proposal(t, carry, x)`` (x the step's input), score them
-    under the model with :meth:`StateSpace.replay_step`, weight ``m g / q``.
+    under the model with :meth:`StateSpace.replay_step`, weight ``m g / q``. With
+    ``index`` (particle ``index`` of a population), ``key`` is the population's and the
+    draws are keyed per particle (:class:`_ParticleSeed`); without, ``key`` is this
+    particle's own.
     """
     if proposal is None:
-        result = ssm.step(key, t, carry)
+        result = ssm.step(key, t, carry) if index is None else _draw_step(
+            ssm, key, index, t, carry
+        )
         return result, result.log_weight
-    _, q_trace, _ = record(proposal, key, (t, carry, ssm.inputs(t)))
+    program = proposal if index is None else _seeded(proposal, key, index)
+    _, q_trace, _ = record(program, key, (t, carry, ssm.inputs(t)))
     proposed = q_trace.select(LATENT)
     result = ssm.replay_step(t, carry, proposed)
     missing = sorted(set(result.values) - set(proposed))
@@ -220,27 +327,44 @@ def advance(key, t, state: ParticleState, model, args, kwargs, proposal=None):
     Salmond & Smith 1993: propose from the transition, weight by the likelihood g) or of
     a guided proposal with weight ``m g / q`` (Chopin & Papaspiliopoulos 2020, Algorithm
     10.1). Each particle's state space is rebuilt from its own global values
-    (``params=``), which costs only tracing. Returns the new state with normalised log
-    weights, the step's latent values, the incremental log weights and
+    (``params=``), which costs only tracing. The ``vmap`` runs over the particle index
+    with ``key`` shared: particle n's draws use :func:`particle_key` of per-site splits
+    of ``key``, so no per-particle key is split. Returns the new state with normalised
+    log weights, the step's latent values, the incremental log weights and
     ``l_t = log sum_n W^n G^n`` (the log of the weighted mean incremental weight).
     """
     num_particles = state.log_weights.shape[0]
 
-    def one(k, params, carry):
+    def one(index, params, carry):
         ssm = _state_space(model, args, kwargs, params=params)
-        return _propose(ssm, k, t, carry, proposal)
+        return _propose(ssm, key, t, carry, proposal, index)
 
-    keys = jax.random.split(key, num_particles)
-    result, log_g = jax.vmap(one)(keys, state.params, state.carry)
+    index = jnp.arange(num_particles, dtype=jnp.uint32)
+    result, log_g = jax.vmap(one)(index, state.params, state.carry)
     log_w, increment = normalise(state.log_weights + log_g)
     return ParticleState(state.params, result.carry, log_w), result.values, log_g, increment
 
 
 def _weighted_mean(log_weights, x):
+    return _mean_under(jnp.exp(log_weights), x)
+
+
+def _mean_under(weights, x):
+    """``sum_n weights[n] x[n]`` (normalised ``weights``); integer sites as floats."""
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.inexact):
-        x = x.astype(log_weights.dtype)
-    return jnp.tensordot(jnp.exp(log_weights).astype(x.dtype), x, axes=(0, 0))
+        x = x.astype(weights.dtype)
+    return jnp.tensordot(weights.astype(x.dtype), x, axes=(0, 0))
+
+
+def _ess_normalised(weights, total):
+    """Kish ESS ``1 / sum_n W_n^2`` of weights ``W`` normalised by :func:`normalise`, whose
+    log total was ``total``: :func:`ppl.inference.resampling.ess` without its two
+    ``logsumexp`` passes (``W <= 1`` cannot overflow). As there, 0 when every weight is
+    zero (``total = -inf``) and NaN when the total is NaN or ``+inf``."""
+    value = 1.0 / jnp.sum(weights * weights)
+    fallback = jnp.where(jnp.isneginf(total), 0.0, jnp.nan).astype(value.dtype)
+    return jnp.where(jnp.isfinite(total), value, fallback)
 
 
 def trace_ancestry(history: dict, ancestors):
@@ -314,8 +438,28 @@ def replay_lineages(model, args, kwargs, params, paths):
     return global_values, step_det, loglik, data, factors
 
 
+def replay_globals(model, args, kwargs, params, num_particles):
+    """The global sites of each final particle, rebuilt from its global latent values:
+    ``(global latent and deterministic values, pointwise log-likelihood of the global
+    observed sites, their data, factor log weights)``, each site with a leading N axis
+    (the data without). The part of :func:`replay_lineages` that needs no path."""
+
+    def one(params_n):
+        g = _state_space(model, args, kwargs, params=params_n).globals
+        return (
+            g.select(LATENT, DETERMINISTIC),
+            {n: g.log_probs[n] for n in g.names(OBSERVED)},
+            g.select(OBSERVED),
+            {n: g.log_probs[n] for n in g.names(FACTOR)},
+        )
+
+    values, loglik, data, factors = jax.vmap(one, axis_size=num_particles)(params)
+    return values, loglik, jax.tree.map(lambda a: a[0], data), factors
+
+
 def run_smc(key, model, args, kwargs, num_particles, scheme="systematic",
-            ess_threshold=0.5, proposal=None, params=None, mesh=None) -> SMCOutput:
+            ess_threshold=0.5, proposal=None, params=None, mesh=None,
+            history=True) -> SMCOutput:
     """The SMC driver: ``sequentially (resample . advance)`` (Ścibior et al. 2018).
 
     :func:`init_particles`, then one ``lax.scan`` over the T steps of the program's
@@ -325,13 +469,20 @@ def run_smc(key, model, args, kwargs, num_particles, scheme="systematic",
     nested in another algorithm (PMMH, SMC^2). ``params`` fixes global latent sites to
     values shared by every particle (see :func:`init_particles`). ``mesh`` (a
     :func:`ppl.inference.sharding.particle_mesh`) splits the particles across its devices.
+
+    ``history=False`` keeps no genealogy: the scan records only the per-step scalars
+    (ESS, resampled, ``l_t``, filtering means), nothing of size T x N, and ``paths`` holds
+    the final particles' last-step latent values (N, ...) instead of their paths; the
+    evidence estimate and the final weighted particles are those of ``history=True``
+    (same key, same numbers).
     """
     key_init, key_steps = jax.random.split(key)
     num_steps = _state_space(model, args, kwargs, params=params, key=key_init).num_steps
     state, log_z_init = init_particles(key_init, model, args, kwargs, num_particles, params)
     state = shard_particles(state, mesh)  # no-op when mesh is None
 
-    def body(state, step):
+    def body(carry, step):
+        state, _ = carry
         t, key_t = step
         key_resample, key_advance = jax.random.split(key_t)
         state, ancestors, resampled = resample_step(key_resample, state, scheme, ess_threshold)
@@ -340,27 +491,41 @@ def run_smc(key, model, args, kwargs, num_particles, scheme="systematic",
             key_advance, t, state, model, args, kwargs, proposal
         )
         state = shard_particles(state, mesh)
+        weights = jnp.exp(state.log_weights)  # normalised: one exp for ESS and means
         record_t = StepRecord(
-            values=values,
-            ancestors=ancestors,
+            values=values if history else {},
+            ancestors=ancestors if history else None,
             resampled=resampled,
-            ess=ess(state.log_weights),
+            ess=_ess_normalised(weights, increment),
             log_evidence_increment=increment,
-            log_weights=state.log_weights,
-            filter_means={n: _weighted_mean(state.log_weights, v) for n, v in values.items()},
+            log_weights=state.log_weights if history else None,
+            filter_means={n: _mean_under(weights, v) for n, v in values.items()},
         )
-        return state, record_t
+        return (state, None if history else values), record_t
 
+    last = None
+    if not history:  # carry the newest step's values, to return the final particles'
+        shapes = jax.eval_shape(
+            lambda s: advance(key_steps, 0, s, model, args, kwargs, proposal)[1], state
+        )
+        last = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), shapes)
     steps = (jnp.arange(num_steps), jax.random.split(key_steps, num_steps))
-    state, records = jax.lax.scan(body, state, steps)
+    (state, last), records = jax.lax.scan(body, (state, last), steps)
     log_evidence = log_z_init + jnp.sum(records.log_evidence_increment)
-    paths, _ = trace_ancestry(records.values, records.ancestors)
-    global_values, step_det, loglik, data, factors = replay_lineages(
-        model, args, kwargs, state.params, paths
-    )
+    if history:
+        paths, _ = trace_ancestry(records.values, records.ancestors)
+        global_values, step_det, loglik, data, factors = replay_lineages(
+            model, args, kwargs, state.params, paths
+        )
+        paths = {**paths, **step_det}
+    else:
+        paths = last
+        global_values, loglik, data, factors = replay_globals(
+            model, args, kwargs, state.params, num_particles
+        )
     return SMCOutput(
         globals=global_values,
-        paths={**paths, **step_det},
+        paths=paths,
         log_weights=state.log_weights + log_evidence + math.log(num_particles),
         log_evidence=log_evidence,
         log_evidence_init=log_z_init,
@@ -378,7 +543,7 @@ class SMC:
     """``smc(num_particles, resample, ess_threshold, proposal, move)``; see :func:`smc`."""
 
     def __init__(self, num_particles: int, resample="systematic", ess_threshold=0.5,
-                 proposal=None, move=None, devices=None):
+                 proposal=None, move=None, devices=None, history=True):
         self.num_particles = check_count("num_particles", num_particles)
         get_scheme(resample)  # UnknownOptionError naming `resample`
         self.resample = resample
@@ -408,13 +573,21 @@ class SMC:
         self.mesh = None if devices is None else particle_mesh(devices)
         if self.mesh is not None:
             check_divisible(self.num_particles, self.mesh)
+        if not isinstance(history, bool):
+            raise TypeError(
+                f"history must be True (keep the genealogy: paths and per-step particles) "
+                f"or False (evidence, final particles and per-step summaries only), got "
+                f"{history!r}"
+            )
+        self.history = history
         self._runs = CompiledRuns(self.core)
 
     def core(self, key, model, args, kwargs, params=None) -> SMCOutput:
         """The pure, jittable run (:func:`run_smc` with this combinator's options);
         ``params`` fixes global latent sites for every particle (PMMH, SMC^2)."""
         return run_smc(key, model, args, kwargs, self.num_particles, self.resample,
-                       self.ess_threshold, self.proposal, params=params, mesh=self.mesh)
+                       self.ess_threshold, self.proposal, params=params, mesh=self.mesh,
+                       history=self.history)
 
     def run(self, key, model, *args, **kwargs) -> Posterior:
         """Run SMC on ``model(*args, **kwargs)`` (one ``ppl.markov`` call after its global
@@ -422,6 +595,20 @@ class SMC:
         out = to_host(self._runs(check_key(key), model, args, kwargs))  # multi-host: gather
         _check_weights(out)
         steps = out.steps
+        info = {
+            "ess": steps.ess,
+            "resampled": steps.resampled,
+            "log_evidence_increments": steps.log_evidence_increment,
+            "log_evidence_init": out.log_evidence_init,
+            "filter_means": steps.filter_means,
+            "num_particles": self.num_particles,
+            "resample": self.resample,
+            "ess_threshold": self.ess_threshold,
+            "history": self.history,
+        }
+        if self.history:
+            info.update(ancestors=steps.ancestors, filter_log_weights=steps.log_weights,
+                        particles=steps.values)
         return Posterior(
             {**out.globals, **out.paths},
             log_weights=out.log_weights,
@@ -429,25 +616,14 @@ class SMC:
             observed_data=out.observed_data,
             log_likelihood=out.log_likelihood,
             method="smc",
-            info={
-                "ess": steps.ess,
-                "resampled": steps.resampled,
-                "log_evidence_increments": steps.log_evidence_increment,
-                "log_evidence_init": out.log_evidence_init,
-                "ancestors": steps.ancestors,
-                "filter_means": steps.filter_means,
-                "filter_log_weights": steps.log_weights,
-                "particles": steps.values,
-                "num_particles": self.num_particles,
-                "resample": self.resample,
-                "ess_threshold": self.ess_threshold,
-            },
+            info=info,
         )
 
     def __repr__(self):
         return (
             f"smc(num_particles={self.num_particles}, resample={self.resample!r}, "
-            f"ess_threshold={self.ess_threshold}, proposal={self.proposal!r})"
+            f"ess_threshold={self.ess_threshold}, proposal={self.proposal!r}, "
+            f"history={self.history})"
         )
 
 
@@ -467,7 +643,7 @@ def _check_weights(out: SMCOutput):
 
 
 def smc(num_particles: int, resample="systematic", ess_threshold=0.5, proposal=None,
-        move=None, devices=None):
+        move=None, devices=None, history=True):
     """Sequential Monte Carlo (a particle filter) over a program with one ``ppl.markov``.
 
     ``num_particles`` particles; ``resample`` one of ``"systematic"`` (default),
@@ -489,6 +665,19 @@ def smc(num_particles: int, resample="systematic", ess_threshold=0.5, proposal=N
     any filtering expectation is ``sum_n exp(filter_log_weights[t, n]) f(particles[t, n])``.
     ``devices="all"`` (or a list of devices) splits the particles across devices
     (:mod:`ppl.inference.sharding`; ``num_particles`` a multiple of their number).
+
+    ``history=False`` is for when the evidence (or the filter at the last step) is all
+    that is wanted: no genealogy is kept, so nothing of size T x N is recorded or traced
+    back. ``samples`` then hold each final particle's global sites and the latent sites
+    of the last step only (N, ...), ``log_likelihood`` / ``observed_data`` the global
+    observed sites only, and ``info`` has ``ess``, ``resampled``,
+    ``log_evidence_increments`` and ``filter_means`` but no ``ancestors``, ``particles``
+    or ``filter_log_weights``. The evidence and final weights are those of
+    ``history=True`` for the same key.
+
+    Cost: with ``ess_threshold`` 0 or 1 the resampling decision is static (no ESS test,
+    no ``lax.cond``), and the particles' draws share one key per site and step
+    (:func:`particle_key`), so a step costs about what a hand-written filter's does.
     """
     from ppl.inference.mh import MH  # rmsmc builds on this module: import late
 
@@ -497,5 +686,10 @@ def smc(num_particles: int, resample="systematic", ess_threshold=0.5, proposal=N
 
         if devices is not None:
             raise NotImplementedError("smc(devices=...) is not supported with move= yet")
+        if history is not True:
+            raise NotImplementedError(
+                "smc(history=False) is not supported with move= (resample-move SMC carries "
+                "the particles' paths by construction)"
+            )
         return RMSMC(num_particles, move, resample, ess_threshold, proposal)
-    return SMC(num_particles, resample, ess_threshold, proposal, move, devices)
+    return SMC(num_particles, resample, ess_threshold, proposal, move, devices, history)

@@ -84,7 +84,7 @@ def z_scores(post, grid_posterior):
     return float(z_mean), float(z_sd)
 
 
-def run(data, num_samples=800, num_warmup=200, return_paths=False, num_particles=100,
+def run(data, num_samples=800, num_warmup=200, return_paths=False, num_particles=200,
         **kwargs):
     algo = infer.pmmh(params=["rho"], likelihood=infer.smc(num_particles=num_particles),
                       num_samples=num_samples, num_warmup=num_warmup, num_chains=4,
