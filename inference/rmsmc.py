@@ -66,6 +66,7 @@ from ppl.inference.mh import (
     regenerate_site_step,
 )
 from ppl.inference.resampling import ess, get_scheme
+from ppl.inference.sharding import shard_particles, to_host
 from ppl.inference.smc import (
     SMC,
     ParticleState,
@@ -78,6 +79,7 @@ from ppl.inference.smc import (
     init_particles,
     replay_lineages,
     resample_step,
+    smc_info,
 )
 from ppl.semantics.sequential import StateSpace
 from ppl.semantics.trace import LATENT, record
@@ -316,16 +318,19 @@ def _check_move_sites(move: MH, regenerate: str, global_sites):
 
 
 def run_rmsmc(key, model, args, kwargs, num_particles, move: MH, scheme="systematic",
-              ess_threshold=0.5, proposal=None, regenerate="all") -> RMSMCOutput:
+              ess_threshold=0.5, proposal=None, regenerate="all", mesh=None) -> RMSMCOutput:
     """Resample-move SMC (Gilks & Berzuini 2001): one ``lax.scan`` over the T steps of the
     program's ``markov`` whose body is :func:`~ppl.inference.smc.advance`, then
     :func:`~ppl.inference.smc.resample_step` (adaptive), then :func:`rejuvenate`. The
-    particles carry their paths as (N, T, ...) arrays, so no genealogy is traced back."""
+    particles carry their paths as (N, T, ...) arrays, so no genealogy is traced back.
+    ``mesh`` (a :func:`ppl.inference.sharding.particle_mesh`) splits the particles, with
+    their paths, across its devices."""
     num_steps, global_sites = _markov_program_info(model, args, kwargs)
     _check_move_sites(move, regenerate, global_sites)
     key_init, key_steps = jax.random.split(key)
     state, log_z_init = init_particles(key_init, model, args, kwargs, num_particles)
     paths = empty_paths(model, args, kwargs, num_particles)
+    state, paths = shard_particles((state, paths), mesh)  # no-op when mesh is None
 
     def body(carry, step):
         state, paths = carry
@@ -344,7 +349,9 @@ def run_rmsmc(key, model, args, kwargs, num_particles, move: MH, scheme="systema
             key_move, state.params, paths, t, model, args, kwargs, move, regenerate,
             len(global_sites), num_particles,
         )
-        state = ParticleState(params, carries, state.log_weights)
+        state, paths = shard_particles(
+            (ParticleState(params, carries, state.log_weights), paths), mesh
+        )
         record_t = StepRecord(
             values=values,
             ancestors=ancestors,
@@ -386,12 +393,14 @@ class RMSMC:
     :func:`rmsmc`."""
 
     def __init__(self, num_particles: int, move=None, resample="systematic",
-                 ess_threshold=0.5, proposal=None, regenerate="all"):
-        base = SMC(num_particles, resample, ess_threshold, proposal)  # checks the options
+                 ess_threshold=0.5, proposal=None, regenerate="all", devices=None):
+        base = SMC(num_particles, resample, ess_threshold, proposal,
+                   devices=devices)  # checks the options
         self.num_particles = base.num_particles
         self.resample = base.resample
         self.ess_threshold = base.ess_threshold
         self.proposal = base.proposal
+        self.devices, self.mesh = devices, base.mesh
         if move is None:
             move = MH(steps=1)
         if not isinstance(move, MH):
@@ -404,15 +413,15 @@ class RMSMC:
     def core(self, key, model, args, kwargs) -> RMSMCOutput:
         """The pure, jittable run (:func:`run_rmsmc` with this combinator's options)."""
         return run_rmsmc(key, model, args, kwargs, self.num_particles, self.move,
-                         self.resample, self.ess_threshold, self.proposal, self.regenerate)
+                         self.resample, self.ess_threshold, self.proposal, self.regenerate,
+                         mesh=self.mesh)
 
     def run(self, key, model, *args, **kwargs) -> Posterior:
         """Run resample-move SMC on ``model(*args, **kwargs)`` (one ``ppl.markov`` call
         after its global sites) and return a weighted :class:`~ppl.Posterior`."""
-        result = self._runs(check_key(key), model, args, kwargs)
+        result = to_host(self._runs(check_key(key), model, args, kwargs))
         out = result.smc
         _check_weights(out)
-        steps = out.steps
         accept_rate = np.asarray(result.accept_rate)
         return Posterior(
             {**out.globals, **out.paths},
@@ -425,14 +434,7 @@ class RMSMC:
                 "accept_rate": float(accept_rate.mean()),
                 "accept_rate_per_step": accept_rate,
                 "accept_prob_per_step": np.asarray(result.accept_prob),
-                "ess": steps.ess,
-                "resampled": steps.resampled,
-                "log_evidence_increments": steps.log_evidence_increment,
-                "log_evidence_init": out.log_evidence_init,
-                "ancestors": steps.ancestors,
-                "filter_means": steps.filter_means,
-                "filter_log_weights": steps.log_weights,
-                "particles": steps.values,
+                **smc_info(out),
                 "num_particles": self.num_particles,
                 "resample": self.resample,
                 "ess_threshold": self.ess_threshold,
@@ -450,7 +452,7 @@ class RMSMC:
 
 
 def rmsmc(num_particles: int, move=None, resample="systematic", ess_threshold=0.5,
-          proposal=None, regenerate="all") -> RMSMC:
+          proposal=None, regenerate="all", devices=None) -> RMSMC:
     """Resample-move SMC (Gilks & Berzuini 2001; monad-bayes' ``rmsmc``) over a program
     with one ``ppl.markov`` call.
 
@@ -472,5 +474,7 @@ def rmsmc(num_particles: int, move=None, resample="systematic", ess_threshold=0.
     the resampling *after* step t, and ``filter_log_weights[t]`` / ``particles[t]`` the
     weighted particles before it. A static program raises
     :class:`~ppl.errors.UnsupportedModelError` (use ``infer.tempered_smc``).
+    ``devices="all"`` (or a list of devices) splits the particles and their paths across
+    devices (:mod:`ppl.inference.sharding`; ``num_particles`` a multiple of their number).
     """
-    return RMSMC(num_particles, move, resample, ess_threshold, proposal, regenerate)
+    return RMSMC(num_particles, move, resample, ess_threshold, proposal, regenerate, devices)

@@ -88,6 +88,7 @@ __all__ = [
     "resample_step",
     "run_smc",
     "smc",
+    "smc_info",
     "trace_ancestry",
 ]
 
@@ -594,21 +595,9 @@ class SMC:
         sites) and return a weighted :class:`~ppl.Posterior`."""
         out = to_host(self._runs(check_key(key), model, args, kwargs))  # multi-host: gather
         _check_weights(out)
-        steps = out.steps
-        info = {
-            "ess": steps.ess,
-            "resampled": steps.resampled,
-            "log_evidence_increments": steps.log_evidence_increment,
-            "log_evidence_init": out.log_evidence_init,
-            "filter_means": steps.filter_means,
-            "num_particles": self.num_particles,
-            "resample": self.resample,
-            "ess_threshold": self.ess_threshold,
-            "history": self.history,
-        }
-        if self.history:
-            info.update(ancestors=steps.ancestors, filter_log_weights=steps.log_weights,
-                        particles=steps.values)
+        info = {**smc_info(out, self.history), "num_particles": self.num_particles,
+                "resample": self.resample, "ess_threshold": self.ess_threshold,
+                "history": self.history}
         return Posterior(
             {**out.globals, **out.paths},
             log_weights=out.log_weights,
@@ -625,6 +614,25 @@ class SMC:
             f"ess_threshold={self.ess_threshold}, proposal={self.proposal!r}, "
             f"history={self.history})"
         )
+
+
+def smc_info(out: SMCOutput, history=True) -> dict:
+    """The per-step records of an SMC run as a ``Posterior``'s ``info``: ``ess``,
+    ``resampled``, ``log_evidence_increments``, ``log_evidence_init`` and
+    ``filter_means``, plus, with the genealogy kept (``history``), ``ancestors``,
+    ``filter_log_weights`` and ``particles``. Shared by SMC and resample-move SMC."""
+    steps = out.steps
+    info = {
+        "ess": steps.ess,
+        "resampled": steps.resampled,
+        "log_evidence_increments": steps.log_evidence_increment,
+        "log_evidence_init": out.log_evidence_init,
+        "filter_means": steps.filter_means,
+    }
+    if history:
+        info.update(ancestors=steps.ancestors, filter_log_weights=steps.log_weights,
+                    particles=steps.values)
+    return info
 
 
 def _check_weights(out: SMCOutput):
@@ -684,12 +692,11 @@ def smc(num_particles: int, resample="systematic", ess_threshold=0.5, proposal=N
     if isinstance(move, MH):
         from ppl.inference.rmsmc import RMSMC
 
-        if devices is not None:
-            raise NotImplementedError("smc(devices=...) is not supported with move= yet")
         if history is not True:
             raise NotImplementedError(
                 "smc(history=False) is not supported with move= (resample-move SMC carries "
                 "the particles' paths by construction)"
             )
-        return RMSMC(num_particles, move, resample, ess_threshold, proposal)
+        return RMSMC(num_particles, move, resample, ess_threshold, proposal,
+                     devices=devices)
     return SMC(num_particles, resample, ess_threshold, proposal, move, devices, history)

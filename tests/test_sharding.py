@@ -130,9 +130,43 @@ def test_shard_particles_no_mesh_is_identity_and_checks_leading_axes():
     np.testing.assert_array_equal(to_host(tree)["a"], tree["a"])
 
 
-def test_devices_not_supported_with_move():
-    with pytest.raises(NotImplementedError, match="devices"):
-        infer.smc(8, move=infer.mh(steps=1), devices="all")
+RMSMC_CHILD = textwrap.dedent(
+    """
+    import json
+    import jax, numpy as np
+    from ppl import inference as infer, models as zoo
+
+    _, ys = zoo.simulate_lgssm_1d(jax.random.PRNGKey(1), 8)
+    key = jax.random.PRNGKey(20261128)
+    outs = {}
+    for name, devices in (("sharded", "all"), ("plain", None)):
+        algo = infer.smc(64, move=infer.mh(steps=1), devices=devices)
+        outs[name] = algo.run(key, zoo.lgssm_1d_unknown_rho, ys)
+    a, b = outs["sharded"], outs["plain"]
+    print(json.dumps({
+        "log_evidence": [float(a.log_evidence), float(b.log_evidence)],
+        "max_diff_x": float(np.abs(np.asarray(a.samples["x"])
+                                   - np.asarray(b.samples["x"])).max()),
+        "max_diff_rho": float(np.abs(np.asarray(a.samples["rho"])
+                                     - np.asarray(b.samples["rho"])).max()),
+        "accept": [a.info["accept_rate"], b.info["accept_rate"]],
+    }))
+    """
+)
+
+
+def test_resample_move_particles_sharded_over_four_devices_same_answer():
+    """Resample-move SMC with ``devices="all"`` over four host devices: the particles and
+    their paths are split across devices, and the answer equals the unsharded run's."""
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+           "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", RMSMC_CHILD], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    np.testing.assert_allclose(*out["log_evidence"], rtol=1e-5)
+    assert out["max_diff_x"] < 1e-4 and out["max_diff_rho"] < 1e-5, out
+    assert out["accept"][0] == pytest.approx(out["accept"][1], abs=1e-6)
 
 
 MULTIHOST_CHILD = textwrap.dedent(
