@@ -50,6 +50,7 @@ from ppl.inference.pmmh import (
     particle_filter,
     smc_module,
 )
+from ppl.inference.progress import progress_scan
 from ppl.inference.resampling import ess, get_scheme
 from ppl.inference.smc import SMC, ParticleState
 
@@ -211,11 +212,13 @@ def rejuvenate(key, t, particles: ThetaParticles, log_weights, likelihood: SMC, 
 
 
 def run_smc2(key, model, args, kwargs, params, likelihood: SMC, num_theta, ess_threshold=0.5,
-             resample="systematic", num_moves=1, scale=None) -> SMC2Output:
+             resample="systematic", num_moves=1, scale=None,
+             progress_bar=False) -> SMC2Output:
     """The SMC^2 driver: :func:`init_theta`, then one ``lax.scan`` over the T steps whose
     body is :func:`advance_theta` and, when the theta ESS is below ``ess_threshold *
     num_theta``, :func:`rejuvenate` (a ``lax.cond``). One pure function: jit it, or vmap
-    it over keys."""
+    it over keys. ``progress_bar`` shows a tqdm bar over the time steps
+    (:func:`~ppl.inference.progress.progress_scan`)."""
     space = ParamSpace(model, args, kwargs, params, who="smc2")
     key_init, key_steps = jax.random.split(key)
     particles, log_w, log_z_init = init_theta(key_init, space, likelihood, num_theta)
@@ -246,8 +249,8 @@ def run_smc2(key, model, args, kwargs, params, likelihood: SMC, num_theta, ess_t
 
     num_steps = space.num_steps
     steps = (jnp.arange(num_steps), jax.random.split(key_steps, num_steps))
-    (particles, log_w), (ess_t, resampled, accept, increments) = jax.lax.scan(
-        body, (particles, log_w), steps
+    (particles, log_w), (ess_t, resampled, accept, increments) = progress_scan(
+        body, (particles, log_w), steps, desc="smc2", enable=progress_bar
     )
     log_evidence = log_z_init + jnp.sum(increments)
     return SMC2Output(
@@ -270,8 +273,10 @@ class SMC2:
     """``smc2(params, num_theta, likelihood, ...)``; see :func:`smc2`."""
 
     def __init__(self, params, num_theta: int, likelihood, ess_threshold=0.5,
-                 resample="systematic", num_moves: int = 1, scale=None):
+                 resample="systematic", num_moves: int = 1, scale=None,
+                 progress_bar=False):
         self.params = check_param_names(params, "smc2")
+        self.progress_bar = bool(progress_bar)
         self.num_theta = check_count("num_theta", num_theta)
         if not isinstance(likelihood, SMC) or getattr(likelihood, "move", None) is not None:
             raise TypeError(
@@ -301,7 +306,7 @@ class SMC2:
         """The pure, jittable run (:func:`run_smc2` with this combinator's options)."""
         return run_smc2(key, model, args, kwargs, self.params, self.likelihood,
                         self.num_theta, self.ess_threshold, self.resample, self.num_moves,
-                        self.scale)
+                        self.scale, self.progress_bar)
 
     def run(self, key, model, *args, **kwargs) -> Posterior:
         """Run SMC^2 on ``model(*args, **kwargs)``; a weighted :class:`~ppl.Posterior` of
@@ -350,7 +355,7 @@ def _check(out: SMC2Output):
 
 
 def smc2(params, num_theta: int, likelihood, ess_threshold=0.5, resample="systematic",
-         num_moves: int = 1, scale=None) -> SMC2:
+         num_moves: int = 1, scale=None, progress_bar=False) -> SMC2:
     """SMC^2 (Chopin, Jacob & Papaspiliopoulos 2013) over the global latent sites
     ``params`` of a program with one ``ppl.markov`` call.
 
@@ -370,6 +375,8 @@ def smc2(params, num_theta: int, likelihood, ess_threshold=0.5, resample="system
     log p(y). ``info``: per step ``ess`` (of the theta weights, before any resampling),
     ``resampled``, ``log_evidence_increments``; ``move_steps`` (the steps that
     rejuvenated) and their ``acceptance_rate``; ``log_likelihood_estimates`` (each final
-    theta particle's log p-hat(y | theta)).
+    theta particle's log p-hat(y | theta)). ``progress_bar=True`` shows a tqdm bar over
+    the time steps, updated from inside the jitted run by host callbacks.
     """
-    return SMC2(params, num_theta, likelihood, ess_threshold, resample, num_moves, scale)
+    return SMC2(params, num_theta, likelihood, ess_threshold, resample, num_moves, scale,
+                progress_bar)

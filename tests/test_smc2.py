@@ -114,6 +114,18 @@ def test_run_output_and_same_key(data):
     assert post.to_arviz().sample_stats["log_evidence"].shape == ()
 
 
+def test_progress_bar_reports_and_changes_nothing(data, capsys):
+    """``progress_bar=True`` draws a tqdm bar labelled ``smc2`` on stderr from inside the
+    jitted run, and the answer for the same key is unchanged."""
+    ys, _ = data
+    algo = infer.smc2(params=["rho"], num_theta=100, likelihood=infer.smc(num_particles=50),
+                      progress_bar=True)
+    post = algo.run(KEY, MODEL, ys)
+    jax.effects_barrier()
+    assert "smc2" in capsys.readouterr().err
+    np.testing.assert_array_equal(post.samples["rho"], ALGO.run(KEY, MODEL, ys).samples["rho"])
+
+
 def _move_without_rerunning_the_filter(real):
     """The rejuvenation bug of forgetting to rerun the inner filter for the proposed theta:
     the proposal is scored with the current particle's likelihood estimate (so the move is
