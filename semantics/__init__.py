@@ -10,8 +10,11 @@
 - :class:`Enumerated` — exact evidence, marginals and draws by enumeration (funsor)
 - :func:`model_graph` — the dependency graph (networkx), with :func:`to_dot`
 - :func:`preserves` — the executable validity check used throughout the tests
+- :mod:`ppl.semantics.mafbm` — the Markov approximation of fractional Brownian motion
+  (Daems et al., ICLR 2024) that ``ppl.sde`` and ``infer.vsde`` build on
 """
 
+from ppl.semantics import mafbm
 from ppl.semantics.density import Density
 from ppl.semantics.enumerated import Enumerated
 from ppl.semantics.graph import model_graph, to_dot
@@ -26,6 +29,7 @@ from ppl.semantics.weighted import Weighted, WeightedDraw
 __all__ = [
     "Density", "Draw", "Enumerated", "Particles", "Population", "Sampler", "Sequential",
     "StateSpace", "StepResult", "Trace", "Traced", "ValidityReport", "Weighted",
-    "WeightedDraw", "effective_sample_size", "log_evidence", "model_graph", "preserves",
+    "WeightedDraw", "effective_sample_size", "log_evidence", "mafbm", "model_graph",
+    "preserves",
     "record", "to_dot",
 ]
