@@ -5,9 +5,13 @@ Configure a combinator once, then ``.run(key, model, *args, **kwargs)``:
 - :func:`importance` — likelihood weighting or importance sampling with a proposal program
 - :func:`exact` — exact enumeration (funsor) of finite discrete programs
 - :mod:`ppl.inference.resampling` — the resampling schemes SMC is built from
+- :func:`svi` — stochastic variational inference, lowered to NumPyro's SVI
+- :func:`amortized`, :func:`amortized_step` — inference networks trained across datasets
+  from the prior, usable as proposals for importance sampling and SMC
 """
 
 from ppl.inference import resampling
+from ppl.inference.amortized import Amortized, AmortizedStep, amortized, amortized_step
 from ppl.inference.exact import Exact, exact
 from ppl.inference.importance import Importance, importance
 from ppl.inference.mh import MH, mh
@@ -16,10 +20,12 @@ from ppl.inference.pmmh import PMMH, pmmh
 from ppl.inference.rmsmc import RMSMC, rmsmc
 from ppl.inference.smc import SMC, smc
 from ppl.inference.smc2 import SMC2, smc2
+from ppl.inference.svi import SVI, svi
 from ppl.inference.tempered import TemperedSMC, tempered_smc
 
 __all__ = ["Exact", "Importance", "SMC", "exact", "importance", "resampling", "smc",
            "TemperedSMC", "tempered_smc",
            "HMC", "NUTS", "hmc", "nuts",
            "MH", "mh", "RMSMC", "rmsmc",
-           "PMMH", "pmmh", "SMC2", "smc2"]
+           "PMMH", "pmmh", "SMC2", "smc2",
+           "SVI", "svi", "Amortized", "AmortizedStep", "amortized", "amortized_step"]
