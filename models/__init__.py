@@ -13,7 +13,11 @@ Models with exact answers (float64 numpy/scipy, independent of the inference cod
 * :func:`discrete_hmm` / :func:`discrete_hmm_exact` (forward-backward, Rabiner 1989; the
   generic :func:`forward_backward`);
 * :func:`sprinkler` / :func:`sprinkler_exact` (enumeration of the 8 joint states);
-* :func:`monad_bayes_hmm` / :func:`monad_bayes_hmm_exact` (forward-backward).
+* :func:`monad_bayes_hmm` / :func:`monad_bayes_hmm_exact` (forward-backward);
+* the fractional Ornstein-Uhlenbeck process ``dX = -theta X dt + sigma dB^H`` (types I and
+  II of fractional Brownian motion): :func:`fou_covariance`, :func:`fou_mean`,
+  :func:`fou_bridge_moments`, :func:`fou_log_likelihood`, :func:`simulate_fou_exact`,
+  :func:`fou_stationary_autocovariance`, :func:`ou_covariance` (module ``fou``).
 
 Models without exact answers:
 
@@ -33,6 +37,17 @@ observations are site ``"y"``.
 """
 
 from .conjugate import beta_bernoulli, beta_bernoulli_exact, normal_normal, normal_normal_exact
+from .fou import (
+    fbm_variance_constant,
+    fou_bridge_moments,
+    fou_covariance,
+    fou_kernel,
+    fou_log_likelihood,
+    fou_mean,
+    fou_stationary_autocovariance,
+    ou_covariance,
+    simulate_fou_exact,
+)
 from .hmm import (
     HMM_EMISSION,
     HMM_TRANS,
@@ -85,6 +100,15 @@ from .zoo import (
 )
 
 __all__ = [
+    "fbm_variance_constant",
+    "fou_bridge_moments",
+    "fou_covariance",
+    "fou_kernel",
+    "fou_log_likelihood",
+    "fou_mean",
+    "fou_stationary_autocovariance",
+    "ou_covariance",
+    "simulate_fou_exact",
     "EIGHT_SCHOOLS_SIGMA",
     "EIGHT_SCHOOLS_Y",
     "HMM_EMISSION",
