@@ -8,6 +8,7 @@ Configure a combinator once, then ``.run(key, model, *args, **kwargs)``:
 - :func:`svi` — stochastic variational inference, lowered to NumPyro's SVI
 - :func:`amortized`, :func:`amortized_step` — inference networks trained across datasets
   from the prior, usable as proposals for importance sampling and SMC
+- :func:`vsde` — variational inference for SDE paths (``ppl.sde``), Brownian or fractional
 """
 
 from ppl.inference import resampling
@@ -22,10 +23,12 @@ from ppl.inference.smc import SMC, smc
 from ppl.inference.smc2 import SMC2, smc2
 from ppl.inference.svi import SVI, svi
 from ppl.inference.tempered import TemperedSMC, tempered_smc
+from ppl.inference.vsde import VSDE, AffineControl, MLPControl, vsde
 
 __all__ = ["Exact", "Importance", "SMC", "exact", "importance", "resampling", "smc",
            "TemperedSMC", "tempered_smc",
            "HMC", "NUTS", "hmc", "nuts",
            "MH", "mh", "RMSMC", "rmsmc",
            "PMMH", "pmmh", "SMC2", "smc2",
-           "SVI", "svi", "Amortized", "AmortizedStep", "amortized", "amortized_step"]
+           "SVI", "svi", "Amortized", "AmortizedStep", "amortized", "amortized_step",
+           "VSDE", "AffineControl", "MLPControl", "vsde"]

@@ -27,6 +27,7 @@ from ppl.primitives import (
     plate,
     sample,
 )
+from ppl.sde import brownian, fbm, sde
 
 __all__ = [
     "DuplicateSiteError",
@@ -38,15 +39,18 @@ __all__ = [
     "ShapeMismatchError",
     "UnknownOptionError",
     "UnsupportedModelError",
+    "brownian",
     "current_step",
     "deterministic",
     "dist",
     "factor",
+    "fbm",
     "markov",
     "model",
     "observe",
     "param",
     "plate",
     "sample",
+    "sde",
 ]
 __version__ = "0.1.0"
