@@ -8,16 +8,33 @@ Configure a combinator once, then ``.run(key, model, *args, **kwargs)``:
 - :func:`svi` — stochastic variational inference, lowered to NumPyro's SVI
 - :func:`amortized`, :func:`amortized_step` — inference networks trained across datasets
   from the prior, usable as proposals for importance sampling and SMC
+- :func:`paris`, :func:`csmc`, :func:`ppg` — PaRIS smoothing of additive functionals,
+  conditional SMC (particle Gibbs for states) and PaRIS particle Gibbs
+- :func:`score_ascent`, :func:`score_climbing`, :func:`particle_gibbs` — parameter
+  learning for state-space programs (Fisher's identity through PPG, Markov score
+  climbing, particle Gibbs for states and parameters)
 - :func:`vsde` — variational inference for SDE paths (``ppl.sde``), Brownian or fractional
 """
 
 from ppl.inference import resampling
 from ppl.inference.amortized import Amortized, AmortizedStep, amortized, amortized_step
+from ppl.inference.csmc import CSMC, csmc
 from ppl.inference.exact import Exact, exact
 from ppl.inference.importance import Importance, importance
+from ppl.inference.learning import (
+    ParticleGibbs,
+    ScoreAscent,
+    ScoreClimbing,
+    fisher_score,
+    particle_gibbs,
+    score_ascent,
+    score_climbing,
+)
 from ppl.inference.mh import MH, mh
 from ppl.inference.nuts import HMC, NUTS, hmc, nuts
+from ppl.inference.paris import PaRIS, SmoothingPosterior, paris
 from ppl.inference.pmmh import PMMH, pmmh
+from ppl.inference.ppg import PPG, ppg
 from ppl.inference.rmsmc import RMSMC, rmsmc
 from ppl.inference.smc import SMC, smc
 from ppl.inference.smc2 import SMC2, smc2
@@ -31,4 +48,7 @@ __all__ = ["Exact", "Importance", "SMC", "exact", "importance", "resampling", "s
            "MH", "mh", "RMSMC", "rmsmc",
            "PMMH", "pmmh", "SMC2", "smc2",
            "SVI", "svi", "Amortized", "AmortizedStep", "amortized", "amortized_step",
-           "VSDE", "AffineControl", "MLPControl", "vsde"]
+           "VSDE", "AffineControl", "MLPControl", "vsde",
+           "CSMC", "csmc", "PaRIS", "SmoothingPosterior", "paris", "PPG", "ppg",
+           "ParticleGibbs", "ScoreAscent", "ScoreClimbing", "fisher_score",
+           "particle_gibbs", "score_ascent", "score_climbing"]

@@ -1,0 +1,791 @@
+"""Parameter learning for ``ppl.markov`` programs with PaRIS particle Gibbs (PPG).
+
+Three algorithms built on the conditional PaRIS sweep of :mod:`ppl.inference.paris` and
+the conditional SMC of :mod:`ppl.inference.csmc`:
+
+* :func:`score_ascent` — maximum likelihood for the program's ``ppl.param`` sites by
+  stochastic gradient ascent on log p_theta(y). The score is, by Fisher's identity
+  (Cappé, Moulines & Rydén 2005, *Inference in Hidden Markov Models*, Proposition 10.1.6),
+  the smoothed expectation of the additive functional
+
+      psi_t(x_{t-1}, x_t) = grad_theta log[ m_theta(x_{t-1}, x_t) g_theta(x_t, y_t) ],
+
+  taken with gradients of the log densities at fixed particles (never through the
+  sampler), and is estimated by PPG with the reference path carried over between
+  parameter updates (Cardoso, Janati, Le Corff, Moulines & Olsson 2023, "State and
+  parameter learning with PaRIS particle Gibbs", ICML, arXiv 2301.00900, section 4,
+  the PPG score-ascent algorithm);
+* :func:`score_climbing` — Markov score climbing (Naesseth, Lindsten & Blei 2020, "Markovian
+  score climbing", NeurIPS, Algorithm 1) for a variational family of the states given as a
+  ``guide`` program with ``ppl.param`` sites: minimises KL(p(x | y) || q_lambda(x)) with
+  the gradient E_p[grad_lambda log q_lambda(x_{0:T})], an additive functional when the
+  guide is Markov, estimated by PPG (the Markov kernel of MSC is the PPG chain of paths);
+* :func:`particle_gibbs` — the Bayesian counterpart: particle Gibbs for states and global
+  latent sites jointly (Andrieu, Doucet & Holenstein 2010, section 2.4.3), conditional SMC
+  with backward sampling for the states (Lindsten & Schön 2013, Algorithm 5) and
+  random-walk Metropolis on the unconstrained global sites given the path.
+
+Optimisation (both learners): the parameters live in unconstrained coordinates
+u = T^{-1}(theta) (NumPyro's ``biject_to`` of each site's constraint); the optimiser
+(optax, default Adam, Kingma & Ba 2015) receives the *negative* estimated gradient divided
+by the number of time steps T (so step sizes do not depend on the series length; Adam is
+invariant to that scale anyway). The default step-size schedule is Robbins-Monro
+(:func:`robbins_monro`): ``step_size`` for the first quarter of the iterations, then
+decaying as ``n^-0.6`` (sum of steps infinite, sum of squares finite). The returned estimate
+is the Polyak-Ruppert average (Polyak & Juditsky 1992) of the iterates u_n over the last
+``average`` fraction of the iterations, mapped back to the constrained space. The whole
+optimisation is one ``jit``: a ``lax.scan`` over iterations (with an optional progress
+bar, :func:`ppl.inference.progress.progress_scan`), each iteration ``num_sweeps`` PPG
+sweeps (a ``lax.scan``) at the current parameters whose estimates after ``burn_in`` are
+averaged (Cardoso et al. 2023, the bias-reduced estimator Pi_{k0,k}).
+
+Step functionals. PaRIS in :mod:`ppl.inference.paris` feeds the user's functional the
+carries ``psi(t, x_prev, x, params)``. The score needs the step's latent *values* (the
+carry need not contain them), so this module's sweep (:func:`conditional_sweep`) feeds a
+*step functional* ``phi(t, prev_carry, carry, values)``; it is assembled from the same
+building blocks (``forward_step``, the exact / accept-reject backward draws,
+``paris_update`` and ``path_from_backward_indices``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.flatten_util import ravel_pytree
+from numpyro.distributions import constraints
+from numpyro.distributions.transforms import biject_to
+from ppl.inference.base import CompiledRuns, check_count, check_key, check_option
+from ppl.inference.csmc import (
+    check_markov_gap,
+    check_reference,
+    csmc_kernel,
+    forward_step,
+    initial_population,
+    shared_state_space,
+)
+from ppl.inference.paris import (
+    BACKWARD,
+    exact_backward_indices,
+    gaussian_log_bound,
+    paris_update,
+    path_from_backward_indices,
+    reject_backward_indices,
+)
+from ppl.inference.progress import progress_scan
+from ppl.inference.smc import _REPLAY_KEY
+from ppl.semantics.sequential import Sequential
+from ppl.semantics.trace import LATENT, PARAM, from_numpyro, record
+
+from ppl.errors import NonFiniteWeightError, UnsupportedModelError
+from ppl.posterior import Posterior
+from ppl.primitives import intercept_markov
+
+__all__ = [
+    "LearningResult",
+    "ParticleGibbs",
+    "ScoreAscent",
+    "ScoreClimbing",
+    "conditional_sweep",
+    "fisher_score",
+    "global_sites",
+    "guide_score_functional",
+    "particle_gibbs",
+    "ppg_estimate",
+    "robbins_monro",
+    "run_particle_gibbs_params",
+    "run_ppg_learning",
+    "score_ascent",
+    "score_climbing",
+    "score_functional",
+]
+
+
+# --------------------------------------------------------------------------- global sites
+
+
+class GlobalSite(NamedTuple):
+    """A site before the ``markov`` call: its kind (latent / param), constraint, value."""
+
+    kind: str
+    constraint: object
+    value: jnp.ndarray
+
+
+def global_sites(model, args, kwargs, substitutions=None) -> dict:
+    """The global latent and ``ppl.param`` sites of ``model`` (those before its ``markov``
+    call), with their constraints (a latent site's support, a param's ``constraint``) and
+    values (a prior draw at a fixed key / the param's init, or ``substitutions``)."""
+
+    def skip(step, init, xs, num_steps):
+        return jax.tree.map(lambda c: jnp.zeros((num_steps, *jnp.shape(c)), c.dtype), init)
+
+    with intercept_markov(skip):
+        _, _, raw = record(model, _REPLAY_KEY, args, kwargs, substitutions=substitutions)
+    trace = from_numpyro(raw)
+    out = {}
+    for name in trace.names(LATENT, PARAM):
+        site = raw[name]
+        if trace.kind(name) == PARAM:
+            constraint = site["kwargs"].get("constraint", constraints.real)
+        else:
+            constraint = site["fn"].support
+        out[name] = GlobalSite(trace.kind(name), constraint, jnp.asarray(site["value"]))
+    return out
+
+
+def _constrain(sites, names, unconstrained: dict) -> dict:
+    return {n: biject_to(sites[n].constraint)(unconstrained[n]) for n in names}
+
+
+def _unconstrain(sites, names, values: dict) -> dict:
+    return {n: biject_to(sites[n].constraint).inv(jnp.asarray(values[n])) for n in names}
+
+
+def _log_abs_det(sites, names, unconstrained: dict):
+    total = jnp.zeros(())
+    for n in names:
+        t = biject_to(sites[n].constraint)
+        u = unconstrained[n]
+        total = total + jnp.sum(t.log_abs_det_jacobian(u, t(u)))
+    return total
+
+
+# --------------------------------------------------------------------------- sweeps
+
+
+def conditional_sweep(key, ssm, num_particles, num_backward, phi, reference=None,
+                      backward="exact", max_trials=16, block_size=256):
+    """One conditional PaRIS sweep of PPG for a step functional ``phi(t, prev_carry,
+    carry, values) -> array`` (Cardoso et al. 2023, arXiv 2301.00900, Algorithm 2; PaRIS
+    update of Olsson & Westerborn 2017, eq. (3.3)): the forward filter is conditional SMC
+    on ``reference`` (a plain bootstrap filter when None), every particle draws Ñ backward
+    indices (exact or hybrid accept-reject), the statistics tau are updated, and a new path
+    is drawn through the backward indices. Returns ``(estimate, new path, markov gap,
+    bound excess)`` (the last two are diagnostics: 0 and <= 0 when all is well). Pure and
+    jittable."""
+    if reference is not None:
+        reference = check_reference(ssm, reference, who="ppg")
+    spec = jax.eval_shape(
+        lambda: phi(0, ssm.init, ssm.init, ssm.step(_REPLAY_KEY, 0, ssm.init).values)
+    )
+    tau = jnp.zeros((num_particles, *spec.shape), jnp.result_type(spec.dtype, float))
+
+    def functional(t, prev, new, _):
+        return phi(t, prev, new[0], new[1])
+
+    def body(state, xs):
+        prev, tau = state
+        t, key_t, ref_t = xs
+        key_f, key_b = jax.random.split(key_t)
+        _, result, population, _, gap = forward_step(key_f, ssm, t, prev, ref_t)
+        if backward == "exact":
+            idx = exact_backward_indices(key_b, ssm, t, prev, result.values, num_backward,
+                                         block_size)
+            excess = jnp.asarray(-jnp.inf)
+        else:
+            bound = gaussian_log_bound(ssm, t, prev.carry, result.values)
+            idx, stats = reject_backward_indices(key_b, ssm, t, prev, result.values, bound,
+                                                 num_backward, max_trials, block_size)
+            excess = stats.bound_excess
+        tau = paris_update(functional, t, prev, tau, (result.carry, result.values), idx, {})
+        return (population, tau), (result.values, idx, gap, excess)
+
+    keys = jax.random.split(key, ssm.num_steps + 1)
+    xs = (jnp.arange(ssm.num_steps), keys[1:], reference)
+    init = (initial_population(ssm, num_particles), tau)
+    (population, tau), (values, idx, gap, excess) = jax.lax.scan(body, init, xs)
+    weights = jnp.exp(population.log_weights).astype(tau.dtype)
+    estimate = jnp.tensordot(weights, tau, axes=(0, 0))
+    path, _ = path_from_backward_indices(keys[0], values, idx, population.log_weights)
+    return estimate, path, jnp.max(gap), jnp.max(excess)
+
+
+def ppg_estimate(key, ssm, num_particles, num_backward, phi, reference, num_sweeps=1,
+                 burn_in=0, backward="exact", max_trials=16, block_size=256):
+    """``num_sweeps`` PPG sweeps (:func:`conditional_sweep`) from ``reference``; returns
+    ``(estimate, last path, gap, bound excess)`` with the estimate the average of the sweeps
+    ``burn_in + 1 .. num_sweeps`` (Cardoso et al. 2023, the bias-reduced estimator
+    Pi_{k0,k}). A ``lax.scan`` over sweeps."""
+
+    def body(ref, key_k):
+        est, path, gap, excess = conditional_sweep(key_k, ssm, num_particles, num_backward,
+                                                   phi, ref, backward, max_trials,
+                                                   block_size)
+        return path, (est, gap, excess)
+
+    last, (estimates, gaps, excess) = jax.lax.scan(body, reference,
+                                                   jax.random.split(key, num_sweeps))
+    return jnp.mean(estimates[burn_in:], axis=0), last, jnp.max(gaps), jnp.max(excess)
+
+
+# --------------------------------------------------------------------------- functionals
+
+
+def score_functional(model, args, kwargs, sites, names, fixed, unravel):
+    """``u -> phi``: the step functional of Fisher's identity at unconstrained parameters
+    ``u`` (flat), ``phi(t, c_prev, c, x) = grad_u log[m_theta(c_prev, x) g_theta(x, y_t)]``
+    with theta = T(u) (Cappé, Moulines & Rydén 2005, Prop. 10.1.6; Cardoso et al. 2023,
+    section 4). The gradient is of the step's log densities at the fixed particle values;
+    at step 0 the previous carry is the init carry *as a function of theta*."""
+
+    def log_step(u, t, c_prev, values):
+        params = {**fixed, **_constrain(sites, names, unravel(u))}
+        ssm = shared_state_space(model, args, kwargs, params, who="score_ascent")
+        c_prev = jax.tree.map(lambda a, b: jnp.where(t == 0, a, b), ssm.init, c_prev)
+        result = ssm.replay_step(t, c_prev, values)
+        return result.log_weight + result.log_transition
+
+    def at(u):
+        def phi(t, c_prev, c, values):
+            return jax.grad(log_step)(u, t, c_prev, values)
+
+        return phi
+
+    def global_score(u):
+        def log_globals(u):
+            params = {**fixed, **_constrain(sites, names, unravel(u))}
+            ssm = shared_state_space(model, args, kwargs, params, who="score_ascent")
+            return ssm.globals.log_likelihood
+
+        return jax.grad(log_globals)(u)
+
+    return at, global_score
+
+
+def guide_score_functional(guide, args, kwargs, sites, names, unravel):
+    """``u -> phi``: the step functional of Markov score climbing,
+    ``phi(t, c_prev, c, x) = grad_u log q_lambda(x_t = x | c_prev)`` with lambda = T(u) the
+    guide's ``ppl.param`` sites (Naesseth, Lindsten & Blei 2020, eq. (4): the gradient of
+    KL(p || q) is -E_p[grad log q], additive over steps for a Markov guide). The guide's
+    step is replayed from the *model's* previous carry."""
+
+    def log_q(u, t, c_prev, values):
+        params = _constrain(sites, names, unravel(u))
+        gssm = Sequential(guide).state_space(_REPLAY_KEY, *args, params=params, **kwargs)
+        c_prev = jax.tree.map(lambda a, b: jnp.where(t == 0, a, b), gssm.init, c_prev)
+        return gssm.replay_step(t, c_prev, values).log_transition
+
+    def at(u):
+        def phi(t, c_prev, c, values):
+            return jax.grad(log_q)(u, t, c_prev, values)
+
+        return phi
+
+    return at
+
+
+def fisher_score(key, model, args, kwargs, params, num_particles=100, num_backward=2,
+                 num_sweeps=5, burn_in=1, backward="exact", reference=None):
+    """The PPG estimate of the score grad_theta log p_theta(y) at ``params`` (site ->
+    value, constrained coordinates; every ``ppl.param`` and global latent site given), by
+    Fisher's identity: :func:`ppg_estimate` of the smoothed sum of
+    grad_theta log[m_theta g_theta] (:func:`score_functional`) over ``num_sweeps`` sweeps
+    after ``burn_in``, from ``reference`` (default: a path from an unconditional sweep).
+    Returns ``(score dict site -> gradient, last path)``. Pure and jittable."""
+    sites = global_sites(model, args, kwargs, params)
+    names = [n for n in sites if n in params]
+    real = {n: GlobalSite(s.kind, constraints.real, s.value) for n, s in sites.items()}
+    fixed = {n: v for n, v in params.items() if n not in names}
+    theta, unravel = ravel_pytree({n: jnp.asarray(params[n]) for n in names})
+    phi_at, global_score = score_functional(model, args, kwargs, real, names, fixed, unravel)
+    ssm = shared_state_space(model, args, kwargs, params, who="fisher_score")
+    key_init, key_run = jax.random.split(key)
+    if reference is None:
+        _, reference, _, _ = conditional_sweep(key_init, ssm, num_particles, num_backward,
+                                               phi_at(theta), None, backward)
+    est, last, _, _ = ppg_estimate(key_run, ssm, num_particles, num_backward, phi_at(theta),
+                                   reference, num_sweeps, burn_in, backward)
+    return unravel(est + global_score(theta)), last
+
+
+# --------------------------------------------------------------------------- schedule
+
+
+def robbins_monro(step_size, num_iterations, exponent=0.6, constant_fraction=0.25):
+    """The default step-size schedule: ``step_size`` for the first ``constant_fraction``
+    of the iterations (n < n0), then ``step_size (n0 / n)^exponent`` (Robbins & Monro 1951
+    conditions for exponent in (0.5, 1]: the steps sum to infinity, their squares do not).
+    An optax schedule (a function of the iteration count)."""
+    n0 = max(1, int(constant_fraction * num_iterations))
+
+    def schedule(count):
+        n = jnp.maximum(count, 1).astype(jnp.result_type(float))
+        return step_size * jnp.minimum(1.0, (n0 / n) ** exponent)
+
+    return schedule
+
+
+# --------------------------------------------------------------------------- driver
+
+
+class LearningOutput(NamedTuple):
+    """One optimisation (a pytree: the output of the jitted core)."""
+
+    trajectory: jnp.ndarray  # (num_iterations + 1, D) unconstrained iterates, u_0 first
+    gradients: jnp.ndarray  # (num_iterations, D) the gradient estimates (per step: / T)
+    estimate: jnp.ndarray  # (D,) Polyak-Ruppert average of the unconstrained iterates
+    reference: dict  # the last path
+    markov_gap: jnp.ndarray
+    bound_excess: jnp.ndarray  # accept-reject: max log m - log bound (<= 0 if valid)
+
+
+def run_ppg_learning(key, ssm_at, phi_at, u0, optimizer, num_iterations, num_particles,
+                     num_backward=2, num_sweeps=1, burn_in=0, backward="exact",
+                     max_trials=16, block_size=256, average=0.5, extra_gradient=None,
+                     progress_bar=False, desc="ppg learning"):
+    """The learning loop shared by :func:`score_ascent` and :func:`score_climbing`
+    (Cardoso et al. 2023, section 4): at iteration n, build the state space at the current
+    unconstrained parameters (``ssm_at(u)``), estimate the smoothed expectation of the step
+    functional ``phi_at(u)`` by :func:`ppg_estimate` from the reference path carried over
+    from iteration n-1, and take an optimiser step on ``-estimate / T``. The first
+    reference is drawn from an unconditional PaRIS sweep at u_0. One ``lax.scan`` over the
+    iterations; pure and jittable. ``extra_gradient(u)`` adds a term known exactly (the
+    score of global observe sites)."""
+    opt_state = optimizer.init(u0)
+    ssm0 = ssm_at(u0)
+    key_init, key_loop = jax.random.split(key)
+    _, reference, gap0, excess0 = conditional_sweep(key_init, ssm0, num_particles, num_backward,
+                                           phi_at(u0), None, backward, max_trials, block_size)
+    num_steps = ssm0.num_steps
+
+    def body(carry, key_n):
+        u, opt_state, ref = carry
+        ssm = ssm_at(u)
+        est, ref, gap, excess = ppg_estimate(key_n, ssm, num_particles, num_backward,
+                                             phi_at(u), ref, num_sweeps, burn_in, backward,
+                                             max_trials, block_size)
+        if extra_gradient is not None:
+            est = est + extra_gradient(u)
+        grad = est / num_steps
+        updates, opt_state = optimizer.update(-grad, opt_state, u)
+        u = optax.apply_updates(u, updates)
+        return (u, opt_state, ref), (u, grad, gap, excess)
+
+    (_, _, reference), (us, grads, gaps, excess) = progress_scan(
+        body, (u0, opt_state, reference), jax.random.split(key_loop, num_iterations),
+        desc=desc, enable=progress_bar,
+    )
+    trajectory = jnp.concatenate([u0[None], us], axis=0)
+    start = min(num_iterations - 1, int(math.floor((1.0 - average) * num_iterations)))
+    return LearningOutput(
+        trajectory=trajectory,
+        gradients=grads,
+        estimate=jnp.mean(us[start:], axis=0),
+        reference=reference,
+        markov_gap=jnp.maximum(gap0, jnp.max(gaps)),
+        bound_excess=jnp.maximum(excess0, jnp.max(excess)),
+    )
+
+
+# --------------------------------------------------------------------------- result
+
+
+class LearningResult(Posterior):
+    """A :class:`~ppl.Posterior` whose draws are the iterates of an optimisation (one
+    chain, draw n = the parameters after n updates, draw 0 the initial values), with the
+    final (Polyak-Ruppert averaged) estimate as :attr:`estimate`."""
+
+    @property
+    def estimate(self) -> dict:
+        """The learnt parameters: site -> value (constrained)."""
+        return self.info["estimate"]
+
+    @property
+    def trajectory(self) -> dict:
+        """site -> (num_iterations + 1, ...) constrained iterates."""
+        return self.samples
+
+
+def _check_optimizer(optimizer):
+    if optimizer is not None and not isinstance(optimizer, optax.GradientTransformation):
+        raise TypeError(
+            f"optimizer must be an optax.GradientTransformation (e.g. optax.adam(1e-2)), got "
+            f"{optimizer!r}"
+        )
+    return optimizer
+
+
+def _check_fraction(name, value, low_open=True):
+    value = float(value)
+    if not (0.0 < value <= 1.0 if low_open else 0.0 <= value <= 1.0):
+        raise ValueError(f"{name} must be in (0, 1], got {value}")
+    return value
+
+
+def _check_sweeps(num_sweeps, burn_in):
+    num_sweeps = check_count("num_sweeps", num_sweeps)
+    if isinstance(burn_in, bool) or int(burn_in) != burn_in or not 0 <= burn_in < num_sweeps:
+        raise ValueError(
+            f"burn_in must be an integer with 0 <= burn_in < num_sweeps={num_sweeps}, got "
+            f"{burn_in!r}"
+        )
+    return num_sweeps, int(burn_in)
+
+
+def _result(out, sites, names, unravel, method, info):
+    trajectory = jax.vmap(lambda u: _constrain(sites, names, unravel(u)))(out.trajectory)
+    estimate = _constrain(sites, names, unravel(out.estimate))
+    grads = np.asarray(out.gradients)
+    gnorm = np.concatenate([[np.nan], np.linalg.norm(grads, axis=-1)])
+    return LearningResult(
+        {n: np.asarray(v) for n, v in trajectory.items()},
+        method=method,
+        sample_stats={"gradient_norm": gnorm},
+        info={"estimate": {n: np.asarray(v) for n, v in estimate.items()},
+              "gradients": grads, "reference": out.reference,
+              "unconstrained_estimate": np.asarray(out.estimate), **info},
+    )
+
+
+class _PPGLearner:
+    """Options shared by :class:`ScoreAscent` and :class:`ScoreClimbing`."""
+
+    def __init__(self, num_particles, num_backward, num_iterations, num_sweeps, burn_in,
+                 optimizer, step_size, backward, max_trials, block_size, average,
+                 progress_bar):
+        self.num_particles = check_count("num_particles", num_particles)
+        self.num_backward = check_count("num_backward", num_backward)
+        self.num_iterations = check_count("num_iterations", num_iterations)
+        self.num_sweeps, self.burn_in = _check_sweeps(num_sweeps, burn_in)
+        self.step_size = float(step_size)
+        if not self.step_size > 0:
+            raise ValueError(f"step_size must be positive, got {step_size!r}")
+        self.optimizer = _check_optimizer(optimizer) or optax.adam(
+            robbins_monro(self.step_size, self.num_iterations)
+        )
+        self.backward = check_option("backward", backward, BACKWARD)
+        self.max_trials = check_count("max_trials", max_trials)
+        self.block_size = check_count("block_size", block_size)
+        self.average = _check_fraction("average", average)
+        self.progress_bar = bool(progress_bar)
+
+    def _loop(self, key, ssm_at, phi_at, u0, extra_gradient=None, desc=""):
+        return run_ppg_learning(
+            key, ssm_at, phi_at, u0, self.optimizer, self.num_iterations,
+            self.num_particles, self.num_backward, self.num_sweeps, self.burn_in,
+            self.backward, self.max_trials, self.block_size, self.average, extra_gradient,
+            self.progress_bar, desc,
+        )
+
+    def _info(self):
+        return {"num_particles": self.num_particles, "num_backward": self.num_backward,
+                "num_iterations": self.num_iterations, "num_sweeps": self.num_sweeps,
+                "burn_in": self.burn_in, "backward": self.backward, "average": self.average}
+
+
+def _learnt_names(sites, kind, exclude, who):
+    names = [n for n, s in sites.items() if s.kind == kind and n not in exclude]
+    if not names:
+        raise UnsupportedModelError(
+            f"{who}: the program has no ppl.param site before its markov call to learn"
+        )
+    return names
+
+
+def _check_gap(out, who):
+    excess = float(np.asarray(out.bound_excess))
+    if excess > 1e-4 * (1.0 + abs(excess)):
+        raise UnsupportedModelError(
+            f"{who}: the upper bound of the transition density was violated in an "
+            f"accept-reject backward draw; use backward='exact'"
+        )
+    check_markov_gap(out.markov_gap, who)
+
+
+class ScoreAscent(_PPGLearner):
+    """``score_ascent(num_particles, ...)``; see :func:`score_ascent`."""
+
+    def __init__(self, num_particles=100, num_backward=2, num_iterations=500, num_sweeps=1,
+                 burn_in=0, optimizer=None, step_size=0.05, backward="exact", max_trials=16,
+                 block_size=256, average=0.5, init=None, fixed=None, progress_bar=False):
+        super().__init__(num_particles, num_backward, num_iterations, num_sweeps, burn_in,
+                         optimizer, step_size, backward, max_trials, block_size, average,
+                         progress_bar)
+        self.init = dict(init or {})
+        self.fixed = dict(fixed or {})
+        self._runs = CompiledRuns(self._core)
+
+    def _setup(self, model, args, kwargs):
+        sites = global_sites(model, args, kwargs, {**self.fixed, **self.init})
+        names = _learnt_names(sites, PARAM, self.fixed, "score_ascent")
+        u0, unravel = ravel_pytree(
+            _unconstrain(sites, names, {n: sites[n].value for n in names})
+        )
+        return sites, names, u0, unravel
+
+    def core(self, key, model, args, kwargs, u0=None) -> LearningOutput:
+        """The pure jittable optimisation (:func:`run_ppg_learning` with the score
+        functional); ``u0`` (flat unconstrained parameters) overrides the start."""
+        sites, names, start, unravel = self._setup(model, args, kwargs)
+        u0 = start if u0 is None else u0
+        fixed = self.fixed
+
+        def ssm_at(u):
+            params = {**fixed, **_constrain(sites, names, unravel(u))}
+            return shared_state_space(model, args, kwargs, params, who="score_ascent")
+
+        phi_at, global_score = score_functional(model, args, kwargs, sites, names, fixed,
+                                                unravel)
+        return self._loop(key, ssm_at, phi_at, u0, global_score, "score ascent")
+
+    def _core(self, key, model, args, kwargs):
+        return self.core(key, model, args, kwargs)
+
+    def run(self, key, model, *args, **kwargs) -> LearningResult:
+        """Maximise the likelihood of ``model(*args, **kwargs)`` over its ``ppl.param``
+        sites; returns a :class:`LearningResult` (trajectory and estimate)."""
+        out = self._runs(check_key(key), model, args, kwargs)
+        _check_gap(out, "score_ascent")
+        if not np.all(np.isfinite(np.asarray(out.trajectory))):
+            raise NonFiniteWeightError(
+                "score_ascent: the parameters became non-finite (a NaN score: a log density "
+                "is NaN at some particle, or the step size is too large)"
+            )
+        sites, names, _, unravel = self._setup(model, args, kwargs)
+        return _result(out, sites, names, unravel, "score_ascent", self._info())
+
+
+def score_ascent(num_particles=100, num_backward=2, num_iterations=500, num_sweeps=1,
+                 burn_in=0, optimizer=None, step_size=0.05, backward="exact", max_trials=16,
+                 block_size=256, average=0.5, init=None, fixed=None, progress_bar=False):
+    """Maximum likelihood for the ``ppl.param`` sites of a ``ppl.markov`` program by PPG
+    score ascent (Cardoso et al. 2023, arXiv 2301.00900, section 4).
+
+    Each of ``num_iterations`` iterations runs ``num_sweeps`` PPG sweeps (conditional
+    PaRIS with ``num_particles`` N and ``num_backward`` Ñ, ``backward="exact"`` or
+    ``"reject"``) at the current parameters, from the reference path left by the previous
+    iteration, estimates the score by Fisher's identity (the smoothed sum of
+    grad log[m g] at fixed particles, averaging the sweeps after ``burn_in``), and takes an
+    ``optimizer`` step (optax; default Adam with :func:`robbins_monro` steps starting at
+    ``step_size``) on the unconstrained parameters with gradient ``-score / T``. The
+    estimate is the average of the last ``average`` fraction of the iterates.
+
+    ``init`` (site -> value) overrides the params' init values; ``fixed`` (site -> value)
+    holds params (not learnt) and global latent sites (which must all be fixed: MLE here
+    is for params; use :func:`particle_gibbs` for latent globals). Param sites inside the
+    markov step are not learnt. ``.run(key, model, *args, **kwargs)`` returns a
+    :class:`LearningResult`: ``samples`` is the trajectory (draw n = after n updates),
+    ``estimate`` the final dict, ``info["gradients"]`` the per-iteration gradient
+    estimates (unconstrained, divided by T), ``info["reference"]`` the last path.
+    """
+    return ScoreAscent(num_particles, num_backward, num_iterations, num_sweeps, burn_in,
+                       optimizer, step_size, backward, max_trials, block_size, average, init,
+                       fixed, progress_bar)
+
+
+class ScoreClimbing(_PPGLearner):
+    """``score_climbing(guide, num_particles, ...)``; see :func:`score_climbing`."""
+
+    def __init__(self, guide, num_particles=100, num_backward=2, num_iterations=500,
+                 num_sweeps=1, burn_in=0, optimizer=None, step_size=0.05, backward="exact",
+                 max_trials=16, block_size=256, average=0.5, init=None, params=None,
+                 progress_bar=False):
+        if not callable(guide):
+            raise TypeError(f"guide must be a ppl program (a function), got {guide!r}")
+        super().__init__(num_particles, num_backward, num_iterations, num_sweeps, burn_in,
+                         optimizer, step_size, backward, max_trials, block_size, average,
+                         progress_bar)
+        self.guide = guide
+        self.init = dict(init or {})
+        self.params = dict(params or {})
+        self._runs = CompiledRuns(self._core)
+
+    def _setup(self, args, kwargs):
+        sites = global_sites(self.guide, args, kwargs, self.init)
+        names = _learnt_names(sites, PARAM, (), "score_climbing (guide)")
+        u0, unravel = ravel_pytree(
+            _unconstrain(sites, names, {n: sites[n].value for n in names})
+        )
+        return sites, names, u0, unravel
+
+    def core(self, key, model, args, kwargs, u0=None) -> LearningOutput:
+        """The pure jittable optimisation of the guide's params (model fixed)."""
+        sites, names, start, unravel = self._setup(args, kwargs)
+        u0 = start if u0 is None else u0
+        ssm = shared_state_space(model, args, kwargs, self.params, who="score_climbing")
+        phi_at = guide_score_functional(self.guide, args, kwargs, sites, names, unravel)
+        return self._loop(key, lambda u: ssm, phi_at, u0, None, "score climbing")
+
+    def _core(self, key, model, args, kwargs):
+        return self.core(key, model, args, kwargs)
+
+    def run(self, key, model, *args, **kwargs) -> LearningResult:
+        """Fit the guide to the smoothing distribution of ``model(*args, **kwargs)``;
+        returns a :class:`LearningResult` over the guide's params."""
+        out = self._runs(check_key(key), model, args, kwargs)
+        _check_gap(out, "score_climbing")
+        if not np.all(np.isfinite(np.asarray(out.trajectory))):
+            raise NonFiniteWeightError(
+                "score_climbing: the guide's params became non-finite (a NaN gradient of "
+                "log q, or the step size is too large)"
+            )
+        sites, names, _, unravel = self._setup(args, kwargs)
+        return _result(out, sites, names, unravel, "score_climbing", self._info())
+
+
+def score_climbing(guide, num_particles=100, num_backward=2, num_iterations=500,
+                   num_sweeps=1, burn_in=0, optimizer=None, step_size=0.05,
+                   backward="exact", max_trials=16, block_size=256, average=0.5, init=None,
+                   params=None, progress_bar=False):
+    """Markov score climbing (Naesseth, Lindsten & Blei 2020) of a Markov variational
+    family of the states, with PPG as the Markov kernel (Cardoso et al. 2023, section 4).
+
+    ``guide`` is a ppl program called with the model's arguments: ``ppl.param`` sites
+    (lambda) before one ``ppl.markov`` call whose step samples the same latent sites as
+    the model's step, given the previous carry (the *model's* carry is passed to it, so
+    both carries must share a structure) and the step's input. The guide's params are
+    moved along the PPG estimate of E_p[sum_t grad_lambda log q_lambda(x_t | x_{t-1})], the
+    negative gradient of KL(p(x | y) || q_lambda), with the model's global latent sites
+    fixed by ``params``. Options as in :func:`score_ascent`; ``init`` overrides the
+    guide's param inits. Returns a :class:`LearningResult` over the guide's params.
+    """
+    return ScoreClimbing(guide, num_particles, num_backward, num_iterations, num_sweeps,
+                         burn_in, optimizer, step_size, backward, max_trials, block_size,
+                         average, init, params, progress_bar)
+
+
+# --------------------------------------------------------------------------- PG on params
+
+
+class PGOutput(NamedTuple):
+    """A particle Gibbs chain on states and global latent sites."""
+
+    params: dict  # site -> (num_samples, ...)
+    paths: dict  # step site -> (num_samples, T, ...)
+    accept_prob: jnp.ndarray  # (num_samples,) mean MH acceptance of the iteration
+    markov_gap: jnp.ndarray
+
+
+def mh_params_step(key, log_target, u, step_size, num_steps):
+    """``num_steps`` random-walk Metropolis steps (Metropolis et al. 1953) on the flat
+    unconstrained parameters ``u`` targeting ``log_target(u)`` (p(theta | x, y) in
+    unconstrained coordinates). Returns ``(u, mean acceptance probability)``."""
+
+    def body(state, key_s):
+        u, lp = state
+        k_prop, k_acc = jax.random.split(key_s)
+        proposal = u + step_size * jax.random.normal(k_prop, u.shape, u.dtype)
+        lp_prop = log_target(proposal)
+        log_ratio = jnp.where(jnp.isnan(lp_prop), -jnp.inf, lp_prop - lp)
+        accept = jnp.log(jax.random.uniform(k_acc, dtype=lp.dtype)) < log_ratio
+        return (jnp.where(accept, proposal, u), jnp.where(accept, lp_prop, lp)), jnp.minimum(
+            1.0, jnp.exp(log_ratio))
+
+    (u, _), probs = jax.lax.scan(body, (u, log_target(u)), jax.random.split(key, num_steps))
+    return u, jnp.mean(probs)
+
+
+def run_particle_gibbs_params(key, model, args, kwargs, num_particles, num_samples,
+                              num_warmup, step_size, mh_steps, init=None,
+                              new_path="backward") -> PGOutput:
+    """Particle Gibbs for states and global latent sites (Andrieu, Doucet & Holenstein
+    2010, section 2.4.3; with backward sampling, Lindsten & Schön 2013, Algorithm 5):
+    alternate x ~ CSMC(. | x, theta) (:func:`ppl.inference.csmc.csmc_kernel`) and
+    ``mh_steps`` random-walk Metropolis steps on u = T^{-1}(theta) targeting
+    p(theta, x, y) |dT/du| (:meth:`StateSpace.log_joint`: prior, global observations and
+    the path's transition and observation densities). Pure and jittable."""
+    sites = global_sites(model, args, kwargs)
+    names = [n for n, s in sites.items() if s.kind == LATENT]
+    if not names:
+        raise UnsupportedModelError(
+            "particle_gibbs: the program has no global latent site before its markov call; "
+            "for the states alone use infer.csmc"
+        )
+    key_init, key_u, key_chain = jax.random.split(key, 3)
+    start = Sequential(model).state_space(key_u, *args, **kwargs).params
+    start = {**start, **(init or {})}
+    u0, unravel = ravel_pytree(_unconstrain(sites, names, start))
+
+    def ssm_at(u):
+        return shared_state_space(model, args, kwargs, _constrain(sites, names, unravel(u)),
+                                  who="particle_gibbs")
+
+    ref0, rec0 = csmc_kernel(key_init, ssm_at(u0), num_particles, None, new_path)
+
+    def body(carry, key_i):
+        u, ref = carry
+        k_x, k_u = jax.random.split(key_i)
+        ref, record = csmc_kernel(k_x, ssm_at(u), num_particles, ref, new_path)
+
+        def log_target(v):
+            return ssm_at(v).log_joint(ref) + _log_abs_det(sites, names, unravel(v))
+
+        u, prob = mh_params_step(k_u, log_target, u, step_size, mh_steps)
+        return (u, ref), (u, ref, prob, jnp.max(record.markov_gap))
+
+    total = num_warmup + num_samples
+    _, (us, paths, probs, gaps) = jax.lax.scan(body, (u0, ref0),
+                                               jax.random.split(key_chain, total))
+    params = jax.vmap(lambda u: _constrain(sites, names, unravel(u)))(us[num_warmup:])
+    return PGOutput(params, jax.tree.map(lambda a: a[num_warmup:], paths),
+                    probs[num_warmup:], jnp.maximum(jnp.max(rec0.markov_gap), jnp.max(gaps)))
+
+
+class ParticleGibbs:
+    """``particle_gibbs(num_particles, ...)``; see :func:`particle_gibbs`."""
+
+    def __init__(self, num_particles=100, num_samples=1000, num_warmup=200, num_chains=1,
+                 step_size=0.1, mh_steps=5, init=None, new_path="backward"):
+        self.num_particles = check_count("num_particles", num_particles)
+        self.num_samples = check_count("num_samples", num_samples)
+        if isinstance(num_warmup, bool) or int(num_warmup) != num_warmup or num_warmup < 0:
+            raise ValueError(f"num_warmup must be a non-negative integer, got {num_warmup!r}")
+        self.num_warmup = int(num_warmup)
+        self.num_chains = check_count("num_chains", num_chains)
+        self.step_size = float(step_size)
+        if not self.step_size > 0:
+            raise ValueError(f"step_size must be positive, got {step_size!r}")
+        self.mh_steps = check_count("mh_steps", mh_steps)
+        self.init = dict(init or {})
+        self.new_path = check_option("new_path", new_path, ("backward", "ancestor"))
+        self._runs = CompiledRuns(self._chains)
+
+    def core(self, key, model, args, kwargs) -> PGOutput:
+        """One chain (:func:`run_particle_gibbs_params`); pure and jittable."""
+        return run_particle_gibbs_params(key, model, args, kwargs, self.num_particles,
+                                         self.num_samples, self.num_warmup, self.step_size,
+                                         self.mh_steps, self.init, self.new_path)
+
+    def _chains(self, key, model, args, kwargs):
+        keys = jax.random.split(key, self.num_chains)
+        return jax.vmap(lambda k: self.core(k, model, args, kwargs))(keys)
+
+    def run(self, key, model, *args, **kwargs) -> Posterior:
+        """Run ``num_chains`` chains; returns an unweighted :class:`~ppl.Posterior` with
+        the global latent sites and the paths of the step's latent sites."""
+        out = self._runs(check_key(key), model, args, kwargs)
+        if self.new_path == "backward":
+            check_markov_gap(out.markov_gap, "particle_gibbs(new_path='backward')")
+        c, s = self.num_chains, self.num_samples
+        samples = {n: np.asarray(v).reshape((c * s, *np.shape(v)[2:]))
+                   for n, v in {**out.params, **out.paths}.items()}
+        bad = [n for n, v in samples.items() if not np.all(np.isfinite(v))]
+        if bad:
+            raise NonFiniteWeightError(f"particle_gibbs: non-finite draws of site(s) {bad}")
+        return Posterior(
+            samples, num_chains=c, method="particle_gibbs",
+            sample_stats={"accept_prob": np.asarray(out.accept_prob).reshape(c * s)},
+            info={"num_particles": self.num_particles, "step_size": self.step_size,
+                  "mh_steps": self.mh_steps, "new_path": self.new_path},
+        )
+
+
+def particle_gibbs(num_particles=100, num_samples=1000, num_warmup=200, num_chains=1,
+                   step_size=0.1, mh_steps=5, init=None, new_path="backward"):
+    """Particle Gibbs for the states and the global latent sites of a ``ppl.markov``
+    program jointly (Andrieu, Doucet & Holenstein 2010, section 2.4.3): each iteration
+    draws a new path by conditional SMC with ``num_particles`` particles and
+    ``new_path="backward"`` sampling (Lindsten & Schön 2013, Algorithm 5) given the
+    current parameters, then makes ``mh_steps`` Gaussian random-walk Metropolis steps of
+    scale ``step_size`` on the unconstrained global sites given the path. The chain
+    targets p(theta, x | y); ``init`` (site -> value) sets its start (default: a prior
+    draw). ``.run`` returns an unweighted :class:`~ppl.Posterior` (chains of draws) with
+    ``sample_stats["accept_prob"]``. The Bayesian counterpart of :func:`score_ascent`."""
+    return ParticleGibbs(num_particles, num_samples, num_warmup, num_chains, step_size,
+                         mh_steps, init, new_path)
+

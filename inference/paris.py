@@ -1,0 +1,575 @@
+"""PaRIS: the particle-based, rapid incremental smoother for additive functionals.
+
+Olsson & Westerborn (2017), "Efficient particle-based online smoothing in general hidden
+Markov models: the PaRIS algorithm", Bernoulli 23(3), 1951-1996. For a ``ppl.markov``
+program with its global sites fixed to ``params`` (the state-space model of
+:class:`~ppl.semantics.Sequential`, time steps t = 0..T-1, carry c_t after step t and
+c_{-1} the ``init`` carry) and an additive functional
+
+    h(c_{-1:T-1}) = sum_t psi(t, c_{t-1}, c_t, params)        (vector-valued allowed),
+
+PaRIS estimates the smoothed expectation E[h | y_{0:T-1}] online, in O(N Ñ) memory. Each
+particle i of step t carries a statistic tau_t^i approximating E[h_t | c_t = c_t^i, y],
+updated by (Olsson & Westerborn 2017, Algorithm 1, eq. (3.3); Cardoso et al. 2023,
+arXiv 2301.00900, section 2, Algorithm 1):
+
+    J_t^{i,j} ~ Lambda_t(i, k) ∝ w_{t-1}^k m(c_{t-1}^k, x_t^i)    j = 1..Ñ  (i.i.d.)
+    tau_t^i   = Ñ^{-1} sum_j [ tau_{t-1}^{J} + psi(t, c_{t-1}^{J}, c_t^i, params) ]
+
+with x_t^i the latent values of particle i at step t and w_{t-1} the filter weights of
+step t-1; the estimate at step t is ``sum_i W_t^i tau_t^i`` (``info["online_estimates"]``).
+The forward filter is the bootstrap filter resampling at every step (or, given a reference
+path, the conditional SMC of :mod:`ppl.inference.csmc`, which makes one sweep of PPG).
+
+Backward draws (``backward=``):
+
+* ``"exact"``: Lambda_t(i, .) is computed for every i and k, O(N^2) per step, in blocks of
+  ``block_size`` rows (``lax.map`` with ``batch_size``) so that memory stays O(N block);
+* ``"reject"``: accept-reject with proposal w_{t-1} and an upper bound
+  ``m(c_{t-1}, x_t) <= exp(log_bound)`` (Douc, Garivier, Moulines & Olsson 2011,
+  Algorithm 1; Olsson & Westerborn 2017, section 5.1), with a fixed budget of
+  ``max_trials`` proposals per draw and an exact O(N) draw for the draws that used it
+  up: the hybrid rejection sampler of Dau & Chopin (2022, "On backward smoothing
+  algorithms", arXiv 2207.00976, section 3: the "hybrid" algorithm), whose output law is
+  exactly Lambda_t(i, .) and whose cost is O(N max_trials) per step plus O(N) per
+  fallback. The bound is derived automatically when every latent site of the step is
+  Normal or MultivariateNormal (the density at the mode, maximised over the particles of
+  step t-1); otherwise pass ``log_bound(t, x, params)`` (an upper bound of
+  ``log m(c_{t-1}, .)`` at the new carry ``x`` over every previous carry). A bound found
+  violated during the run raises an error.
+
+The carry must be the Markov state (the new carry and the step's likelihood read the
+previous carry only through the step's latent values); every step checks it, see
+:mod:`ppl.inference.csmc`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro.distributions as dist
+from ppl.inference.base import CompiledRuns, check_count, check_key, check_option
+from ppl.inference.csmc import (
+    Population,
+    check_markov_gap,
+    check_reference,
+    draw_indices,
+    forward_step,
+    global_values,
+    initial_population,
+    shared_state_space,
+)
+from ppl.inference.resampling import get_scheme
+from ppl.inference.smc import _REPLAY_KEY, particle_key
+from ppl.semantics.trace import LATENT, record
+
+from ppl.errors import NonFiniteWeightError, UnsupportedModelError
+from ppl.posterior import Posterior
+from ppl.primitives import step_index
+
+__all__ = [
+    "BACKWARD",
+    "FUNCTIONAL_SITE",
+    "PaRIS",
+    "ParisOutput",
+    "ParisStep",
+    "SmoothingPosterior",
+    "backward_log_weights",
+    "exact_backward_indices",
+    "gaussian_log_bound",
+    "paris",
+    "paris_update",
+    "path_from_backward_indices",
+    "reject_backward_indices",
+    "run_paris",
+]
+
+BACKWARD = ("exact", "reject")
+#: Name of the per-particle statistic tau in the samples of a PaRIS/PPG result.
+FUNCTIONAL_SITE = "functional"
+#: Relative slack before a bound is declared violated (float32 round-off).
+BOUND_TOLERANCE = 1e-4
+
+
+# --------------------------------------------------------------------------- backward kernel
+
+
+def backward_log_weights(ssm, t, population: Population, values):
+    """``log w_{t-1}^k + log m(c_{t-1}^k, x_t)`` for every particle k of step t-1: the
+    unnormalised log backward kernel Lambda_t(i, .) of one particle with latent values
+    ``values`` (Olsson & Westerborn 2017, eq. (2.6) with the particle filter plugged in)."""
+    log_m = jax.vmap(lambda c: ssm.log_transition(t, c, values))(population.carry)
+    return population.log_weights + log_m
+
+
+def exact_backward_indices(key, ssm, t, population: Population, values, num_backward,
+                           block_size):
+    """``J`` (N, Ñ): Ñ i.i.d. draws from Lambda_t(i, .) for every particle i, computing the
+    whole kernel (O(N^2) per step; Olsson & Westerborn 2017, Algorithm 1, line 4). Rows are
+    processed ``block_size`` at a time (``lax.map`` with ``batch_size``), so memory is
+    O(N block_size)."""
+    n = jax.tree.leaves(values)[0].shape[0]
+
+    def row(args):
+        i, v = args
+        logits = backward_log_weights(ssm, t, population, v)
+        return draw_indices(particle_key(key, i), logits, (num_backward,))
+
+    index = jnp.arange(n, dtype=jnp.uint32)
+    return jax.lax.map(row, (index, values), batch_size=min(block_size, n))
+
+
+def _mode_log_density(fn):
+    """log density of a Normal / MultivariateNormal (possibly expanded or made
+    independent) at its mode, summed over its elements; None for other distributions."""
+    base = fn
+    while isinstance(base, dist.Independent | dist.ExpandedDistribution):
+        base = base.base_dist
+    if not isinstance(base, dist.Normal | dist.MultivariateNormal
+                      | dist.LowRankMultivariateNormal):
+        return None
+    return jnp.sum(fn.log_prob(fn.mean))
+
+
+def gaussian_log_bound(ssm, t, carry, values):
+    """An upper bound of ``log m(c, x)`` over the previous carries ``c`` of the
+    population (N, ...), derived when every latent site of the step is Gaussian: the
+    density of each site at its mode, summed over sites, maximised over the population
+    (``values`` (N, ...) only feed sites whose law reads earlier sites of the step; a
+    bound that turns out too low is detected during the run). Raises
+    :class:`UnsupportedModelError` when a site is not Normal / MultivariateNormal."""
+
+    def one(c, v):
+        with step_index(t):
+            _, trace, raw = record(ssm.step_fn, _REPLAY_KEY, (c, ssm.inputs(t)),
+                                   substitutions=v)
+        total = jnp.zeros(())
+        for name in trace.names(LATENT):
+            site = raw[name]
+            mode = _mode_log_density(site["fn"])
+            if mode is None:
+                raise UnsupportedModelError(
+                    f"paris(backward='reject') needs an upper bound of the transition "
+                    f"density: it derives one when every latent site of the markov step is "
+                    f"Normal or MultivariateNormal, but site '{name}' is "
+                    f"{type(site['fn']).__name__}; pass log_bound=lambda t, x, params: ... "
+                    f"(an upper bound of log m(x_prev, x) over x_prev) or use "
+                    f"backward='exact'"
+                )
+            if site.get("scale") is not None:
+                mode = mode * site["scale"]
+            total = total + mode
+        return total
+
+    return jnp.max(jax.vmap(one)(carry, values))
+
+
+class BackwardStats(NamedTuple):
+    """Diagnostics of one step of accept-reject backward draws."""
+
+    accepted: jnp.ndarray  # number of draws accepted within the trial budget
+    fallbacks: jnp.ndarray  # number of draws made exactly after max_trials rejections
+    bound_excess: jnp.ndarray  # max of log m - log bound over the trials (<= 0 if valid)
+
+
+def reject_backward_indices(key, ssm, t, population: Population, values, log_bound,
+                            num_backward, max_trials, block_size):
+    """``(J, BackwardStats)``: Ñ draws from Lambda_t(i, .) per particle i by the hybrid
+    accept-reject sampler (Dau & Chopin 2022, arXiv 2207.00976, section 3, "hybrid"
+    rejection sampling; the rejection step is Douc et al. 2011, Algorithm 1).
+
+    For each of the N Ñ draws, ``max_trials`` candidates k ~ w_{t-1} (inverse CDF) are
+    accepted with probability ``m(c_{t-1}^k, x_t^i) / exp(log_bound[i])``; the first
+    accepted is kept. The draws with no acceptance are then made exactly
+    (:func:`backward_log_weights`), ``block_size`` at a time in a ``lax.while_loop`` whose
+    trip count is the number of such draws: the result has law Lambda_t(i, .) exactly,
+    whatever the budget. ``log_bound`` has shape (N,) (or broadcasts to it)."""
+    n = population.log_weights.shape[0]
+    key_cand, key_accept, key_fallback = jax.random.split(key, 3)
+    cdf = jnp.cumsum(jnp.exp(population.log_weights))
+    shape = (n, num_backward, max_trials)
+    u = jax.random.uniform(key_cand, shape, dtype=cdf.dtype) * cdf[-1]
+    candidates = jnp.clip(jnp.searchsorted(cdf, u, side="right"), 0, n - 1).astype(jnp.int32)
+
+    def log_m_row(v, cand):  # one particle i, its (Ñ, K) candidates
+        carries = jax.tree.map(lambda a: jnp.take(a, cand.reshape(-1), axis=0),
+                               population.carry)
+        lm = jax.vmap(lambda c: ssm.log_transition(t, c, v))(carries)
+        return lm.reshape(cand.shape)
+
+    log_m = jax.vmap(log_m_row)(values, candidates)  # (N, Ñ, K)
+    excess = log_m - jnp.broadcast_to(log_bound, (n,))[:, None, None]
+    log_u = jnp.log(jax.random.uniform(key_accept, shape, dtype=log_m.dtype))
+    accept = log_u < excess
+    first = jnp.argmax(accept, axis=-1)
+    draws = jnp.take_along_axis(candidates, first[..., None], axis=-1)[..., 0]
+    failed = ~jnp.any(accept, axis=-1)
+
+    flat = draws.reshape(-1)
+    num_failed = jnp.sum(failed)
+    size = n * num_backward
+    (rows,) = jnp.nonzero(failed.reshape(-1), size=size, fill_value=size)
+    block = min(block_size, size)
+    rows = jnp.concatenate([rows, jnp.full((block,), size, rows.dtype)])
+
+    def exact_draw(row):
+        i = jnp.minimum(row // num_backward, n - 1)
+        v = jax.tree.map(lambda a: a[i], values)
+        logits = backward_log_weights(ssm, t, population, v)
+        return draw_indices(particle_key(key_fallback, row.astype(jnp.uint32)), logits)
+
+    def cond(state):
+        start, _ = state
+        return start < num_failed
+
+    def body(state):
+        start, flat = state
+        chunk = jax.lax.dynamic_slice(rows, (start,), (block,))
+        new = jax.vmap(exact_draw)(chunk)
+        return start + block, flat.at[chunk].set(new, mode="drop")
+
+    _, flat = jax.lax.while_loop(cond, body, (jnp.zeros((), rows.dtype), flat))
+    stats = BackwardStats(
+        accepted=size - num_failed,
+        fallbacks=num_failed,
+        bound_excess=jnp.max(jnp.where(jnp.isnan(excess), -jnp.inf, excess)),
+    )
+    return flat.reshape(n, num_backward), stats
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def paris_update(functional, t, population: Population, tau, carry, backward, fparams):
+    """The PaRIS statistics of step t (Olsson & Westerborn 2017, eq. (3.3)):
+    ``tau_t^i = Ñ^{-1} sum_j [tau_{t-1}^{J_ij} + psi(t, c_{t-1}^{J_ij}, c_t^i, params)]``,
+    ``vmap`` over particles i and backward draws j."""
+
+    def one(c, idx):
+        prev = jax.tree.map(lambda a: jnp.take(a, idx, axis=0), population.carry)
+        inc = jax.vmap(lambda cp: _psi(functional, t, cp, c, fparams, tau.dtype))(prev)
+        return jnp.mean(jnp.take(tau, idx, axis=0) + inc, axis=0)
+
+    return jax.vmap(one)(carry, backward)
+
+
+def _psi(functional, t, prev, new, fparams, dtype=None):
+    value = jnp.asarray(functional(t, prev, new, fparams))
+    if not jnp.issubdtype(value.dtype, jnp.inexact):
+        value = value.astype(jnp.result_type(float))
+    return value if dtype is None else value.astype(dtype)
+
+
+def _psi_shape(functional, ssm, fparams):
+    try:
+        return jax.eval_shape(lambda: _psi(functional, 0, ssm.init, ssm.init, fparams))
+    except (TypeError, ValueError, AttributeError, IndexError, KeyError) as err:
+        raise TypeError(
+            f"paris: the functional must be psi(t, x_prev, x, params) -> array, with x_prev "
+            f"and x carries of the markov step (shaped like its init carry) and params the "
+            f"dict of global values {sorted(fparams)}; calling it failed: {err}"
+        ) from err
+
+
+def path_from_backward_indices(key, values, backward, final_log_weights):
+    """A path drawn through the backward indices (Cardoso et al. 2023, arXiv 2301.00900,
+    section 3, Algorithm 2, last step): ``b_{T-1} ~ W_{T-1}`` and, going back,
+    ``b_{t-1} = J_t^{b_t, j}`` with j uniform in 1..Ñ. Given the forward particles the
+    J_t^{i, .} are i.i.d. Lambda_t(i, .), so this is a backward-sampling draw (Godsill,
+    Doucet & West 2004), the new reference of PPG. ``values`` site -> (T, N, ...),
+    ``backward`` (T, N, Ñ). Returns ``(path, indices (T,))``."""
+    num_backward = backward.shape[-1]
+    key_last, key_j = jax.random.split(key)
+    last = draw_indices(key_last, final_log_weights)
+    js = jax.random.randint(key_j, (backward.shape[0],), 0, num_backward)
+
+    def body(b, step):
+        backward_t, j = step
+        return backward_t[b, j], b
+
+    _, index = jax.lax.scan(body, last, (backward, js), reverse=True)
+    path = jax.tree.map(lambda a: jax.vmap(lambda v, i: v[i])(a, index), values)
+    return path, index
+
+
+# --------------------------------------------------------------------------- driver
+
+
+class ParisStep(NamedTuple):
+    """What one step records (stacked over time by the scan)."""
+
+    estimate: jnp.ndarray  # online estimate sum_i W_t^i tau_t^i, shape psi's
+    log_evidence_increment: jnp.ndarray
+    ess: jnp.ndarray
+    markov_gap: jnp.ndarray
+    accepted: jnp.ndarray  # reject: draws accepted within the budget (exact: N Ñ)
+    fallbacks: jnp.ndarray  # reject: exact fallback draws (exact: 0)
+    bound_excess: jnp.ndarray  # reject: max log m - log bound (exact: -inf)
+    values: dict | None  # with draw_path: the step's latent values (N, ...)
+    backward: jnp.ndarray | None  # with draw_path: J (N, Ñ)
+
+
+class ParisOutput(NamedTuple):
+    """One PaRIS run (a pytree: the output of the jitted core)."""
+
+    estimate: jnp.ndarray  # E[sum_t psi | y] estimate, shape psi's
+    online_estimates: jnp.ndarray  # (T, ...) estimate at every step t (sum over s <= t)
+    tau: jnp.ndarray  # (N, ...) final statistics
+    log_weights: jnp.ndarray  # (N,) final normalised filter log weights
+    final_values: dict  # last step's latent values (N, ...)
+    log_evidence: jnp.ndarray  # filter's log p(y) estimate (a conditional sweep: not one)
+    steps: ParisStep  # stacked over time
+    path: dict | None  # with draw_path: a path drawn through the backward indices
+    globals: dict  # the global latent / param values the functional received
+
+
+def run_paris(key, model, args, kwargs, num_particles: int, num_backward: int,
+              functional: Callable, backward="exact", params=None, reference=None,
+              resample="multinomial", max_trials=16, log_bound=None, block_size=256,
+              draw_path=False) -> ParisOutput:
+    """The PaRIS driver: one ``lax.scan`` over the steps whose body is
+    :func:`~ppl.inference.csmc.forward_step` (resample every step, move, reweight), the
+    backward draws (:func:`exact_backward_indices` or :func:`reject_backward_indices`) and
+    :func:`paris_update` (Olsson & Westerborn 2017, Algorithm 1).
+
+    ``params`` fixes the global latent sites (all of them: smoothing is given theta).
+    With a ``reference`` path the forward filter is conditional SMC (reference at particle
+    0, multinomial resampling forced): the conditional PaRIS sweep of PPG (Cardoso et al.
+    2023, Algorithm 2). ``draw_path=True`` keeps the backward indices (T N Ñ integers) and
+    returns a path drawn through them (:func:`path_from_backward_indices`). Pure JAX, one
+    trace: jit it, vmap it over keys, scan it over PPG sweeps.
+    """
+    ssm = shared_state_space(model, args, kwargs, params, who="paris")
+    fparams = global_values(ssm)
+    conditional = reference is not None
+    if conditional:
+        reference = check_reference(ssm, reference, who="paris")
+        resample = "multinomial"
+    spec = _psi_shape(functional, ssm, fparams)
+    population = initial_population(ssm, num_particles)
+    tau = jnp.zeros((num_particles, *spec.shape), spec.dtype)
+    size = num_particles * num_backward
+
+    def backward_draws(key_b, t, prev, result):
+        if backward == "exact":
+            idx = exact_backward_indices(key_b, ssm, t, prev, result.values, num_backward,
+                                         block_size)
+            return idx, BackwardStats(jnp.asarray(size), jnp.asarray(0), jnp.asarray(-jnp.inf))
+        if log_bound is None:
+            bound = gaussian_log_bound(ssm, t, prev.carry, result.values)
+        else:
+            bound = jax.vmap(lambda c: jnp.asarray(log_bound(t, c, fparams)))(result.carry)
+        return reject_backward_indices(key_b, ssm, t, prev, result.values, bound,
+                                       num_backward, max_trials, block_size)
+
+    def body(state, xs):
+        prev, tau = state
+        t, key_t, ref_t = xs
+        key_f, key_b = jax.random.split(key_t)
+        _, result, population, increment, gap = forward_step(key_f, ssm, t, prev, ref_t,
+                                                             resample)
+        idx, stats = backward_draws(key_b, t, prev, result)
+        tau = paris_update(functional, t, prev, tau, result.carry, idx, fparams)
+        weights = jnp.exp(population.log_weights)
+        record_t = ParisStep(
+            estimate=jnp.tensordot(weights.astype(tau.dtype), tau, axes=(0, 0)),
+            log_evidence_increment=increment,
+            ess=1.0 / jnp.sum(weights**2),
+            markov_gap=gap,
+            accepted=stats.accepted,
+            fallbacks=stats.fallbacks,
+            bound_excess=stats.bound_excess,
+            values=result.values if draw_path else None,
+            backward=idx if draw_path else None,
+        )
+        return (population, tau), (record_t, result.values)
+
+    keys = jax.random.split(key, ssm.num_steps + 1)
+    xs = (jnp.arange(ssm.num_steps), keys[1:], reference)
+    (population, tau), (steps, values) = jax.lax.scan(body, (population, tau), xs)
+    path = None
+    if draw_path:
+        path, _ = path_from_backward_indices(keys[0], steps.values, steps.backward,
+                                             population.log_weights)
+        steps = steps._replace(values=None, backward=None)
+    log_evidence = ssm.globals.log_likelihood + jnp.sum(steps.log_evidence_increment)
+    return ParisOutput(
+        estimate=steps.estimate[-1],
+        online_estimates=steps.estimate,
+        tau=tau,
+        log_weights=population.log_weights,
+        final_values=jax.tree.map(lambda a: a[-1], values),
+        log_evidence=log_evidence,
+        steps=steps,
+        path=path,
+        globals=fparams,
+    )
+
+
+# --------------------------------------------------------------------------- result
+
+
+class SmoothingPosterior(Posterior):
+    """A :class:`~ppl.Posterior` from a smoother of additive functionals, with the
+    smoothed expectation as :attr:`estimate` and the estimates after every step as
+    :attr:`online_estimates`."""
+
+    @property
+    def estimate(self):
+        """The estimate of E[sum_t psi(t, x_{t-1}, x_t, params) | y], shape psi's."""
+        return self.info["estimate"]
+
+    @property
+    def online_estimates(self):
+        """Estimates of E[sum_{s<=t} psi_s | y_{0:t}] for t = 0..T-1 (leading axis T)."""
+        return self.info["online_estimates"]
+
+
+def check_paris_run(steps, log_evidence, who):
+    """Raise clear errors after a run: non-finite weights, a violated bound, a carry that
+    is not the Markov state."""
+    check_markov_gap(steps.markov_gap, who)
+    excess = np.asarray(steps.bound_excess)
+    if np.any(excess > BOUND_TOLERANCE * (1.0 + np.abs(excess))):
+        t = int(np.flatnonzero(excess > 0)[0])
+        raise UnsupportedModelError(
+            f"{who}(backward='reject'): the upper bound of the transition density is "
+            f"violated at step t={t} (log m exceeds the bound by {float(excess.max()):.3g}); "
+            f"fix log_bound (it must bound log m(x_prev, x) over every x_prev) or use "
+            f"backward='exact'"
+        )
+    increments = np.asarray(steps.log_evidence_increment)
+    if not np.all(np.isfinite(increments)) or not np.all(np.isfinite(log_evidence)):
+        bad = np.flatnonzero(~np.isfinite(increments))
+        where = f"first at step t={int(bad[0])}" if bad.size else "at the global sites"
+        raise NonFiniteWeightError(
+            f"{who}: the filter weights are not finite ({where}): every particle is "
+            f"impossible under the data, or a log density is NaN"
+        )
+
+
+# --------------------------------------------------------------------------- combinator
+
+
+def _check_functional(functional):
+    if not callable(functional):
+        raise TypeError(
+            f"functional must be a function psi(t, x_prev, x, params) -> array, got "
+            f"{functional!r}"
+        )
+    return functional
+
+
+def _check_log_bound(log_bound):
+    if log_bound is not None and not callable(log_bound):
+        raise TypeError(
+            f"log_bound must be a function log_bound(t, x, params) -> scalar (an upper bound "
+            f"of log m(x_prev, x) over x_prev), got {log_bound!r}"
+        )
+    return log_bound
+
+
+class PaRIS:
+    """``paris(num_particles, num_backward, functional, backward, ...)``; see :func:`paris`."""
+
+    def __init__(self, num_particles: int, num_backward=2, functional=None, backward="exact",
+                 resample="multinomial", max_trials=16, log_bound=None, block_size=256,
+                 params=None):
+        self.num_particles = check_count("num_particles", num_particles)
+        self.num_backward = check_count("num_backward", num_backward)
+        self.functional = _check_functional(functional)
+        self.backward = check_option("backward", backward, BACKWARD)
+        get_scheme(resample)
+        self.resample = resample
+        self.max_trials = check_count("max_trials", max_trials)
+        self.log_bound = _check_log_bound(log_bound)
+        self.block_size = check_count("block_size", block_size)
+        if params is not None and not isinstance(params, dict):
+            raise TypeError(f"params must be a dict global site -> value, got {params!r}")
+        self.params = params
+        self._runs = CompiledRuns(self.core)
+
+    def core(self, key, model, args, kwargs, params=None, reference=None,
+             draw_path=False) -> ParisOutput:
+        """The pure, jittable run (:func:`run_paris` with this combinator's options).
+        ``params`` (default: the combinator's) fixes the global sites; a ``reference``
+        path makes it a conditional sweep (PPG); ``draw_path`` returns a new path."""
+        params = self.params if params is None else params
+        return run_paris(key, model, args, kwargs, self.num_particles, self.num_backward,
+                         self.functional, self.backward, params=params, reference=reference,
+                         resample=self.resample, max_trials=self.max_trials,
+                         log_bound=self.log_bound, block_size=self.block_size,
+                         draw_path=draw_path)
+
+    def run(self, key, model, *args, **kwargs) -> SmoothingPosterior:
+        """Run PaRIS on ``model(*args, **kwargs)``; returns a :class:`SmoothingPosterior`
+        whose ``estimate`` is the smoothed expectation of the additive functional."""
+        out = self._runs(check_key(key), model, args, kwargs)
+        check_paris_run(out.steps, out.log_evidence, "paris")
+        clash = FUNCTIONAL_SITE in out.final_values
+        if clash:
+            raise UnsupportedModelError(
+                f"paris: the program has a step site named '{FUNCTIONAL_SITE}', the name "
+                f"of the PaRIS statistics in the result; rename it"
+            )
+        n = self.num_particles
+        steps = out.steps
+        return SmoothingPosterior(
+            {FUNCTIONAL_SITE: out.tau, **out.final_values},
+            log_weights=out.log_weights + out.log_evidence + math.log(n),
+            log_evidence=out.log_evidence,
+            method="paris",
+            info={
+                "estimate": out.estimate,
+                "online_estimates": out.online_estimates,
+                "ess": steps.ess,
+                "log_evidence_increments": steps.log_evidence_increment,
+                "accepted": steps.accepted,
+                "fallbacks": steps.fallbacks,
+                "globals": out.globals,
+                "num_particles": n,
+                "num_backward": self.num_backward,
+                "backward": self.backward,
+                "max_trials": self.max_trials,
+            },
+        )
+
+    def __repr__(self):
+        return (
+            f"paris(num_particles={self.num_particles}, num_backward={self.num_backward}, "
+            f"functional={self.functional!r}, backward={self.backward!r})"
+        )
+
+
+def paris(num_particles: int, num_backward=2, functional=None, backward="exact",
+          resample="multinomial", max_trials=16, log_bound=None, block_size=256,
+          params=None):
+    """PaRIS (Olsson & Westerborn 2017): online smoothing of an additive functional.
+
+    ``functional`` is ``psi(t, x_prev, x, params) -> array`` (any fixed shape), summed
+    over the T steps of the program's ``markov`` call: ``x_prev`` and ``x`` are the
+    carries before and after step t (``x_prev`` of step 0 is the ``init`` carry) and
+    ``params`` the dict of global latent (and ``ppl.param``) values. ``num_particles``
+    N, ``num_backward`` Ñ (2 is the usual choice: Olsson & Westerborn 2017, section 4
+    show Ñ >= 2 keeps the variance O(T)). ``backward="exact"`` (O(N^2) per step, in
+    blocks of ``block_size`` rows) or ``"reject"`` (hybrid accept-reject with
+    ``max_trials`` proposals per draw, linear in N; needs a bound: automatic for Gaussian
+    transitions, else ``log_bound(t, x, params)``). ``resample`` is the forward filter's
+    scheme (every step). ``params`` fixes the program's global latent sites.
+
+    ``.run(key, model, *args, **kwargs)`` returns a :class:`SmoothingPosterior`: its
+    ``estimate`` is the estimate of E[sum_t psi | y], ``online_estimates`` (T, ...) the
+    estimate after each step; ``samples`` hold the final particles' statistics
+    (site ``"functional"``, (N, ...)) and last-step latent values, weighted by the final
+    filter weights, so ``post.mean("functional") == post.estimate``. ``info`` has the
+    per-step ``ess``, ``log_evidence_increments``, and for ``"reject"`` the
+    ``accepted`` / ``fallbacks`` counts. ``.core(key, model, args, kwargs, params,
+    reference, draw_path)`` is the pure jittable run for composition (PPG, score ascent).
+    """
+    return PaRIS(num_particles, num_backward, functional, backward, resample, max_trials,
+                 log_bound, block_size, params)
