@@ -177,6 +177,9 @@ class BackwardStats(NamedTuple):
     bound_excess: jnp.ndarray  # max of log m - log bound over the trials (<= 0 if valid)
 
 
+FALLBACK_BLOCK = 32  # rows of exact fallback draws per iteration of the accept-reject sampler
+
+
 def reject_backward_indices(key, ssm, t, population: Population, values, log_bound,
                             num_backward, max_trials, block_size):
     """``(J, BackwardStats)``: Ñ draws from Lambda_t(i, .) per particle i by the hybrid
@@ -186,9 +189,12 @@ def reject_backward_indices(key, ssm, t, population: Population, values, log_bou
     For each of the N Ñ draws, ``max_trials`` candidates k ~ w_{t-1} (inverse CDF) are
     accepted with probability ``m(c_{t-1}^k, x_t^i) / exp(log_bound[i])``; the first
     accepted is kept. The draws with no acceptance are then made exactly
-    (:func:`backward_log_weights`), ``block_size`` at a time in a ``lax.while_loop`` whose
-    trip count is the number of such draws: the result has law Lambda_t(i, .) exactly,
-    whatever the budget. ``log_bound`` has shape (N,) (or broadcasts to it)."""
+    (:func:`backward_log_weights`), ``min(block_size, FALLBACK_BLOCK)`` at a time in a
+    ``lax.while_loop`` whose trip count follows the number of such draws: the result has
+    law Lambda_t(i, .) exactly, whatever the budget. The fallback block is small because
+    only a few per cent of the draws fall back with a useful bound, and each row of a
+    block costs N transition densities whether or not it is used. ``log_bound`` has shape
+    (N,) (or broadcasts to it)."""
     n = population.log_weights.shape[0]
     key_cand, key_accept, key_fallback = jax.random.split(key, 3)
     cdf = jnp.cumsum(jnp.exp(population.log_weights))
@@ -214,7 +220,7 @@ def reject_backward_indices(key, ssm, t, population: Population, values, log_bou
     num_failed = jnp.sum(failed)
     size = n * num_backward
     (rows,) = jnp.nonzero(failed.reshape(-1), size=size, fill_value=size)
-    block = min(block_size, size)
+    block = min(block_size, size, FALLBACK_BLOCK)
     rows = jnp.concatenate([rows, jnp.full((block,), size, rows.dtype)])
 
     def exact_draw(row):
