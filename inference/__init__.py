@@ -13,6 +13,8 @@ Configure a combinator once, then ``.run(key, model, *args, **kwargs)``:
 - :func:`score_ascent`, :func:`score_climbing`, :func:`particle_gibbs` — parameter
   learning for state-space programs (Fisher's identity through PPG, Markov score
   climbing, particle Gibbs for states and parameters)
+- :func:`pfn` — prior-data fitted networks: a transformer trained on datasets drawn from
+  a program, predicting its posterior predictive (or a latent's posterior) in one pass
 - :func:`vsde` — variational inference for SDE paths (``ppl.sde``), Brownian or fractional
 """
 
@@ -33,6 +35,7 @@ from ppl.inference.learning import (
 from ppl.inference.mh import MH, mh
 from ppl.inference.nuts import HMC, NUTS, hmc, nuts
 from ppl.inference.paris import PaRIS, SmoothingPosterior, paris
+from ppl.inference.pfn import PFN, pfn
 from ppl.inference.pmmh import PMMH, pmmh
 from ppl.inference.ppg import PPG, ppg
 from ppl.inference.rmsmc import RMSMC, rmsmc
@@ -51,4 +54,4 @@ __all__ = ["Exact", "Importance", "SMC", "exact", "importance", "resampling", "s
            "VSDE", "AffineControl", "MLPControl", "vsde",
            "CSMC", "csmc", "PaRIS", "SmoothingPosterior", "paris", "PPG", "ppg",
            "ParticleGibbs", "ScoreAscent", "ScoreClimbing", "fisher_score",
-           "particle_gibbs", "score_ascent", "score_climbing"]
+           "particle_gibbs", "score_ascent", "score_climbing", "PFN", "pfn"]

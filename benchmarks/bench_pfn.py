@@ -1,0 +1,154 @@
+"""PFN benchmarks: the shipped GP and learning-curve networks against their exact references.
+
+    python benchmarks/bench_pfn.py gp --tasks 500
+    python benchmarks/bench_pfn.py lc --curves 200 --nuts-curves 4 --nuts-samples 500
+
+GP table (Müller et al. 2022, section 5.1): on held-out datasets drawn from the prior (50
+points, 1..49 of them the training set, the rest queries), the mean NLL per query point of
+the PFN's posterior predictive, of the exact GP posterior predictive and of the prior
+predictive, with standard errors over tasks, and the paired gap PFN - exact.
+
+LC table (Adriaensen et al. 2023, table 1 / figure 4): curves of 100 epochs drawn from the
+prior; from the first 10, 20, 40, 80 epochs, the mean log-likelihood per epoch of the
+held-out remainder under the PFN and under NUTS on the same program (``ppl.models.
+learning_curve`` conditioned on the prefix; the predictive is the mixture over posterior
+draws of N(curve_s(t), sigma_s)), on the same curves, and the time per curve of each
+(PFN: one jitted forward pass for one curve; NUTS: one compiled run, compile excluded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.special import logsumexp
+from ppl.inference.nuts import nuts
+from ppl.inference.pfn import load, sample_datasets
+from ppl.models.pfn_priors import (
+    gp_exact_predictive,
+    gp_inputs,
+    gp_prior_predictive_logpdf,
+    gp_regression,
+    lc_curve,
+    lc_inputs,
+    learning_curve,
+)
+
+WEIGHTS = os.path.join(os.path.dirname(__file__), "..", "models", "pfn_weights")
+CUTOFFS = (10, 20, 40, 80)
+
+
+def mean_se(a):
+    a = np.asarray(a)
+    return a.mean(), a.std(ddof=1) / np.sqrt(a.size)
+
+
+def bench_gp(tasks, seed):
+    net = load(os.path.join(WEIGHTS, "gp_pfn.npz"), inputs=gp_inputs, progress_bar=False)
+    n_pts = net.config.num_points
+    x, y, _, n, _ = sample_datasets(jax.random.PRNGKey(seed), gp_regression, gp_inputs, n_pts,
+                                    tasks)
+    lp = np.asarray(net.log_predictive(x, y, n))  # compile
+    start = time.perf_counter()
+    lp = np.asarray(net.log_predictive(x, y, n).block_until_ready())
+    t_pfn = (time.perf_counter() - start) / tasks
+    x, y, n = np.asarray(x), np.asarray(y), np.asarray(n)
+    pfn_nll, exact_nll, prior_nll = np.zeros(tasks), np.zeros(tasks), np.zeros(tasks)
+    start = time.perf_counter()
+    for b in range(tasks):
+        k = n[b]
+        mean, var = gp_exact_predictive(x[b, :k], y[b, :k], x[b, k:])
+        yq = y[b, k:]
+        exact_nll[b] = np.mean(0.5 * (np.log(2 * np.pi * var) + (yq - mean) ** 2 / var))
+        pfn_nll[b] = -lp[b, k:].mean()
+        prior_nll[b] = -np.mean(gp_prior_predictive_logpdf(yq))
+    t_exact = (time.perf_counter() - start) / tasks
+    print(f"GP prior, {tasks} held-out tasks of {n_pts} points (seed {seed}); "
+          "NLL per query point, mean +- SE over tasks")
+    print("| predictor | NLL | time per task |")
+    print("| --- | --- | --- |")
+    for name, v, t in (("PFN (shipped)", pfn_nll, f"{t_pfn * 1e3:.3f} ms (batched)"),
+                       ("exact GP", exact_nll, f"{t_exact * 1e3:.3f} ms (numpy)"),
+                       ("prior predictive", prior_nll, "-")):
+        m, s = mean_se(v)
+        print(f"| {name} | {m:.4f} +- {s:.4f} | {t} |")
+    m, s = mean_se(pfn_nll - exact_nll)
+    print(f"paired gap PFN - exact GP: {m:.4f} +- {s:.4f} nats")
+
+
+def nuts_loglik(samples, y, k):
+    """Mean over held-out epochs t >= k of log (1/S) sum_s N(y_t; curve_s(t), sigma_s)."""
+    t = jnp.arange(1, y.shape[0] + 1, dtype=float)
+    curves = jax.vmap(lambda w, *p: lc_curve(t, w, p[0:3], p[3:7], p[7:9]))(
+        samples["w"], samples["pow3_c"], samples["pow3_a"], samples["pow3_alpha"],
+        samples["jan_a"], samples["jan_beta"], samples["jan_k"], samples["jan_delta"],
+        samples["ilog2_c"], samples["ilog2_a"])
+    sigma = jnp.exp(samples["log_sigma"])[:, None]
+    lp = jax.scipy.stats.norm.logpdf(y[None, k:], curves[:, k:], sigma)
+    return float(jnp.mean(logsumexp(lp, axis=0) - jnp.log(lp.shape[0])))
+
+
+def bench_lc(curves, nuts_curves, nuts_samples, nuts_warmup, seed):
+    net = load(os.path.join(WEIGHTS, "lc_pfn.npz"), inputs=lc_inputs, progress_bar=False)
+    m = net.config.num_points
+    x, y, _, _, _ = sample_datasets(jax.random.PRNGKey(seed), learning_curve, lc_inputs, m,
+                                    curves, oversample=12)
+    rows = {}
+    for k in CUTOFFS:
+        n = jnp.full((curves,), k)
+        lp = np.asarray(net.log_predictive(x, y, n))[:, k:].mean(1)
+        one = (x[:1], y[:1], n[:1])
+        net.logits(*one).block_until_ready()
+        start = time.perf_counter()
+        for _ in range(20):
+            net.logits(*one).block_until_ready()
+        t_pfn = (time.perf_counter() - start) / 20
+        sampler = nuts(nuts_samples, num_warmup=nuts_warmup)
+        ll_nuts, t_nuts = [], []
+        for i in range(nuts_curves + 1):  # the first run compiles and is not timed
+            j = max(i - 1, 0)
+            start = time.perf_counter()
+            post = sampler.run(jax.random.PRNGKey(100 + i), learning_curve, x[j, :k], y[j, :k])
+            jax.block_until_ready(post.samples)
+            if i == 0:
+                continue
+            t_nuts.append(time.perf_counter() - start)
+            ll_nuts.append(nuts_loglik(post.samples, y[j], k))
+        rows[k] = (lp, np.array(ll_nuts), t_pfn, np.mean(t_nuts))
+    print(f"LC prior, curves of {m} epochs (seed {seed}); mean log-likelihood per held-out "
+          f"epoch. PFN on {curves} curves (and on the first {nuts_curves}); NUTS "
+          f"({nuts_warmup} warm-up + {nuts_samples} draws, 1 chain) on the first "
+          f"{nuts_curves}")
+    print("| cutoff | PFN (all) | PFN (NUTS's curves) | NUTS | PFN s/curve | NUTS s/curve "
+          "| ratio |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for k, (lp, ll, tp, tn) in rows.items():
+        ma, sa = mean_se(lp)
+        mb, sb = mean_se(lp[:nuts_curves])
+        mc, sc = mean_se(ll)
+        print(f"| {k}% | {ma:.3f} +- {sa:.3f} | {mb:.3f} +- {sb:.3f} | {mc:.3f} +- {sc:.3f} "
+              f"| {tp:.4f} | {tn:.2f} | {tn / tp:.0f}x |")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("table", choices=["gp", "lc"])
+    parser.add_argument("--tasks", type=int, default=500)
+    parser.add_argument("--curves", type=int, default=200)
+    parser.add_argument("--nuts-curves", type=int, default=4)
+    parser.add_argument("--nuts-samples", type=int, default=500)
+    parser.add_argument("--nuts-warmup", type=int, default=500)
+    parser.add_argument("--seed", type=int, default=12345)
+    args = parser.parse_args(argv)
+    if args.table == "gp":
+        bench_gp(args.tasks, args.seed)
+    else:
+        bench_lc(args.curves, args.nuts_curves, args.nuts_samples, args.nuts_warmup, args.seed)
+
+
+if __name__ == "__main__":
+    main()
