@@ -480,6 +480,23 @@ def _check_log_bound(log_bound):
     return log_bound
 
 
+def check_backward_options(functional, backward, max_trials, log_bound, block_size,
+                           params) -> dict:
+    """The validated options shared by :class:`PaRIS` and PPG (its conditional sweeps are
+    PaRIS runs): the functional, the backward sampler and its budget, the density bound,
+    the block size and the fixed global values, each error naming its argument."""
+    if params is not None and not isinstance(params, dict):
+        raise TypeError(f"params must be a dict global site -> value, got {params!r}")
+    return {
+        "functional": _check_functional(functional),
+        "backward": check_option("backward", backward, BACKWARD),
+        "max_trials": check_count("max_trials", max_trials),
+        "log_bound": _check_log_bound(log_bound),
+        "block_size": check_count("block_size", block_size),
+        "params": params,
+    }
+
+
 class PaRIS:
     """``paris(num_particles, num_backward, functional, backward, ...)``; see :func:`paris`."""
 
@@ -488,16 +505,10 @@ class PaRIS:
                  params=None):
         self.num_particles = check_count("num_particles", num_particles)
         self.num_backward = check_count("num_backward", num_backward)
-        self.functional = _check_functional(functional)
-        self.backward = check_option("backward", backward, BACKWARD)
+        vars(self).update(check_backward_options(functional, backward, max_trials, log_bound,
+                                                 block_size, params))
         get_scheme(resample)
         self.resample = resample
-        self.max_trials = check_count("max_trials", max_trials)
-        self.log_bound = _check_log_bound(log_bound)
-        self.block_size = check_count("block_size", block_size)
-        if params is not None and not isinstance(params, dict):
-            raise TypeError(f"params must be a dict global site -> value, got {params!r}")
-        self.params = params
         self._runs = CompiledRuns(self.core)
 
     def core(self, key, model, args, kwargs, params=None, reference=None,

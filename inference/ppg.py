@@ -40,14 +40,11 @@ from ppl.inference.base import (
     check_count,
     check_key,
     check_nonnegative,
-    check_option,
 )
 from ppl.inference.paris import (
-    BACKWARD,
     FUNCTIONAL_SITE,
     SmoothingPosterior,
-    _check_functional,
-    _check_log_bound,
+    check_backward_options,
     check_paris_run,
     run_paris,
 )
@@ -126,14 +123,8 @@ class PPG:
                 f"burn_in must be smaller than num_sweeps (the estimate averages sweeps "
                 f"burn_in+1..num_sweeps), got burn_in={burn_in}, num_sweeps={num_sweeps}"
             )
-        self.functional = _check_functional(functional)
-        self.backward = check_option("backward", backward, BACKWARD)
-        self.max_trials = check_count("max_trials", max_trials)
-        self.log_bound = _check_log_bound(log_bound)
-        self.block_size = check_count("block_size", block_size)
-        if params is not None and not isinstance(params, dict):
-            raise TypeError(f"params must be a dict global site -> value, got {params!r}")
-        self.params = params
+        vars(self).update(check_backward_options(functional, backward, max_trials, log_bound,
+                                                 block_size, params))
         self._runs = CompiledRuns(self.core)
 
     def core(self, key, model, args, kwargs, params=None, reference=None) -> PPGOutput:
