@@ -47,8 +47,9 @@ def mean_se(a):
     return a.mean(), a.std(ddof=1) / np.sqrt(a.size)
 
 
-def bench_gp(tasks, seed):
-    net = load(os.path.join(WEIGHTS, "gp_pfn.npz"), inputs=gp_inputs, progress_bar=False)
+def bench_gp(tasks, seed, weights=None):
+    net = load(weights or os.path.join(WEIGHTS, "gp_pfn.npz"), inputs=gp_inputs,
+               progress_bar=False)
     n_pts = net.config.num_points
     x, y, _, n, _ = sample_datasets(jax.random.PRNGKey(seed), gp_regression, gp_inputs, n_pts,
                                     tasks)
@@ -92,8 +93,9 @@ def nuts_loglik(samples, y, k):
     return float(jnp.mean(logsumexp(lp, axis=0) - jnp.log(lp.shape[0])))
 
 
-def bench_lc(curves, nuts_curves, nuts_samples, nuts_warmup, seed):
-    net = load(os.path.join(WEIGHTS, "lc_pfn.npz"), inputs=lc_inputs, progress_bar=False)
+def bench_lc(curves, nuts_curves, nuts_samples, nuts_warmup, seed, weights=None):
+    net = load(weights or os.path.join(WEIGHTS, "lc_pfn.npz"), inputs=lc_inputs,
+               progress_bar=False)
     m = net.config.num_points
     x, y, _, _, _ = sample_datasets(jax.random.PRNGKey(seed), learning_curve, lc_inputs, m,
                                     curves, oversample=12)
@@ -143,11 +145,14 @@ def main(argv=None):
     parser.add_argument("--nuts-samples", type=int, default=500)
     parser.add_argument("--nuts-warmup", type=int, default=500)
     parser.add_argument("--seed", type=int, default=12345)
+    parser.add_argument("--weights", default=None,
+                        help="network file (default: the shipped one in models/pfn_weights)")
     args = parser.parse_args(argv)
     if args.table == "gp":
-        bench_gp(args.tasks, args.seed)
+        bench_gp(args.tasks, args.seed, args.weights)
     else:
-        bench_lc(args.curves, args.nuts_curves, args.nuts_samples, args.nuts_warmup, args.seed)
+        bench_lc(args.curves, args.nuts_curves, args.nuts_samples, args.nuts_warmup, args.seed,
+                 args.weights)
 
 
 if __name__ == "__main__":

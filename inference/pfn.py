@@ -629,7 +629,9 @@ class PFN:
         the bar distribution: site ``observed`` of shape ``(num_samples, len(x_query))``,
         or site ``target`` of shape ``(num_samples,)``. ``info`` holds ``bucket_log_probs``
         (Q, K) or (K,), ``borders``, ``mean`` and ``log_density`` (a function of values
-        shaped like the query, returning the predicted log density).
+        shaped like the query, returning the predicted log density). The forward pass and
+        the draws are one jitted function (:func:`_predict_and_sample`), compiled once per
+        data shapes and ``num_samples``.
         """
         check_key(key)
         self._check_fitted()
@@ -640,21 +642,14 @@ class PFN:
                 f"pfn.run: this network was trained on the program '{self.model_name}', "
                 f"not '{name}'")
         x, y, xq = self._check_data(x, y, x_query)
-        n = x.shape[0]
-        if self.latent_mode:
-            logits = self.logits(x[None], y[None], jnp.array([n]))[0]
-            site = self.target
-        else:
-            xa = jnp.concatenate([x, xq])[None]
-            ya = jnp.concatenate([y, jnp.zeros(xq.shape[0])])[None]
-            logits = self.logits(xa, ya, jnp.array([n]))[0, n:]
-            site = self.observed
+        draws, logits, log_probs, mean = _predict_and_sample(
+            self.network, self.config, self.normaliser, self.bars, key, x, y, xq, num_samples)
+        site = self.target if self.latent_mode else self.observed
         bars = self.bars
-        draws = bars.sample(key, logits, num_samples)
         info = {
-            "bucket_log_probs": jax.nn.log_softmax(logits, axis=-1),
+            "bucket_log_probs": log_probs,
             "borders": bars.borders,
-            "mean": bars.mean(logits),
+            "mean": mean,
             "log_density": lambda v: bars.log_prob(logits, jnp.asarray(v)),
         }
         if xq is not None:
@@ -675,6 +670,28 @@ class PFN:
         np.savez(path, meta=np.array(json.dumps(meta)), borders=np.asarray(self.bars.borders),
                  x_mean=np.asarray(n.x_mean), x_std=np.asarray(n.x_std),
                  y_mean=np.asarray(n.y_mean), y_std=np.asarray(n.y_std), **arrays)
+
+
+@eqx.filter_jit
+def _predict_and_sample(net, config, norm, bars, key, x, y, xq, num_samples):
+    """The forward pass and the draws of :meth:`PFN.run`, compiled as one function.
+
+    ``xq`` is None for a latent target (its logits are those of the extra query token),
+    otherwise the query inputs appended after the ``len(x)`` training points. Draws come
+    from the bar distribution (Müller et al. 2022, section 4.3) via
+    :meth:`BarDistribution.sample`. ``num_samples`` and the array shapes are static, so
+    repeated calls with the same shapes reuse the compiled function. Returns ``(draws,
+    logits, bucket log-probabilities, mean)``.
+    """
+    n = x.shape[0]
+    if xq is not None:
+        x = jnp.concatenate([x, xq])
+        y = jnp.concatenate([y, jnp.zeros(xq.shape[0], y.dtype)])
+    xf, yn, is_train, _ = _tokens(config, norm, x, y, n)
+    logits = net(xf, yn, is_train)
+    logits = logits[n:] if xq is not None else logits[-1]
+    draws = bars.sample(key, logits, num_samples)
+    return draws, logits, jax.nn.log_softmax(logits, axis=-1), bars.mean(logits)
 
 
 def load(path, inputs=None, progress_bar=True) -> PFN:

@@ -4,6 +4,7 @@ Held-out comparisons are paired over tasks: each task's mean NLL per query point
 predictors, and the tolerance is the standard error of the per-task difference.
 """
 
+import importlib
 import os
 
 import jax
@@ -11,15 +12,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from ppl.inference.pfn import BarDistribution, load, make_borders, pfn, sample_datasets
+from ppl.models.conjugate import normal_normal, normal_normal_exact
 from ppl.models.pfn_priors import (
     gp_exact_predictive,
     gp_inputs,
     gp_prior_predictive_logpdf,
     gp_regression,
 )
+from scipy import stats
 
-import ppl
-from ppl import dist
 from ppl.errors import ShapeMismatchError, UnsupportedModelError
 
 WEIGHTS = os.path.join(os.path.dirname(__file__), "..", "models", "pfn_weights")
@@ -111,25 +112,12 @@ def test_shipped_gp_network_close_to_exact_gp():
     nll = per_task_nll(net, jax.random.PRNGKey(11), 200, net.config.num_points)
     gap = nll[0] - nll[1]
     se = gap.std(ddof=1) / np.sqrt(gap.size)
-    # stated margin for the shipped (budget-trained) network; see benchmarks/README
-    assert gap.mean() < 0.12, (gap.mean(), se)  # measured 0.071 +- 0.008 on 500 tasks
+    print(f"shipped GP PFN - exact GP: {gap.mean():.4f} +- {se:.4f} nats")
+    # the issue's target (0.05 nats), up to Monte Carlo error over these 200 tasks;
+    # benchmarks/README.md: 0.0502 +- 0.0074 on 500 other tasks
+    assert gap.mean() < 0.05 + 3 * se, (gap.mean(), se)
     gain = nll[2] - nll[0]
     assert gain.mean() > max(5 * gain.std(ddof=1) / np.sqrt(gain.size), 0.5)
-
-
-def test_latent_target_mode_runs():
-    @ppl.model
-    def slope(x, y=None):
-        b = ppl.sample("b", dist.Normal(0.0, 1.0))
-        return ppl.observe("y", dist.Normal(b * x, 0.5), y)
-
-    net = pfn(num_points=10, target="b", num_buckets=20, width=16, depth=1, heads=2,
-              batch_size=16, chunk=10, progress_bar=False)
-    net.fit(jax.random.PRNGKey(0), slope, steps=10)
-    x = jnp.linspace(0, 1, 6)
-    post = net.run(jax.random.PRNGKey(1), slope, x, 2.0 * x, num_samples=50)
-    assert post.samples["b"].shape == (50,)
-    assert np.isfinite(float(post.info["mean"]))
 
 
 def test_bad_input_errors(small_pfn):
@@ -153,3 +141,153 @@ def test_bad_input_errors(small_pfn):
         small_pfn.run(key, lambda x, y=None: None, x, x, x_query=x)
     with pytest.raises(TypeError, match="key"):
         small_pfn.run(0, gp_regression, x, x, x_query=x)
+
+
+# --------------------------------------------------------------------------- latent target
+
+LATENT_POINTS = 10
+
+
+@pytest.fixture(scope="module")
+def mu_pfn():
+    """A small latent-mode PFN for ``mu`` in mu ~ N(0, 1), y_i | mu ~ N(mu, 1) (default
+    uniform inputs, which the program ignores)."""
+    net = pfn(num_points=LATENT_POINTS, target="mu", num_buckets=40,
+              width=32, depth=1, heads=4, batch_size=32, chunk=500, learning_rate=3e-3,
+              progress_bar=False)
+    return net.fit(jax.random.PRNGKey(0), normal_normal, steps=1000)
+
+
+def normal_normal_tasks(seed, num_tasks, num_points):
+    """Held-out tasks drawn in numpy from the conjugate prior: (mu, y, n_train), with the
+    training-set size uniform on 1..num_points as in latent-mode training."""
+    rng = np.random.default_rng(seed)
+    mu = rng.normal(size=num_tasks)
+    n = rng.integers(1, num_points + 1, num_tasks)
+    y = mu[:, None] + rng.normal(size=(num_tasks, num_points))
+    return mu, y, n
+
+
+def latent_nll(net, mu, y, n):
+    """Per-task NLL of the true mu under (pfn bar distribution, exact posterior, prior), and
+    the posterior means (pfn, exact) with the exact posterior sd."""
+    logits = net.logits(jnp.zeros(y.shape), jnp.asarray(y, jnp.float32), jnp.asarray(n))
+    nll_pfn = -np.asarray(net.bars.log_prob(logits, jnp.asarray(mu, jnp.float32)))
+    exact = [normal_normal_exact(y[b, :n[b]]) for b in range(len(mu))]
+    mean = np.array([e["mean"] for e in exact])
+    sd = np.sqrt([e["var"] for e in exact])
+    nll = np.stack([nll_pfn, -stats.norm.logpdf(mu, mean, sd), -stats.norm.logpdf(mu)])
+    return nll, np.asarray(net.bars.mean(logits)), mean, sd
+
+
+def test_latent_mode_close_to_conjugate_posterior(mu_pfn):
+    """The latent-mode PFN's posterior of mu matches the Normal-Normal posterior.
+
+    With the true mu drawn from the prior with each task, the expected NLL of mu under a
+    predicted posterior exceeds that of the exact posterior by the expected KL from the
+    exact posterior (Müller et al. 2022, Insight 1), so the paired per-task differences
+    measure the PFN's error. Asserted at 4 standard errors over 400 held-out tasks: the PFN
+    beats the prior and recovers more than half of the exact posterior's information gain
+    over the prior; and its posterior means are within 0.6 exact posterior sds (rms).
+    """
+    mu, y, n = normal_normal_tasks(1, 400, LATENT_POINTS)
+    (pfn_nll, exact_nll, prior_nll), pfn_mean, exact_mean, exact_sd = latent_nll(
+        mu_pfn, mu, y, n)
+    gain = prior_nll - pfn_nll
+    se_gain = gain.std(ddof=1) / np.sqrt(gain.size)
+    assert gain.mean() > 5 * se_gain, (gain.mean(), se_gain)
+    recovered = gain - 0.5 * (prior_nll - exact_nll)
+    z = recovered.mean() / (recovered.std(ddof=1) / np.sqrt(recovered.size))
+    assert z > 4.0, (recovered.mean(), z, (pfn_nll - exact_nll).mean())
+    rms = np.sqrt(np.mean(((pfn_mean - exact_mean) / exact_sd) ** 2))
+    assert rms < 0.6, rms
+
+
+def bar_moments(bars, logits):
+    """Mean and sd of bar distributions (..., K): uniform inner buckets, half-normal tails
+    with the scales of :class:`BarDistribution` (Müller et al. 2022, section 4.3)."""
+    b = np.asarray(bars.borders, np.float64)
+    p = np.asarray(jax.nn.softmax(logits, axis=-1), np.float64)
+    s_left, s_right = (b[1] - b[0]) / 0.6744897501960817, (b[-1] - b[-2]) / 0.6744897501960817
+    c = np.sqrt(2 / np.pi)
+    m1 = 0.5 * (b[:-1] + b[1:])
+    m2 = (b[:-1] ** 2 + b[:-1] * b[1:] + b[1:] ** 2) / 3
+    m1[0], m2[0] = b[1] - s_left * c, b[1] ** 2 - 2 * b[1] * s_left * c + s_left**2
+    m1[-1], m2[-1] = b[-2] + s_right * c, b[-2] ** 2 + 2 * b[-2] * s_right * c + s_right**2
+    mean = p @ m1
+    return mean, np.sqrt(p @ m2 - mean**2)
+
+
+@pytest.mark.xfail(strict=True, reason="the query token attends only to the training tokens, "
+                   "and a softmax average over them does not reveal the training-set size n "
+                   "that sets the posterior sd 1/sqrt(1 + n) (also seen at depth 2); an "
+                   "attention sink or an n feature would")
+def test_latent_mode_posterior_sd_tracks_training_size(mu_pfn):
+    """The posterior sd of mu shrinks as 1/sqrt(1 + n): the bar distribution's sd should
+    match it within 25% (rms log ratio over 400 held-out tasks)."""
+    mu, y, n = normal_normal_tasks(1, 400, LATENT_POINTS)
+    logits = mu_pfn.logits(jnp.zeros(y.shape), jnp.asarray(y, jnp.float32), jnp.asarray(n))
+    _, sd = bar_moments(mu_pfn.bars, logits)
+    log_ratio = np.log(sd * np.sqrt(1.0 + n))
+    assert np.sqrt(np.mean(log_ratio**2)) < 0.25, [
+        (k, float(np.exp(log_ratio[n == k]).mean())) for k in range(1, LATENT_POINTS + 1)]
+
+
+# --------------------------------------------------------------------------- run under jit
+
+
+def _bucket_chi2_z(bars, draws, log_probs):
+    """Pearson chi-square of the bucket counts of ``draws`` (S, Q) against the predicted
+    bucket probabilities (Q, K), buckets with fewer than 5 expected draws pooled per query;
+    returned as z = (chi2 - dof) / sqrt(2 dof)."""
+    draws, p = np.asarray(draws), np.exp(np.asarray(log_probs, np.float64))
+    k = np.asarray(bars.bucket(jnp.asarray(draws)))
+    chi2, dof = 0.0, 0
+    for q in range(p.shape[0]):
+        counts = np.bincount(k[:, q], minlength=p.shape[1]).astype(float)
+        expected = draws.shape[0] * p[q] / p[q].sum()
+        big = expected >= 5
+        obs = np.append(counts[big], counts[~big].sum())
+        exp = np.append(expected[big], expected[~big].sum())
+        keep = exp > 0
+        chi2 += np.sum((obs[keep] - exp[keep]) ** 2 / exp[keep])
+        dof += int(keep.sum()) - 1
+    return (chi2 - dof) / np.sqrt(2 * dof)
+
+
+def test_run_samples_bar_distribution_under_one_jit(small_pfn, mu_pfn, monkeypatch):
+    """``.run`` draws from the predicted bar distribution (bucket frequencies match its
+    probabilities, chi-square z < 4), and a second call with the same shapes reuses the
+    compiled forward pass and sampler (no new trace)."""
+    module = importlib.import_module("ppl.inference.pfn")
+    traces = []
+    tokens = module._tokens
+
+    def counting_tokens(*args):  # runs only while a jitted function is traced
+        traces.append(1)
+        return tokens(*args)
+
+    monkeypatch.setattr(module, "_tokens", counting_tokens)
+    x = jnp.linspace(0, 1, 10)
+    a = small_pfn.run(jax.random.PRNGKey(4), gp_regression, x[:7], jnp.sin(6 * x[:7]),
+                      x_query=x[7:], num_samples=20_000)
+    first = len(traces)
+    b = small_pfn.run(jax.random.PRNGKey(5), gp_regression, x[:7], jnp.cos(6 * x[:7]),
+                      x_query=x[7:], num_samples=20_000)
+    assert len(traces) == first <= 1
+    assert a.samples["y"].shape == b.samples["y"].shape == (20_000, 3)
+    assert a.info["bucket_log_probs"].shape == (3, small_pfn.num_buckets)
+    for post in (a, b):
+        z = _bucket_chi2_z(small_pfn.bars, post.samples["y"], post.info["bucket_log_probs"])
+        assert abs(z) < 4.0, z
+        lp = post.info["log_density"](post.samples["y"][:5])
+        assert lp.shape == (5, 3) and np.all(np.isfinite(lp))
+    # latent target: the extra query token's bar distribution; sample mean vs its mean
+    post = mu_pfn.run(jax.random.PRNGKey(6), normal_normal, jnp.zeros(6),
+                      jnp.full(6, 1.5), num_samples=20_000)
+    draws = np.asarray(post.samples["mu"])
+    assert draws.shape == (20_000,)
+    z = _bucket_chi2_z(mu_pfn.bars, draws[:, None], post.info["bucket_log_probs"][None])
+    assert abs(z) < 4.0, z
+    z_mean = (draws.mean() - float(post.info["mean"])) / (draws.std() / np.sqrt(draws.size))
+    assert abs(z_mean) < 4.0, z_mean

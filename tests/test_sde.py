@@ -164,6 +164,52 @@ def _euler_fbm_covariance(hurst, num_ou, gamma_max, kind, dt, num_steps, sigma=1
     return out, gammas, omega
 
 
+def _euler_fbm_kalman_nll(hurst, ys, obs_index, num_ou, gamma_max, dt, num_steps, theta,
+                          obs_sd):
+    """Exact negative log-likelihood of independent paths under the Euler recursion of the
+    type-II augmented system (the law of :func:`_euler_fbm_covariance`, sigma 1, drift
+    -theta X), observed as ``ys[i, m] = X_m(obs_index[i] dt) + N(0, obs_sd^2)``: a Kalman
+    filter on z = (X, Y_1..Y_K), O(N K^2) instead of a dense covariance. ``ys`` is
+    (len(obs_index), M), one column per path (the filter's covariances are shared)."""
+    gammas = np.asarray(geometric_speeds(num_ou, gamma_max), np.float64)
+    omega = np.asarray(mafbm_weights(hurst, jnp.asarray(gammas), dt * num_steps, "II"),
+                       np.float64)
+    m = np.eye(num_ou + 1)
+    m[0, 0] = 1.0 - theta * dt
+    m[0, 1:] = -omega * gammas * dt
+    m[1:, 1:] -= np.diag(gammas) * dt
+    v = np.r_[omega.sum(), np.ones(num_ou)]
+    noise = dt * np.outer(v, v)
+    ys = np.asarray(ys, np.float64).reshape(len(obs_index), -1)
+    mean, cov, nll = np.zeros((num_ou + 1, ys.shape[1])), np.zeros((num_ou + 1,) * 2), 0.0
+    row = {int(k): i for i, k in enumerate(obs_index)}
+    for step in range(1, num_steps + 1):
+        mean, cov = m @ mean, m @ cov @ m.T + noise
+        if step in row:
+            var = cov[0, 0] + obs_sd**2
+            resid = ys[row[step]] - mean[0]
+            nll += np.sum(0.5 * (np.log(2 * np.pi * var) + resid**2 / var))
+            gain = cov[:, 0] / var
+            mean, cov = mean + np.outer(gain, resid), cov - np.outer(gain, cov[0])
+    return nll
+
+
+def test_kalman_likelihood_matches_dense_euler_covariance(x64):
+    """The Kalman reference likelihood used for Hurst recovery equals the Gaussian likelihood
+    from the dense Euler covariance (two paths, observations every 3rd step)."""
+    from scipy.stats import multivariate_normal
+
+    num_steps, dt, theta, obs_sd, hurst = 30, 0.02, 1.0, 0.1, 0.3
+    idx = np.arange(3, num_steps + 1, 3)
+    ys = np.random.default_rng(0).standard_normal((idx.size, 2))
+    cov, _, _ = _euler_fbm_covariance(hurst, 5, 20.0, "II", dt, num_steps, 1.0, theta)
+    law = multivariate_normal(np.zeros(idx.size), cov[np.ix_(idx, idx)] + obs_sd**2 *
+                              np.eye(idx.size))
+    dense = -law.logpdf(ys.T).sum()
+    kalman = _euler_fbm_kalman_nll(hurst, ys, idx, 5, 20.0, dt, num_steps, theta, obs_sd)
+    np.testing.assert_allclose(kalman, dense, rtol=1e-10)
+
+
 @pytest.mark.parametrize("kind,hurst", [("II", 0.3), ("I", 0.7)])
 def test_fbm_paths_match_euler_law_and_mafbm(x64, kind, hurst):
     """fBM-driven paths (drift 0, sigma 1 = the approximate fBM itself): covariances at three

@@ -487,45 +487,51 @@ def test_fractional_ou_bridge_variance(x64, hurst):
     assert np.abs(bridge_euler[idx] / exact_at - 1).max() < 0.03
 
 
+def fou_paths(hurst, seed, times, num_paths, obs_sd, theta=1.0):
+    """Independent exact type-II fOU paths at ``times`` (Cholesky of the exact covariance of
+    ``ppl.models.fou``, independent of the MA-fBM code) plus N(0, obs_sd^2) noise:
+    (len(times), num_paths)."""
+    from ppl.models.fou import fou_covariance
+
+    cov = fou_covariance(times, hurst, theta, 1.0, "II")
+    chol = np.linalg.cholesky(cov + 1e-12 * np.eye(len(times)))
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((num_paths, len(times))) @ chol.T
+    return (x + obs_sd * rng.standard_normal(x.shape)).T
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("hurst", [0.3, 0.5, 0.7])
-def test_hurst_recovery_matches_maximum_likelihood(x64, hurst):
-    """Hurst recovery on an exactly simulated type-II fOU path (Cholesky of the exact
-    covariance, independent of the MA-fBM code) on [0, 4], observed every 2nd of 400 steps
-    with noise sd 0.3: vsde with learn_noise_scale=True learns H within 0.05 of the maximum
-    likelihood H of the same discretised MA-fBM model (exact Gaussian likelihood, bounded
-    scalar optimisation); the distance to the true H is printed (statistical error of one
-    path, which the ML estimate has too)."""
+def test_hurst_recovery(x64, hurst):
+    """Hurst recovery (Daems et al. 2024, sec. 5): 8 independent exact type-II fOU paths
+    (theta 1) on [0, 4], each observed every 0.04 (100 points) with noise sd 0.1; the
+    program has one shared ``ppl.param`` H and an 8-coordinate ``sde`` on a 200-step grid
+    (MA-fBM K = 5, gamma_max = 20). vsde (affine control with learned increment scales)
+    learns H within 0.05 of the true H, the issue's criterion, and within 0.03 of the maximum
+    likelihood H of the same discretised model (exact Kalman likelihood), the statistical
+    baseline. (One path on [0, 4] is too little data: there even the ML H misses by up to
+    0.25; a longer horizon with K = 5 biases the MA-fBM itself, since its weights then fit
+    the kernel over the whole horizon.)"""
     import sys
 
     from scipy.optimize import minimize_scalar
-    from scipy.stats import multivariate_normal
 
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
-    from test_sde import _euler_fbm_covariance
+    from test_sde import _euler_fbm_kalman_nll
 
-    theta, horizon, num_steps, every, obs_sd = 1.0, 4.0, 400, 2, 0.3
+    theta, horizon, num_steps, every, obs_sd, num_paths = 1.0, 4.0, 200, 2, 0.1, 8
+    dt = horizon / num_steps
     times = jnp.linspace(0.0, horizon, num_steps + 1)
     idx = np.arange(every, num_steps + 1, every)
-    _, cov = exact_fou_covariance(hurst, theta, horizon, "II", num=num_steps)
-    rng = np.random.default_rng(0)
-    x = np.linalg.cholesky(cov + 1e-12 * np.eye(num_steps)) @ rng.standard_normal(num_steps)
-    ys = x[idx - 1] + obs_sd * rng.standard_normal(idx.size)
-
-    def neg_log_lik(h):
-        c, _, _ = _euler_fbm_covariance(h, 5, 20.0, "II", horizon / num_steps, num_steps,
-                                        1.0, theta)
-        law = multivariate_normal(np.zeros(idx.size),
-                                  c[np.ix_(idx, idx)] + obs_sd**2 * np.eye(idx.size))
-        return -law.logpdf(ys)
-
-    ml = minimize_scalar(neg_log_lik, bounds=(0.05, 0.95), method="bounded",
-                         options={"xatol": 1e-3}).x
+    ys = fou_paths(hurst, 0, idx * dt, num_paths, obs_sd, theta)
+    ml = minimize_scalar(lambda h: _euler_fbm_kalman_nll(h, ys, idx, 5, 20.0, dt, num_steps,
+                                                         theta, obs_sd),
+                         bounds=(0.05, 0.95), method="bounded", options={"xatol": 1e-3}).x
 
     def model(ys):
         h = ppl.param("hurst", 0.5, constraint=dist.constraints.unit_interval)
-        path = sde("x", lambda t, x, p: -theta * x, lambda t, x, p: 1.0, 0.0, times,
-                   noise=fbm(h, 5, 20.0, "II"))
+        path = sde("x", lambda t, x, p: -theta * x, lambda t, x, p: 1.0, jnp.zeros(num_paths),
+                   times, noise=fbm(h, 5, 20.0, "II"))
         ppl.observe("y", dist.Normal(path[idx], obs_sd), ys)
 
     post = vsde(steps=3000, num_paths=16, learning_rate=0.1, control="affine",
@@ -533,4 +539,5 @@ def test_hurst_recovery_matches_maximum_likelihood(x64, hurst):
                 progress=False).run(jax.random.PRNGKey(0), model, jnp.asarray(ys))
     learned = float(post.info["params"]["hurst"])
     print(f"true H {hurst}: vsde {learned:.3f}, maximum likelihood {ml:.3f}")
-    assert abs(learned - ml) < 0.05
+    assert abs(learned - hurst) < 0.05
+    assert abs(learned - ml) < 0.03
