@@ -93,7 +93,24 @@ def nuts_loglik(samples, y, k):
     return float(jnp.mean(logsumexp(lp, axis=0) - jnp.log(lp.shape[0])))
 
 
-def bench_lc(curves, nuts_curves, nuts_samples, nuts_warmup, seed, weights=None):
+def nuts_reference(x, y, k, nuts_curves, nuts_samples, nuts_warmup):
+    """Per-curve held-out log-likelihood of NUTS on the first ``nuts_curves`` curves cut at
+    ``k``, and the mean seconds per curve (the first run compiles and is not timed)."""
+    sampler = nuts(nuts_samples, num_warmup=nuts_warmup)
+    ll_nuts, t_nuts = [], []
+    for i in range(nuts_curves + 1):
+        j = max(i - 1, 0)
+        start = time.perf_counter()
+        post = sampler.run(jax.random.PRNGKey(100 + i), learning_curve, x[j, :k], y[j, :k])
+        jax.block_until_ready(post.samples)
+        if i == 0:
+            continue
+        t_nuts.append(time.perf_counter() - start)
+        ll_nuts.append(nuts_loglik(post.samples, y[j], k))
+    return np.array(ll_nuts), float(np.mean(t_nuts))
+
+
+def bench_lc(curves, nuts_curves, nuts_samples, nuts_warmup, seed, weights=None, cache=None):
     net = load(weights or os.path.join(WEIGHTS, "lc_pfn.npz"), inputs=lc_inputs,
                progress_bar=False)
     m = net.config.num_points
@@ -109,18 +126,15 @@ def bench_lc(curves, nuts_curves, nuts_samples, nuts_warmup, seed, weights=None)
         for _ in range(20):
             net.logits(*one).block_until_ready()
         t_pfn = (time.perf_counter() - start) / 20
-        sampler = nuts(nuts_samples, num_warmup=nuts_warmup)
-        ll_nuts, t_nuts = [], []
-        for i in range(nuts_curves + 1):  # the first run compiles and is not timed
-            j = max(i - 1, 0)
-            start = time.perf_counter()
-            post = sampler.run(jax.random.PRNGKey(100 + i), learning_curve, x[j, :k], y[j, :k])
-            jax.block_until_ready(post.samples)
-            if i == 0:
-                continue
-            t_nuts.append(time.perf_counter() - start)
-            ll_nuts.append(nuts_loglik(post.samples, y[j], k))
-        rows[k] = (lp, np.array(ll_nuts), t_pfn, np.mean(t_nuts))
+        key = f"c{k}_n{nuts_curves}_s{nuts_samples}_w{nuts_warmup}_seed{seed}"
+        stored = dict(np.load(cache)) if cache and os.path.exists(cache) else {}
+        if key in stored:
+            ll_nuts, t_nuts = stored[key], float(stored[key + "_seconds"])
+        else:
+            ll_nuts, t_nuts = nuts_reference(x, y, k, nuts_curves, nuts_samples, nuts_warmup)
+            if cache:
+                np.savez(cache, **stored, **{key: ll_nuts, key + "_seconds": t_nuts})
+        rows[k] = (lp, ll_nuts, t_pfn, t_nuts)
     print(f"LC prior, curves of {m} epochs (seed {seed}); mean log-likelihood per held-out "
           f"epoch. PFN on {curves} curves (and on the first {nuts_curves}); NUTS "
           f"({nuts_warmup} warm-up + {nuts_samples} draws, 1 chain) on the first "
@@ -145,6 +159,9 @@ def main(argv=None):
     parser.add_argument("--nuts-samples", type=int, default=500)
     parser.add_argument("--nuts-warmup", type=int, default=500)
     parser.add_argument("--seed", type=int, default=12345)
+    parser.add_argument("--nuts-cache", default=None,
+                        help="LC: .npz file that stores NUTS's per-curve results, reused by "
+                             "later runs with the same curves and settings")
     parser.add_argument("--weights", default=None,
                         help="network file (default: the shipped one in models/pfn_weights)")
     args = parser.parse_args(argv)
@@ -152,7 +169,7 @@ def main(argv=None):
         bench_gp(args.tasks, args.seed, args.weights)
     else:
         bench_lc(args.curves, args.nuts_curves, args.nuts_samples, args.nuts_warmup, args.seed,
-                 args.weights)
+                 args.weights, args.nuts_cache)
 
 
 if __name__ == "__main__":
