@@ -116,6 +116,7 @@ def bench_lc(curves, nuts_curves, nuts_samples, nuts_warmup, seed, weights=None,
     m = net.config.num_points
     x, y, _, _, _ = sample_datasets(jax.random.PRNGKey(seed), learning_curve, lc_inputs, m,
                                     curves, oversample=12)
+    stored = dict(np.load(cache)) if cache and os.path.exists(cache) else {}
     rows = {}
     for k in CUTOFFS:
         n = jnp.full((curves,), k)
@@ -127,14 +128,12 @@ def bench_lc(curves, nuts_curves, nuts_samples, nuts_warmup, seed, weights=None,
             net.logits(*one).block_until_ready()
         t_pfn = (time.perf_counter() - start) / 20
         key = f"c{k}_n{nuts_curves}_s{nuts_samples}_w{nuts_warmup}_seed{seed}"
-        stored = dict(np.load(cache)) if cache and os.path.exists(cache) else {}
-        if key in stored:
-            ll_nuts, t_nuts = stored[key], float(stored[key + "_seconds"])
-        else:
+        if key not in stored:
             ll_nuts, t_nuts = nuts_reference(x, y, k, nuts_curves, nuts_samples, nuts_warmup)
-            if cache:
-                np.savez(cache, **stored, **{key: ll_nuts, key + "_seconds": t_nuts})
-        rows[k] = (lp, ll_nuts, t_pfn, t_nuts)
+            stored.update({key: ll_nuts, key + "_seconds": t_nuts})
+        rows[k] = (lp, stored[key], t_pfn, float(stored[key + "_seconds"]))
+    if cache:
+        np.savez(cache, **stored)
     print(f"LC prior, curves of {m} epochs (seed {seed}); mean log-likelihood per held-out "
           f"epoch. PFN on {curves} curves (and on the first {nuts_curves}); NUTS "
           f"({nuts_warmup} warm-up + {nuts_samples} draws, 1 chain) on the first "

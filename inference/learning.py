@@ -497,6 +497,14 @@ def _check_gap(out, who):
     check_markov_gap(out.markov_gap, who)
 
 
+def _check_run(out, who, non_finite):
+    """A finished optimisation: :func:`_check_gap`, and a finite trajectory (else
+    ``NonFiniteWeightError`` with the ``non_finite`` explanation)."""
+    _check_gap(out, who)
+    if not np.all(np.isfinite(np.asarray(out.trajectory))):
+        raise NonFiniteWeightError(f"{who}: {non_finite}")
+
+
 class ScoreAscent(_PPGLearner):
     """``score_ascent(num_particles, ...)``; see :func:`score_ascent`."""
 
@@ -540,12 +548,8 @@ class ScoreAscent(_PPGLearner):
         """Maximise the likelihood of ``model(*args, **kwargs)`` over its ``ppl.param``
         sites; returns a :class:`LearningResult` (trajectory and estimate)."""
         out = self._runs(check_key(key), model, args, kwargs)
-        _check_gap(out, "score_ascent")
-        if not np.all(np.isfinite(np.asarray(out.trajectory))):
-            raise NonFiniteWeightError(
-                "score_ascent: the parameters became non-finite (a NaN score: a log density "
-                "is NaN at some particle, or the step size is too large)"
-            )
+        _check_run(out, "score_ascent", "the parameters became non-finite (a NaN score: a "
+                   "log density is NaN at some particle, or the step size is too large)")
         sites, names, _, unravel = self._setup(model, args, kwargs)
         return _result(out, sites, names, unravel, "score_ascent", self._info())
 
@@ -618,12 +622,8 @@ class ScoreClimbing(_PPGLearner):
         """Fit the guide to the smoothing distribution of ``model(*args, **kwargs)``;
         returns a :class:`LearningResult` over the guide's params."""
         out = self._runs(check_key(key), model, args, kwargs)
-        _check_gap(out, "score_climbing")
-        if not np.all(np.isfinite(np.asarray(out.trajectory))):
-            raise NonFiniteWeightError(
-                "score_climbing: the guide's params became non-finite (a NaN gradient of "
-                "log q, or the step size is too large)"
-            )
+        _check_run(out, "score_climbing", "the guide's params became non-finite (a NaN "
+                   "gradient of log q, or the step size is too large)")
         sites, names, _, unravel = self._setup(args, kwargs)
         return _result(out, sites, names, unravel, "score_climbing", self._info())
 

@@ -24,6 +24,7 @@ from ppl.models import (
     simulate_lgssm_2d,
 )
 from ppl.semantics.validity import preserves
+from test_csmc import non_markov_carry
 
 import ppl
 from ppl import dist
@@ -128,16 +129,6 @@ def laplace_walk(ys):
     def step(x, y):
         x = ppl.sample("x", dist.Laplace(x, 1.0))
         ppl.observe("y", dist.Normal(x, 0.5), y)
-        return x
-
-    return ppl.markov(step, init=0.0, xs=ys)
-
-
-@ppl.model
-def non_markov_carry(ys):
-    def step(carry, y):
-        x = ppl.sample("x", dist.Normal(0.9 * carry, 1.0))
-        ppl.observe("y", dist.Normal(x + 0.5 * carry, 0.5), y)
         return x
 
     return ppl.markov(step, init=0.0, xs=ys)

@@ -134,19 +134,27 @@ def test_brownian_ou_matches_euler_law(x64):
 # --------------------------------------------------------------------------- fBM law
 
 
+def _euler_fbm_system(hurst, num_ou, gamma_max, kind, dt, num_steps, sigma=1.0, theta=0.0):
+    """One Euler step of the augmented system (Daems et al. 2024, eq. 11) with drift
+    -theta X: z_{n+1} = M z_n + v sqrt(dt) eps_n, z = (X, Y_1..Y_K). Returns (M, v, gammas,
+    omega), the weights fitted over the horizon dt * num_steps."""
+    gammas = np.asarray(geometric_speeds(num_ou, gamma_max), np.float64)
+    omega = np.asarray(mafbm_weights(hurst, jnp.asarray(gammas), dt * num_steps, kind),
+                       np.float64)
+    m = np.eye(num_ou + 1)
+    m[0, 0] = 1.0 - theta * dt
+    m[0, 1:] = -sigma * omega * gammas * dt
+    m[1:, 1:] -= np.diag(gammas) * dt
+    return m, np.r_[sigma * omega.sum(), np.ones(num_ou)], gammas, omega
+
+
 def _euler_fbm_covariance(hurst, num_ou, gamma_max, kind, dt, num_steps, sigma=1.0, theta=0.0):
     """Exact covariance of X on the grid under the Euler recursion of the augmented system
     (Daems et al. 2024, eq. 11) with drift -theta X: z = (X, Y_1..Y_K), z_{n+1} = M z_n +
     v sqrt(dt) eps_n, Cov(z_0) = diag(0, C) for type I (0 for type II)."""
-    gammas = np.asarray(geometric_speeds(num_ou, gamma_max), np.float64)
-    horizon = dt * num_steps
-    omega = np.asarray(mafbm_weights(hurst, jnp.asarray(gammas), horizon, kind), np.float64)
+    m, v, gammas, omega = _euler_fbm_system(hurst, num_ou, gamma_max, kind, dt, num_steps,
+                                            sigma, theta)
     size = num_ou + 1
-    m = np.eye(size)
-    m[0, 0] = 1.0 - theta * dt
-    m[0, 1:] = -sigma * omega * gammas * dt
-    m[1:, 1:] -= np.diag(gammas) * dt
-    v = np.r_[sigma * omega.sum(), np.ones(num_ou)]
     cov = np.zeros((size, size))
     if kind == "I":
         cov[1:, 1:] = np.asarray(stationary_covariance(jnp.asarray(gammas)))
@@ -171,14 +179,7 @@ def _euler_fbm_kalman_nll(hurst, ys, obs_index, num_ou, gamma_max, dt, num_steps
     -theta X), observed as ``ys[i, m] = X_m(obs_index[i] dt) + N(0, obs_sd^2)``: a Kalman
     filter on z = (X, Y_1..Y_K), O(N K^2) instead of a dense covariance. ``ys`` is
     (len(obs_index), M), one column per path (the filter's covariances are shared)."""
-    gammas = np.asarray(geometric_speeds(num_ou, gamma_max), np.float64)
-    omega = np.asarray(mafbm_weights(hurst, jnp.asarray(gammas), dt * num_steps, "II"),
-                       np.float64)
-    m = np.eye(num_ou + 1)
-    m[0, 0] = 1.0 - theta * dt
-    m[0, 1:] = -omega * gammas * dt
-    m[1:, 1:] -= np.diag(gammas) * dt
-    v = np.r_[omega.sum(), np.ones(num_ou)]
+    m, v, _, _ = _euler_fbm_system(hurst, num_ou, gamma_max, "II", dt, num_steps, 1.0, theta)
     noise = dt * np.outer(v, v)
     ys = np.asarray(ys, np.float64).reshape(len(obs_index), -1)
     mean, cov, nll = np.zeros((num_ou + 1, ys.shape[1])), np.zeros((num_ou + 1,) * 2), 0.0
