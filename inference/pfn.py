@@ -158,6 +158,39 @@ class BarDistribution(eqx.Module):
         mids = mids.at[0].set(b[1] - s_left * c).at[-1].set(b[-2] + s_right * c)
         return jnp.sum(jax.nn.softmax(logits, axis=-1) * mids, axis=-1)
 
+    def variance(self, logits):
+        """Variance: the uniform inner buckets' second moments ``(a^2 + ab + b^2) / 3`` and
+        the half-normal tails' ``e^2 -+ 2 e s sqrt(2/pi) + s^2`` about their edge ``e``."""
+        b = self.borders
+        s_left, s_right = self._tail_scales()
+        c = math.sqrt(2.0 / math.pi)
+        m2 = (b[:-1] ** 2 + b[:-1] * b[1:] + b[1:] ** 2) / 3.0
+        m2 = m2.at[0].set(b[1] ** 2 - 2.0 * b[1] * s_left * c + s_left**2)
+        m2 = m2.at[-1].set(b[-2] ** 2 + 2.0 * b[-2] * s_right * c + s_right**2)
+        p = jax.nn.softmax(logits, axis=-1)
+        return jnp.maximum(jnp.sum(p * m2, axis=-1) - self.mean(logits) ** 2, 0.0)
+
+    def quantile(self, logits, q):
+        """The ``q``-quantile (q in (0, 1), broadcast against ``logits[..., 0]``): the
+        inverse of the piecewise-linear CDF inside, of the half-normal CDFs in the tails."""
+        p = jax.nn.softmax(logits, axis=-1)
+        q = jnp.asarray(q, p.dtype)
+        shape = jnp.broadcast_shapes(q.shape, p.shape[:-1])
+        q = jnp.broadcast_to(q, shape)
+        p = jnp.broadcast_to(p, (*shape, p.shape[-1]))
+        cum = jnp.cumsum(p, axis=-1)
+        k = jnp.clip(jnp.sum(cum < q[..., None], axis=-1), 0, self.num_buckets - 1)
+        p_k = jnp.take_along_axis(p, k[..., None], axis=-1)[..., 0]
+        below = jnp.take_along_axis(cum, k[..., None], axis=-1)[..., 0] - p_k
+        frac = jnp.clip((q - below) / jnp.maximum(p_k, 1e-30), 0.0, 1.0)
+        b = self.borders
+        s_left, s_right = self._tail_scales()
+        ndtri = jax.scipy.special.ndtri
+        inner = b[k] + frac * (b[k + 1] - b[k])
+        left = b[1] - s_left * ndtri(1.0 - 0.5 * jnp.maximum(frac, 1e-12))
+        right = b[-2] + s_right * ndtri(0.5 + 0.5 * jnp.minimum(frac, 1.0 - 1e-7))
+        return jnp.where(k == 0, left, jnp.where(k == self.num_buckets - 1, right, inner))
+
     def sample(self, key, logits, num_samples: int):
         """``num_samples`` draws for each row of logits: a bucket, then a point in it."""
         k_bucket, k_pos = jax.random.split(key)
@@ -205,21 +238,31 @@ class PFNNetwork(eqx.Module):
     (N,) bool, returns bucket logits (N, K). Token i attends to token j iff j is a training
     point, so queries see the training set only and not each other, and there are no
     positional encodings (permutation invariance over the training set).
+
+    With ``sink=True`` (the default) a learned token that every token attends to is prepended
+    (an attention sink; it is updated by the layers like a training point and dropped from
+    the output). Without it a query's attention is a softmax average over the training points,
+    which is the same for a training set and for that set repeated, so the network cannot
+    tell how many points it has seen; the sink's share of the attention falls as the
+    training set grows, which lets posterior widths shrink with n (e.g. the 1/sqrt(1 + n)
+    sd of a Normal mean).
     """
 
     x_embed: eqx.nn.Linear
     y_embed: eqx.nn.Linear
     query: jax.Array
+    sink: jax.Array | None
     blocks: list
     norm: eqx.nn.LayerNorm
     head: eqx.nn.Linear
 
-    def __init__(self, num_features, num_buckets, width, depth, heads, hidden, key):
-        keys = jax.random.split(key, depth + 4)
+    def __init__(self, num_features, num_buckets, width, depth, heads, hidden, key, sink=True):
+        keys = jax.random.split(key, depth + 5)
         self.x_embed = eqx.nn.Linear(num_features, width, key=keys[0])
         self.y_embed = eqx.nn.Linear(1, width, key=keys[1])
         self.query = 0.02 * jax.random.normal(keys[2], (width,))
-        self.blocks = [_Block(width, heads, hidden, k) for k in keys[4:]]
+        self.sink = 0.02 * jax.random.normal(keys[4], (width,)) if sink else None
+        self.blocks = [_Block(width, heads, hidden, k) for k in keys[5:]]
         self.norm = eqx.nn.LayerNorm(width)
         self.head = eqx.nn.Linear(width, num_buckets, key=keys[3])
 
@@ -227,9 +270,14 @@ class PFNNetwork(eqx.Module):
         ex = jax.vmap(self.x_embed)(x)
         ey = jax.vmap(self.y_embed)(y[:, None])
         h = ex + jnp.where(is_train[:, None], ey, self.query)
-        mask = jnp.broadcast_to(is_train[None, :], (x.shape[0], x.shape[0]))
+        if self.sink is not None:
+            h = jnp.concatenate([self.sink[None, :], h])
+            is_train = jnp.concatenate([jnp.ones((1,), bool), is_train])
+        mask = jnp.broadcast_to(is_train[None, :], (h.shape[0], h.shape[0]))
         for block in self.blocks:
             h = block(h, mask)
+        if self.sink is not None:
+            h = h[1:]
         return jax.vmap(self.head)(jax.vmap(self.norm)(h))
 
 
@@ -295,6 +343,7 @@ class _Config(eqx.Module):
     hidden: int = eqx.field(static=True)
     observed: str = eqx.field(static=True)
     target: str = eqx.field(static=True)
+    sink: bool = eqx.field(static=True, default=True)
 
 
 class _Normaliser(eqx.Module):
@@ -376,7 +425,7 @@ class PFN:
 
     def __init__(self, num_points=50, inputs=None, target="y", observed="y", num_buckets=100,
                  width=64, depth=3, heads=4, hidden=None, batch_size=64, learning_rate=1e-3,
-                 warmup=None, chunk=100, min_train=1, progress_bar=True):
+                 warmup=None, chunk=100, min_train=1, sink=True, progress_bar=True):
         self.num_points = check_count("num_points", num_points)
         if self.num_points < 2:
             raise ValueError(f"pfn: num_points must be >= 2, got {num_points}")
@@ -402,6 +451,7 @@ class PFN:
         self.warmup = warmup
         self.chunk = check_count("chunk", chunk)
         self.min_train = check_count("min_train", min_train)
+        self.sink = bool(sink)
         self.progress_bar = bool(progress_bar)
         self.network = None
         self.config = None
@@ -501,10 +551,11 @@ class PFN:
         oversample = 1 if rate == 1.0 else int(math.ceil(2.0 / rate)) + 1
         num_features = _as_features(x0).shape[-1]
         self.config = _Config(self.num_points, num_features, self.num_buckets, self.width,
-                              self.depth, self.heads, self.hidden, self.observed, self.target)
+                              self.depth, self.heads, self.hidden, self.observed, self.target,
+                              self.sink)
         self.normaliser, self.bars = self._prior_statistics(k_stats, model, oversample)
         net = PFNNetwork(num_features, self.num_buckets, self.width, self.depth, self.heads,
-                         self.hidden, k_init)
+                         self.hidden, k_init, sink=self.sink)
         chunk = min(self.chunk, steps)
         num_chunks = -(-steps // chunk)
         total = num_chunks * chunk
@@ -699,16 +750,18 @@ def load(path, inputs=None, progress_bar=True) -> PFN:
     with np.load(path, allow_pickle=False) as f:
         data = {k: f[k] for k in f.files}
     meta = json.loads(str(data["meta"]))
+    meta.setdefault("sink", False)  # checkpoints written before the attention sink existed
     if meta.get("version") != _FORMAT_VERSION:
         raise ValueError(f"pfn.load: {path} has checkpoint version {meta.get('version')}, "
                          f"expected {_FORMAT_VERSION}")
     pfn_ = PFN(num_points=meta["num_points"], inputs=inputs, target=meta["target"],
                observed=meta["observed"], num_buckets=meta["num_buckets"], width=meta["width"],
                depth=meta["depth"], heads=meta["heads"], hidden=meta["hidden"],
-               min_train=meta["min_train"], progress_bar=progress_bar)
+               min_train=meta["min_train"], sink=meta["sink"], progress_bar=progress_bar)
     pfn_.config = _Config(*(meta[f] for f in _Config.__dataclass_fields__))
     skeleton = PFNNetwork(meta["num_features"], meta["num_buckets"], meta["width"],
-                          meta["depth"], meta["heads"], meta["hidden"], jax.random.PRNGKey(0))
+                          meta["depth"], meta["heads"], meta["hidden"], jax.random.PRNGKey(0),
+                          sink=meta["sink"])
     params, static = eqx.partition(skeleton, eqx.is_array)
     leaves, treedef = jax.tree.flatten(params)
     if len(leaves) != sum(k.startswith("leaf_") for k in data):
@@ -741,7 +794,9 @@ def pfn(num_points=50, inputs=None, target="y", observed="y", num_buckets=100, w
         num_buckets, width, depth, heads: bar distribution and transformer sizes.
         **options: ``hidden`` (MLP width, default 2 * width), ``batch_size=64``,
             ``learning_rate=1e-3``, ``warmup`` (default min(steps / 10, 500)),
-            ``chunk=100`` (steps per jitted scan), ``min_train=1``, ``progress_bar=True``.
+            ``chunk=100`` (steps per jitted scan), ``min_train=1``, ``sink=True`` (a learned
+            token every token attends to, so the network can tell the training-set size;
+            see :class:`PFNNetwork`), ``progress_bar=True``.
     """
     return PFN(num_points=num_points, inputs=inputs, target=target, observed=observed,
                num_buckets=num_buckets, width=width, depth=depth, heads=heads, **options)

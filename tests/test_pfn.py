@@ -74,6 +74,26 @@ def test_bar_distribution_normalised_and_uniform_in_bucket():
     assert np.max(np.abs(z)) < 4.0
 
 
+def test_bar_distribution_moments_and_quantiles_match_its_density():
+    """mean, variance and quantile against numerical integration of the density (the
+    integration error, about 1e-4 here, sets the tolerance)."""
+    borders = make_borders(np.random.default_rng(0).normal(size=5000), 20)
+    bars = BarDistribution(jnp.asarray(borders))
+    logits = jax.random.normal(jax.random.PRNGKey(3), (2, 20)) * 2.0
+    grid = np.linspace(borders[0] - 40, borders[-1] + 40, 400_001)
+    for row in logits:
+        density = np.exp(np.asarray(bars.log_prob(row, jnp.asarray(grid)), np.float64))
+        mean = np.trapezoid(grid * density, grid)
+        var = np.trapezoid((grid - mean) ** 2 * density, grid)
+        assert abs(float(bars.mean(row)) - mean) < 1e-3
+        assert abs(float(bars.variance(row)) / var - 1.0) < 1e-3
+        cdf = np.concatenate([[0.0], np.cumsum(0.5 * (density[1:] + density[:-1])
+                                                * np.diff(grid))])
+        qs = np.array([1e-3, 0.02, 0.25, 0.5, 0.75, 0.98, 0.999])
+        at = np.interp(np.asarray(bars.quantile(row, jnp.asarray(qs))), grid, cdf)
+        assert np.max(np.abs(at - qs)) < 1e-3, at - qs
+
+
 def test_small_pfn_beats_prior_predictive(small_pfn):
     nll = per_task_nll(small_pfn, jax.random.PRNGKey(7), 200, N_POINTS)
     gain = nll[2] - nll[0]
@@ -223,31 +243,40 @@ def test_latent_mode_close_to_conjugate_posterior(mu_pfn):
     assert rms < 0.6, rms
 
 
-def bar_moments(bars, logits):
-    """Mean and sd of bar distributions (..., K): uniform inner buckets, half-normal tails
-    with the scales of :class:`BarDistribution` (Müller et al. 2022, section 4.3)."""
-    b = np.asarray(bars.borders, np.float64)
-    p = np.asarray(jax.nn.softmax(logits, axis=-1), np.float64)
-    s_left, s_right = (b[1] - b[0]) / 0.6744897501960817, (b[-1] - b[-2]) / 0.6744897501960817
-    c = np.sqrt(2 / np.pi)
-    m1 = 0.5 * (b[:-1] + b[1:])
-    m2 = (b[:-1] ** 2 + b[:-1] * b[1:] + b[1:] ** 2) / 3
-    m1[0], m2[0] = b[1] - s_left * c, b[1] ** 2 - 2 * b[1] * s_left * c + s_left**2
-    m1[-1], m2[-1] = b[-2] + s_right * c, b[-2] ** 2 + 2 * b[-2] * s_right * c + s_right**2
-    mean = p @ m1
-    return mean, np.sqrt(p @ m2 - mean**2)
+def width_slope(net, n_values, logits):
+    """Least-squares slope of log(IQR / 1.349) of the bar distributions on log(1 + n), with
+    its standard error; the exact Normal-Normal posterior has slope -1/2."""
+    q75, q25 = net.bars.quantile(logits, 0.75), net.bars.quantile(logits, 0.25)
+    log_width = np.log(np.asarray(q75 - q25) / 1.3489795003921634)
+    x = np.log1p(n_values)
+    slope, intercept = np.polyfit(x, log_width, 1)
+    resid = log_width - (intercept + slope * x)
+    se = np.sqrt(resid.var(ddof=2) / np.sum((x - x.mean()) ** 2))
+    return slope, se
 
 
-@pytest.mark.xfail(strict=True, reason="the query token attends only to the training tokens, "
-                   "and a softmax average over them does not reveal the training-set size n "
-                   "that sets the posterior sd 1/sqrt(1 + n) (also seen at depth 2); an "
-                   "attention sink or an n feature would")
+def test_latent_mode_posterior_width_shrinks_with_training_size(mu_pfn):
+    """The attention sink lets the network count its training points: the width of its
+    posterior of mu falls with n. The exact posterior's sd is 1/sqrt(1 + n) (slope -1/2 on
+    log(1 + n)); a network that cannot count has slope near 0 (-0.04 +- 0.02 for this one
+    trained without the sink). The interquartile width is used, as the tails' small mass
+    dominates the variance of a bar distribution. Asserted: slope below -0.15 at 4 SE over
+    400 held-out tasks (measured -0.27 +- 0.02)."""
+    _, y, n = normal_normal_tasks(1, 400, LATENT_POINTS)
+    logits = mu_pfn.logits(jnp.zeros(y.shape), jnp.asarray(y, jnp.float32), jnp.asarray(n))
+    slope, se = width_slope(mu_pfn, n, logits)
+    assert slope + 4 * se < -0.15, (slope, se)
+
+
+@pytest.mark.xfail(strict=True, reason="with the attention sink the width shrinks with n "
+                   "(the test above), but a 1000-step width-32 network is still 1.2-1.9x too "
+                   "wide at n >= 7 (its tails hold too much mass)")
 def test_latent_mode_posterior_sd_tracks_training_size(mu_pfn):
     """The posterior sd of mu shrinks as 1/sqrt(1 + n): the bar distribution's sd should
     match it within 25% (rms log ratio over 400 held-out tasks)."""
     mu, y, n = normal_normal_tasks(1, 400, LATENT_POINTS)
     logits = mu_pfn.logits(jnp.zeros(y.shape), jnp.asarray(y, jnp.float32), jnp.asarray(n))
-    _, sd = bar_moments(mu_pfn.bars, logits)
+    sd = np.sqrt(np.asarray(mu_pfn.bars.variance(logits)))
     log_ratio = np.log(sd * np.sqrt(1.0 + n))
     assert np.sqrt(np.mean(log_ratio**2)) < 0.25, [
         (k, float(np.exp(log_ratio[n == k]).mean())) for k in range(1, LATENT_POINTS + 1)]
