@@ -138,15 +138,16 @@ def bench_lc(curves, nuts_curves, nuts_samples, nuts_warmup, seed, weights=None,
           f"epoch. PFN on {curves} curves (and on the first {nuts_curves}); NUTS "
           f"({nuts_warmup} warm-up + {nuts_samples} draws, 1 chain) on the first "
           f"{nuts_curves}")
-    print("| cutoff | PFN (all) | PFN (NUTS's curves) | NUTS | PFN s/curve | NUTS s/curve "
-          "| ratio |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| cutoff | PFN (all) | PFN (NUTS's curves) | NUTS | PFN - NUTS (paired) "
+          "| PFN s/curve | NUTS s/curve | ratio |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for k, (lp, ll, tp, tn) in rows.items():
         ma, sa = mean_se(lp)
         mb, sb = mean_se(lp[:nuts_curves])
         mc, sc = mean_se(ll)
+        md, sd = mean_se(lp[:nuts_curves] - ll)
         print(f"| {k}% | {ma:.3f} +- {sa:.3f} | {mb:.3f} +- {sb:.3f} | {mc:.3f} +- {sc:.3f} "
-              f"| {tp:.4f} | {tn:.2f} | {tn / tp:.0f}x |")
+              f"| {md:+.3f} +- {sd:.3f} | {tp:.4f} | {tn:.2f} | {tn / tp:.0f}x |")
 
 
 def main(argv=None):

@@ -679,8 +679,10 @@ class PFN:
         Returns a :class:`~ppl.Posterior` with ``num_samples`` equally weighted draws from
         the bar distribution: site ``observed`` of shape ``(num_samples, len(x_query))``,
         or site ``target`` of shape ``(num_samples,)``. ``info`` holds ``bucket_log_probs``
-        (Q, K) or (K,), ``borders``, ``mean`` and ``log_density`` (a function of values
-        shaped like the query, returning the predicted log density). The forward pass and
+        (Q, K) or (K,), ``borders``, ``mean``, ``variance``, ``log_density`` (a function of
+        values shaped like the query, returning the predicted log density) and ``quantile``
+        (a function of probabilities (P,), returning the exact quantiles (Q, P) or (P,) of
+        the predicted bar distributions, e.g. for predictive bands). The forward pass and
         the draws are one jitted function (:func:`_predict_and_sample`), compiled once per
         data shapes and ``num_samples``.
         """
@@ -702,6 +704,8 @@ class PFN:
             "borders": bars.borders,
             "mean": mean,
             "log_density": lambda v: bars.log_prob(logits, jnp.asarray(v)),
+            "quantile": lambda q: bars.quantile(logits[..., None, :], jnp.asarray(q)),
+            "variance": bars.variance(logits),
         }
         if xq is not None:
             info["x_query"] = xq

@@ -331,6 +331,13 @@ def test_run_samples_bar_distribution_under_one_jit(small_pfn, mu_pfn, monkeypat
         assert abs(z) < 4.0, z
         lp = post.info["log_density"](post.samples["y"][:5])
         assert lp.shape == (5, 3) and np.all(np.isfinite(lp))
+        # info["quantile"]: the fraction of draws below each predicted quantile is q
+        q = np.array([0.1, 0.5, 0.9])
+        quantiles = np.asarray(post.info["quantile"](q))
+        assert quantiles.shape == (3, 3)
+        below = np.mean(np.asarray(post.samples["y"])[:, :, None] < quantiles[None], axis=0)
+        z = (below - q) / np.sqrt(q * (1 - q) / 20_000)
+        assert np.max(np.abs(z)) < 4.0, z
     # latent target: the extra query token's bar distribution; sample mean vs its mean
     post = mu_pfn.run(jax.random.PRNGKey(6), normal_normal, jnp.zeros(6),
                       jnp.full(6, 1.5), num_samples=20_000)
@@ -340,3 +347,4 @@ def test_run_samples_bar_distribution_under_one_jit(small_pfn, mu_pfn, monkeypat
     assert abs(z) < 4.0, z
     z_mean = (draws.mean() - float(post.info["mean"])) / (draws.std() / np.sqrt(draws.size))
     assert abs(z_mean) < 4.0, z_mean
+    assert np.asarray(post.info["quantile"](np.array([0.25, 0.75]))).shape == (2,)
