@@ -2,6 +2,7 @@
 
     python benchmarks/train_pfn.py gp --steps 5000      # -> models/pfn_weights/gp_pfn.npz
     python benchmarks/train_pfn.py lc --steps 3000      # -> models/pfn_weights/lc_pfn.npz
+    python benchmarks/train_pfn.py gp --resume F --lr 3e-4 --steps 2000 --out G   # continue F
 
 Prints the training time, the loss at the start and the end (mean NLL per query point of the
 last 100 steps), and the file written. The GP network sees datasets of 50 points
@@ -17,7 +18,7 @@ import time
 
 import jax
 import numpy as np
-from ppl.inference.pfn import pfn
+from ppl.inference.pfn import load, pfn
 from ppl.models.pfn_priors import (
     GP_MAX_POINTS,
     LC_EPOCHS,
@@ -46,24 +47,33 @@ def main(argv=None):
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--resume", default=None,
+                        help="continue training this network file (its architecture, "
+                             "normalisation and borders) with a fresh schedule")
     parser.add_argument("--max-seconds", type=float, default=None,
                         help="stop after the chunk that passes this training wall time")
     args = parser.parse_args(argv)
 
     model, inputs, num_points, filename = PRIORS[args.prior]
     out = args.out or os.path.join(WEIGHTS, filename)
-    net = pfn(num_points=num_points, inputs=inputs, num_buckets=args.buckets, width=args.width,
-              depth=args.depth, heads=args.heads, batch_size=args.batch,
-              learning_rate=args.lr, chunk=100)
+    if args.resume:
+        net = load(args.resume, inputs=inputs, batch_size=args.batch, learning_rate=args.lr,
+                   chunk=100)
+    else:
+        net = pfn(num_points=num_points, inputs=inputs, num_buckets=args.buckets,
+                  width=args.width, depth=args.depth, heads=args.heads, batch_size=args.batch,
+                  learning_rate=args.lr, chunk=100)
     start = time.perf_counter()
     net.fit(jax.random.PRNGKey(args.seed), model, steps=args.steps, checkpoint=out,
-            max_seconds=args.max_seconds)
+            max_seconds=args.max_seconds, resume=bool(args.resume))
     total = time.perf_counter() - start
     loss = net.history["loss"]
     params = sum(x.size for x in jax.tree.leaves(net.network) if hasattr(x, "size"))
+    c = net.config
     print(f"prior={args.prior} steps={net.history['steps']} batch={args.batch} "
-          f"width={args.width} depth={args.depth} heads={args.heads} buckets={args.buckets} "
-          f"params={params}")
+          f"width={c.width} depth={c.depth} heads={c.heads} buckets={c.num_buckets} "
+          f"sink={c.sink} params={params}" + (f" resumed from {args.resume}" if args.resume
+                                               else ""))
     print(f"training loop {net.history['seconds']:.1f} s (total with set-up and compile "
           f"{total:.1f} s); loss first 100 steps {np.mean(loss[:100]):.3f}, last 100 steps "
           f"{np.mean(loss[-100:]):.3f}; short batches {net.history['short_batches']}; "

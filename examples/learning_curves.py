@@ -5,7 +5,8 @@ A curve of 100 epochs is drawn from the LC-PFN prior (Adriaensen et al. 2023,
 and predict the rest. Left: the PFN's posterior predictive (one forward pass of the network
 in ``models/pfn_weights/lc_pfn.npz``); right: NUTS on the program conditioned on the prefix,
 its predictive being the curve of each posterior draw plus its observation noise. Shaded:
-the 5-95% and 25-75% predictive bands; line: the median. Saved to
+the 5-95% and 25-75% predictive bands; line: the median (for the PFN the exact quantiles of
+its predicted bar distributions, ``info["quantile"]``; for NUTS those of its draws). Saved to
 ``examples/learning_curves.png``.
 
     python examples/learning_curves.py
@@ -32,8 +33,11 @@ WEIGHTS = os.path.join(HERE, "..", "models", "pfn_weights", "lc_pfn.npz")
 CUTOFF = 20
 
 
-def bands(ax, t, draws, color, label):
-    q = np.quantile(np.asarray(draws), [0.05, 0.25, 0.5, 0.75, 0.95], axis=0)
+LEVELS = np.array([0.05, 0.25, 0.5, 0.75, 0.95])
+
+
+def bands(ax, t, q, color, label):
+    """Shade the 5-95% and 25-75% bands and draw the median, from quantiles ``q`` (5, T)."""
     ax.fill_between(t, q[0], q[4], color=color, alpha=0.2, label=f"{label} 5-95%")
     ax.fill_between(t, q[1], q[3], color=color, alpha=0.35, label=f"{label} 25-75%")
     ax.plot(t, q[2], color=color, lw=1.5, label=f"{label} median")
@@ -63,11 +67,11 @@ def main():
     y_nuts = curves + sigma * jax.random.normal(k_noise, curves.shape)
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    for ax, draws, color, name, secs in (
-        (axes[0], post_pfn.samples["y"], "C0", "PFN", t_pfn),
-        (axes[1], y_nuts, "C1", "NUTS", t_nuts),
+    for ax, q, color, name, secs in (
+        (axes[0], np.asarray(post_pfn.info["quantile"](LEVELS)).T, "C0", "PFN", t_pfn),
+        (axes[1], np.quantile(np.asarray(y_nuts), LEVELS, axis=0), "C1", "NUTS", t_nuts),
     ):
-        bands(ax, np.asarray(xq), draws, color, name)
+        bands(ax, np.asarray(xq), q, color, name)
         ax.plot(np.asarray(x), np.asarray(y), "k.", ms=3, alpha=0.4, label="held-out curve")
         ax.plot(np.asarray(xt), np.asarray(yt), "k.", ms=5, label=f"first {CUTOFF} epochs")
         ax.axvline(CUTOFF + 0.5, color="gray", ls=":")

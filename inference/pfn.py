@@ -526,7 +526,7 @@ class PFN:
 
     # ------------------------------------------------------------------- training
 
-    def fit(self, key, model, steps=1000, checkpoint=None, max_seconds=None):
+    def fit(self, key, model, steps=1000, checkpoint=None, max_seconds=None, resume=False):
         """Train on ``steps`` fresh prior batches; returns ``self``.
 
         The loop is ``ceil(steps / chunk)`` calls of the jitted :func:`train_chunk` (each a
@@ -537,6 +537,9 @@ class PFN:
         ``checkpoint=path`` the network is saved there after every chunk (so an interrupted
         run leaves its latest state). With ``max_seconds`` training stops after the first
         chunk that ends past that wall time (``history["steps"]`` says how many were run).
+        With ``resume=True`` training continues from the current network (trained or
+        loaded from a checkpoint, for the same program) with a fresh optimizer and learning
+        rate schedule, keeping its normalisation and bucket borders.
         """
         check_key(key)
         steps = check_count("steps", steps)
@@ -549,13 +552,16 @@ class PFN:
                 "constraints reject everything"
             )
         oversample = 1 if rate == 1.0 else int(math.ceil(2.0 / rate)) + 1
-        num_features = _as_features(x0).shape[-1]
-        self.config = _Config(self.num_points, num_features, self.num_buckets, self.width,
-                              self.depth, self.heads, self.hidden, self.observed, self.target,
-                              self.sink)
-        self.normaliser, self.bars = self._prior_statistics(k_stats, model, oversample)
-        net = PFNNetwork(num_features, self.num_buckets, self.width, self.depth, self.heads,
-                         self.hidden, k_init, sink=self.sink)
+        if resume:
+            net = self._resumable(model, x0)
+        else:
+            num_features = _as_features(x0).shape[-1]
+            self.config = _Config(self.num_points, num_features, self.num_buckets, self.width,
+                                  self.depth, self.heads, self.hidden, self.observed,
+                                  self.target, self.sink)
+            self.normaliser, self.bars = self._prior_statistics(k_stats, model, oversample)
+            net = PFNNetwork(num_features, self.num_buckets, self.width, self.depth,
+                             self.heads, self.hidden, k_init, sink=self.sink)
         chunk = min(self.chunk, steps)
         num_chunks = -(-steps // chunk)
         total = num_chunks * chunk
@@ -600,6 +606,22 @@ class PFN:
         if bar is not None:
             bar.close()
         return self
+
+    def _resumable(self, model, x0):
+        """The current network, checked to fit ``model`` and its inputs (``fit(resume=True)``)."""
+        if self.network is None:
+            raise RuntimeError("pfn.fit(resume=True): there is no network to resume; train "
+                               "one first or load a checkpoint with ppl.inference.pfn.load")
+        name = _model_name(model)
+        if self.model_name is not None and name != self.model_name:
+            raise UnsupportedModelError(
+                f"pfn.fit(resume=True): the network was trained on '{self.model_name}', "
+                f"not '{name}'")
+        if _as_features(x0).shape[-1] != self.config.num_features:
+            raise ShapeMismatchError(
+                f"pfn.fit(resume=True): the inputs have {_as_features(x0).shape[-1]} "
+                f"features, the network was trained on {self.config.num_features}")
+        return self.network
 
     # ------------------------------------------------------------------- prediction
 
@@ -749,8 +771,17 @@ def _predict_and_sample(net, config, norm, bars, key, x, y, xq, num_samples):
     return draws, logits, jax.nn.log_softmax(logits, axis=-1), bars.mean(logits)
 
 
-def load(path, inputs=None, progress_bar=True) -> PFN:
-    """A trained :class:`PFN` from a checkpoint written by :meth:`PFN.save`."""
+def load(path, inputs=None, progress_bar=True, **options) -> PFN:
+    """A trained :class:`PFN` from a checkpoint written by :meth:`PFN.save`.
+
+    ``options`` are the training options of :func:`pfn` (``batch_size``, ``learning_rate``,
+    ``warmup``, ``chunk``) used if training continues with ``.fit(..., resume=True)``; the
+    architecture comes from the checkpoint."""
+    architecture = {"num_points", "target", "observed", "num_buckets", "width", "depth",
+                    "heads", "hidden", "min_train", "sink"}
+    if architecture & set(options):
+        raise ValueError(f"pfn.load: {sorted(architecture & set(options))} come from the "
+                         "checkpoint and cannot be given")
     with np.load(path, allow_pickle=False) as f:
         data = {k: f[k] for k in f.files}
     meta = json.loads(str(data["meta"]))
@@ -761,7 +792,8 @@ def load(path, inputs=None, progress_bar=True) -> PFN:
     pfn_ = PFN(num_points=meta["num_points"], inputs=inputs, target=meta["target"],
                observed=meta["observed"], num_buckets=meta["num_buckets"], width=meta["width"],
                depth=meta["depth"], heads=meta["heads"], hidden=meta["hidden"],
-               min_train=meta["min_train"], sink=meta["sink"], progress_bar=progress_bar)
+               min_train=meta["min_train"], sink=meta["sink"], progress_bar=progress_bar,
+               **options)
     pfn_.config = _Config(*(meta[f] for f in _Config.__dataclass_fields__))
     skeleton = PFNNetwork(meta["num_features"], meta["num_buckets"], meta["width"],
                           meta["depth"], meta["heads"], meta["hidden"], jax.random.PRNGKey(0),

@@ -127,6 +127,29 @@ def test_checkpoint_round_trip(small_pfn, tmp_path):
     assert "y" in idata.posterior and "y" in idata.observed_data
 
 
+def test_resume_training_from_checkpoint(small_pfn, tmp_path):
+    """``fit(resume=True)`` on a loaded checkpoint continues from its weights: the first
+    resumed chunk's loss is near the end of the original training (within 5 SE of the
+    per-step spread), not back at an untrained network's loss; resuming nothing, or on
+    another program, is an error."""
+    path = tmp_path / "net.npz"
+    small_pfn.save(path)
+    resumed = load(path, inputs=gp_inputs, batch_size=32, learning_rate=2e-4, chunk=75,
+                   warmup=1)
+    resumed.fit(jax.random.PRNGKey(9), gp_regression, steps=75, resume=True)
+    start, before = small_pfn.history["loss"][:75], small_pfn.history["loss"][-75:]
+    after = resumed.history["loss"]
+    se = np.sqrt(before.var(ddof=1) / before.size + after.var(ddof=1) / after.size)
+    assert abs(after.mean() - before.mean()) < 5 * se, (after.mean(), before.mean(), se)
+    assert start.mean() - after.mean() > 10 * se, (start.mean(), after.mean(), se)
+    with pytest.raises(RuntimeError, match="no network to resume"):
+        pfn(num_points=5).fit(jax.random.PRNGKey(0), gp_regression, steps=1, resume=True)
+    with pytest.raises(UnsupportedModelError, match="trained on"):
+        resumed.fit(jax.random.PRNGKey(0), normal_normal, steps=1, resume=True)
+    with pytest.raises(ValueError, match="come from the checkpoint"):
+        load(path, width=8)
+
+
 @pytest.mark.skipif(not os.path.exists(os.path.join(WEIGHTS, "gp_pfn.npz")),
                     reason="shipped GP network not present")
 def test_shipped_gp_network_close_to_exact_gp():
