@@ -67,22 +67,25 @@ def main():
     y_nuts = curves + sigma * jax.random.normal(k_noise, curves.shape)
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    for ax, q, color, name, secs in (
-        (axes[0], np.asarray(post_pfn.info["quantile"](LEVELS)).T, "C0", "PFN", t_pfn),
-        (axes[1], np.quantile(np.asarray(y_nuts), LEVELS, axis=0), "C1", "NUTS", t_nuts),
+    for ax, q, color, name, secs, when in (
+        (axes[0], np.asarray(post_pfn.info["quantile"](LEVELS)).T, "C0", "PFN", t_pfn,
+         "compiled"),
+        (axes[1], np.quantile(np.asarray(y_nuts), LEVELS, axis=0), "C1", "NUTS", t_nuts,
+         "with compilation"),
     ):
         bands(ax, np.asarray(xq), q, color, name)
         ax.plot(np.asarray(x), np.asarray(y), "k.", ms=3, alpha=0.4, label="held-out curve")
         ax.plot(np.asarray(xt), np.asarray(yt), "k.", ms=5, label=f"first {CUTOFF} epochs")
         ax.axvline(CUTOFF + 0.5, color="gray", ls=":")
-        ax.set_title(f"{name}: {secs:.3g} s (after compilation)")
+        ax.set_title(f"{name}: {secs:.3g} s ({when})")
         ax.set_xlabel("epoch")
         ax.legend(loc="lower right", fontsize=7)
     axes[0].set_ylabel("performance")
     fig.tight_layout()
     out = os.path.join(HERE, "learning_curves.png")
     fig.savefig(out, dpi=120)
-    print(f"PFN {t_pfn:.4f} s, NUTS {t_nuts:.1f} s (ratio {t_nuts / t_pfn:.0f}x); wrote {out}")
+    print(f"PFN {t_pfn:.4f} s (compiled), NUTS {t_nuts:.1f} s (one run with compilation; "
+          f"benchmarks/bench_pfn.py times it compiled); wrote {out}")
     print(post_nuts.summary(var_names=["log_sigma", "w"]))
 
 

@@ -192,10 +192,18 @@ class BarDistribution(eqx.Module):
         return jnp.where(k == 0, left, jnp.where(k == self.num_buckets - 1, right, inner))
 
     def sample(self, key, logits, num_samples: int):
-        """``num_samples`` draws for each row of logits: a bucket, then a point in it."""
+        """``num_samples`` draws for each row of logits: a bucket, then a point in it.
+
+        The bucket is found by inverting the cumulative bucket probabilities (a binary
+        search, O(log K) per draw, where Gumbel-max sampling would draw K numbers)."""
         k_bucket, k_pos = jax.random.split(key)
         batch = logits.shape[:-1]
-        k = jax.random.categorical(k_bucket, logits, axis=-1, shape=(num_samples, *batch))
+        cdf = jnp.cumsum(jax.nn.softmax(logits, axis=-1), axis=-1).reshape(-1, logits.shape[-1])
+        v = jax.random.uniform(k_bucket, (num_samples, cdf.shape[0]), dtype=cdf.dtype)
+        v = v * cdf[:, -1]  # the total is 1 up to rounding
+        k = jax.vmap(lambda c, w: jnp.searchsorted(c, w, side="right"), in_axes=(0, 1),
+                     out_axes=1)(cdf, v)
+        k = jnp.clip(k, 0, self.num_buckets - 1).reshape(num_samples, *batch)
         u = jax.random.uniform(k_pos, k.shape)
         b = self.borders
         s_left, s_right = self._tail_scales()
