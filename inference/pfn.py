@@ -24,7 +24,8 @@ The pieces, each a small function:
 * :class:`PFNNetwork` — the transformer (equinox): each training point is the embedding
   ``W_x x + W_y y``, each query ``W_x x + q`` with a learned query vector; no positional
   encodings, so the output is invariant to permutations of the training set; every token
-  attends only to the training points (Müller et al. 2022, section 4.1 and figure 2).
+  attends only to the training points (Müller et al. 2022, section 4.1 and figure 2), and
+  to a learned attention-sink token, which lets the network tell how many points it has.
 * :class:`BarDistribution` — the Riemann ("bar") output distribution (Müller et al. 2022,
   section 4.3): K buckets whose borders are quantiles of prior samples of the target, so
   each bucket holds equal prior mass; piecewise-constant density inside, and half-normal
