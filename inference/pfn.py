@@ -184,6 +184,11 @@ class BarDistribution(eqx.Module):
         p_k = jnp.take_along_axis(p, k[..., None], axis=-1)[..., 0]
         below = jnp.take_along_axis(cum, k[..., None], axis=-1)[..., 0] - p_k
         frac = jnp.clip((q - below) / jnp.maximum(p_k, 1e-30), 0.0, 1.0)
+        return self._at_fraction(k, frac)
+
+    def _at_fraction(self, k, frac):
+        """The value at which bucket ``k`` holds the fraction ``frac`` of its mass to its
+        left: linear inside, the inverse half-normal CDF in the tails."""
         b = self.borders
         s_left, s_right = self._tail_scales()
         ndtri = jax.scipy.special.ndtri
@@ -205,15 +210,7 @@ class BarDistribution(eqx.Module):
         k = jax.vmap(lambda c, w: jnp.searchsorted(c, w, side="right"), in_axes=(0, 1),
                      out_axes=1)(cdf, v)
         k = jnp.clip(k, 0, self.num_buckets - 1).reshape(num_samples, *batch)
-        u = jax.random.uniform(k_pos, k.shape)
-        b = self.borders
-        s_left, s_right = self._tail_scales()
-        inner = b[k] + u * (b[k + 1] - b[k])
-        # a half-normal draw by inversion: s * Phi^-1((1 + u) / 2)
-        half = jax.scipy.special.ndtri(0.5 + 0.5 * u)
-        left = b[1] - s_left * half
-        right = b[-2] + s_right * half
-        return jnp.where(k == 0, left, jnp.where(k == self.num_buckets - 1, right, inner))
+        return self._at_fraction(k, jax.random.uniform(k_pos, k.shape))
 
 
 # --------------------------------------------------------------------------- network
