@@ -3,6 +3,7 @@
     python benchmarks/train_pfn.py gp --steps 5000      # -> models/pfn_weights/gp_pfn.npz
     python benchmarks/train_pfn.py lc --steps 3000      # -> models/pfn_weights/lc_pfn.npz
     python benchmarks/train_pfn.py gp --resume F --lr 3e-4 --steps 2000 --out G   # continue F
+    python benchmarks/train_pfn.py lc --resume F --decoder 256 --steps 2000 --out G  # F + decoder
 
 Prints the training time, the loss at the start and the end (mean NLL per query point of the
 last 100 steps), and the file written. The GP network sees datasets of 50 points
@@ -44,6 +45,10 @@ def main(argv=None):
     parser.add_argument("--depth", type=int, default=3)
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--buckets", type=int, default=100)
+    parser.add_argument("--decoder", type=int, default=0,
+                        help="hidden units of a 2-layer MLP decoder added to the linear head "
+                             "(with --resume: added to the loaded network, output starting "
+                             "at zero)")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None)
@@ -59,10 +64,12 @@ def main(argv=None):
     if args.resume:
         net = load(args.resume, inputs=inputs, batch_size=args.batch, learning_rate=args.lr,
                    chunk=100)
+        if args.decoder and net.config.decoder != args.decoder:
+            net.add_decoder(jax.random.PRNGKey(args.seed + 1), args.decoder)
     else:
         net = pfn(num_points=num_points, inputs=inputs, num_buckets=args.buckets,
                   width=args.width, depth=args.depth, heads=args.heads, batch_size=args.batch,
-                  learning_rate=args.lr, chunk=100)
+                  learning_rate=args.lr, decoder=args.decoder, chunk=100)
     start = time.perf_counter()
     net.fit(jax.random.PRNGKey(args.seed), model, steps=args.steps, checkpoint=out,
             max_seconds=args.max_seconds, resume=bool(args.resume))
@@ -72,8 +79,8 @@ def main(argv=None):
     c = net.config
     print(f"prior={args.prior} steps={net.history['steps']} batch={args.batch} "
           f"width={c.width} depth={c.depth} heads={c.heads} buckets={c.num_buckets} "
-          f"sink={c.sink} params={params}" + (f" resumed from {args.resume}" if args.resume
-                                               else ""))
+          f"sink={c.sink} decoder={c.decoder} params={params}"
+          + (f" resumed from {args.resume}" if args.resume else ""))
     print(f"training loop {net.history['seconds']:.1f} s (total with set-up and compile "
           f"{total:.1f} s); loss first 100 steps {np.mean(loss[:100]):.3f}, last 100 steps "
           f"{np.mean(loss[-100:]):.3f}; short batches {net.history['short_batches']}; "

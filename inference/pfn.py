@@ -252,6 +252,14 @@ class PFNNetwork(eqx.Module):
     tell how many points it has seen; the sink's share of the attention falls as the
     training set grows, which lets posterior widths shrink with n (e.g. the 1/sqrt(1 + n)
     sd of a Normal mean).
+
+    The output logits are a linear head of the final (layer-normed) token states. With
+    ``decoder=H > 0`` a 2-layer MLP decoder (width -> H -> K, GELU; the decoder of the PFN
+    reference implementation) is added to them. A linear head from a ``width``-dimensional
+    state gives logits of rank at most ``width``, which limits the shapes a bar distribution
+    with K >> width buckets can take (e.g. the sharp predictives of low-noise learning
+    curves). The decoder's last layer starts at zero, so adding one to a trained network
+    (:meth:`with_decoder`) leaves its predictions unchanged until training resumes.
     """
 
     x_embed: eqx.nn.Linear
@@ -261,8 +269,10 @@ class PFNNetwork(eqx.Module):
     blocks: list
     norm: eqx.nn.LayerNorm
     head: eqx.nn.Linear
+    decoder: eqx.nn.MLP | None
 
-    def __init__(self, num_features, num_buckets, width, depth, heads, hidden, key, sink=True):
+    def __init__(self, num_features, num_buckets, width, depth, heads, hidden, key, sink=True,
+                 decoder=0):
         keys = jax.random.split(key, depth + 5)
         self.x_embed = eqx.nn.Linear(num_features, width, key=keys[0])
         self.y_embed = eqx.nn.Linear(1, width, key=keys[1])
@@ -271,6 +281,15 @@ class PFNNetwork(eqx.Module):
         self.blocks = [_Block(width, heads, hidden, k) for k in keys[5:]]
         self.norm = eqx.nn.LayerNorm(width)
         self.head = eqx.nn.Linear(width, num_buckets, key=keys[3])
+        self.decoder = (_zero_output_mlp(width, num_buckets, decoder, jax.random.fold_in(key, 1))
+                        if decoder else None)
+
+    def with_decoder(self, hidden, key):
+        """This network with a fresh 2-layer decoder of ``hidden`` units whose output is zero
+        (so the logits are unchanged); ``hidden=0`` removes the decoder."""
+        width, num_buckets = self.head.in_features, self.head.out_features
+        new = _zero_output_mlp(width, num_buckets, hidden, key) if hidden else None
+        return eqx.tree_at(lambda n: n.decoder, self, new, is_leaf=lambda v: v is None)
 
     def __call__(self, x, y, is_train):
         ex = jax.vmap(self.x_embed)(x)
@@ -284,7 +303,20 @@ class PFNNetwork(eqx.Module):
             h = block(h, mask)
         if self.sink is not None:
             h = h[1:]
-        return jax.vmap(self.head)(jax.vmap(self.norm)(h))
+        z = jax.vmap(self.norm)(h)
+        logits = jax.vmap(self.head)(z)
+        if self.decoder is not None:
+            logits = logits + jax.vmap(self.decoder)(z)
+        return logits
+
+
+def _zero_output_mlp(width, num_buckets, hidden, key):
+    """A width -> hidden -> num_buckets GELU MLP whose last layer is zero (output 0)."""
+    mlp = eqx.nn.MLP(width, num_buckets, check_count("decoder", hidden), depth=1,
+                     activation=jax.nn.gelu, key=key)
+    last = mlp.layers[-1]
+    return eqx.tree_at(lambda m: (m.layers[-1].weight, m.layers[-1].bias), mlp,
+                       (jnp.zeros_like(last.weight), jnp.zeros_like(last.bias)))
 
 
 # --------------------------------------------------------------------------- prior sampling
@@ -350,6 +382,7 @@ class _Config(eqx.Module):
     observed: str = eqx.field(static=True)
     target: str = eqx.field(static=True)
     sink: bool = eqx.field(static=True, default=True)
+    decoder: int = eqx.field(static=True, default=0)
 
 
 class _Normaliser(eqx.Module):
@@ -431,7 +464,8 @@ class PFN:
 
     def __init__(self, num_points=50, inputs=None, target="y", observed="y", num_buckets=100,
                  width=64, depth=3, heads=4, hidden=None, batch_size=64, learning_rate=1e-3,
-                 warmup=None, chunk=100, min_train=1, sink=True, progress_bar=True):
+                 warmup=None, chunk=100, min_train=1, sink=True, decoder=0,
+                 progress_bar=True):
         self.num_points = check_count("num_points", num_points)
         if self.num_points < 2:
             raise ValueError(f"pfn: num_points must be >= 2, got {num_points}")
@@ -458,6 +492,7 @@ class PFN:
         self.chunk = check_count("chunk", chunk)
         self.min_train = check_count("min_train", min_train)
         self.sink = bool(sink)
+        self.decoder = 0 if not decoder else check_count("decoder", decoder)
         self.progress_bar = bool(progress_bar)
         self.network = None
         self.config = None
@@ -564,10 +599,11 @@ class PFN:
             num_features = _as_features(x0).shape[-1]
             self.config = _Config(self.num_points, num_features, self.num_buckets, self.width,
                                   self.depth, self.heads, self.hidden, self.observed,
-                                  self.target, self.sink)
+                                  self.target, self.sink, self.decoder)
             self.normaliser, self.bars = self._prior_statistics(k_stats, model, oversample)
             net = PFNNetwork(num_features, self.num_buckets, self.width, self.depth,
-                             self.heads, self.hidden, k_init, sink=self.sink)
+                             self.heads, self.hidden, k_init, sink=self.sink,
+                             decoder=self.decoder)
         chunk = min(self.chunk, steps)
         num_chunks = -(-steps // chunk)
         total = num_chunks * chunk
@@ -611,6 +647,23 @@ class PFN:
                 break
         if bar is not None:
             bar.close()
+        return self
+
+    def add_decoder(self, key, hidden):
+        """Give the trained network a 2-layer MLP decoder of ``hidden`` units (see
+        :class:`PFNNetwork`) whose output starts at zero: predictions are unchanged until
+        training continues with ``.fit(..., resume=True)``. Returns ``self``."""
+        self._check_fitted()
+        check_key(key)
+        if self.config.decoder:
+            raise ValueError(f"pfn.add_decoder: the network already has a decoder of "
+                             f"{self.config.decoder} units")
+        hidden = check_count("hidden", hidden)
+        self.network = self.network.with_decoder(hidden, key)
+        fields = {f: getattr(self.config, f) for f in _Config.__dataclass_fields__}
+        self.config = _Config(**{**fields, "decoder": hidden})
+        self.decoder = hidden
+        self._predict = {}
         return self
 
     def _resumable(self, model, x0):
@@ -784,7 +837,7 @@ def load(path, inputs=None, progress_bar=True, **options) -> PFN:
     ``warmup``, ``chunk``) used if training continues with ``.fit(..., resume=True)``; the
     architecture comes from the checkpoint."""
     architecture = {"num_points", "target", "observed", "num_buckets", "width", "depth",
-                    "heads", "hidden", "min_train", "sink"}
+                    "heads", "hidden", "min_train", "sink", "decoder"}
     if architecture & set(options):
         raise ValueError(f"pfn.load: {sorted(architecture & set(options))} come from the "
                          "checkpoint and cannot be given")
@@ -792,18 +845,20 @@ def load(path, inputs=None, progress_bar=True, **options) -> PFN:
         data = {k: f[k] for k in f.files}
     meta = json.loads(str(data["meta"]))
     meta.setdefault("sink", False)  # checkpoints written before the attention sink existed
+    meta.setdefault("decoder", 0)  # ... and before the MLP decoder
     if meta.get("version") != _FORMAT_VERSION:
         raise ValueError(f"pfn.load: {path} has checkpoint version {meta.get('version')}, "
                          f"expected {_FORMAT_VERSION}")
     pfn_ = PFN(num_points=meta["num_points"], inputs=inputs, target=meta["target"],
                observed=meta["observed"], num_buckets=meta["num_buckets"], width=meta["width"],
                depth=meta["depth"], heads=meta["heads"], hidden=meta["hidden"],
-               min_train=meta["min_train"], sink=meta["sink"], progress_bar=progress_bar,
+               min_train=meta["min_train"], sink=meta["sink"], decoder=meta["decoder"],
+               progress_bar=progress_bar,
                **options)
     pfn_.config = _Config(*(meta[f] for f in _Config.__dataclass_fields__))
     skeleton = PFNNetwork(meta["num_features"], meta["num_buckets"], meta["width"],
                           meta["depth"], meta["heads"], meta["hidden"], jax.random.PRNGKey(0),
-                          sink=meta["sink"])
+                          sink=meta["sink"], decoder=meta["decoder"])
     params, static = eqx.partition(skeleton, eqx.is_array)
     leaves, treedef = jax.tree.flatten(params)
     if len(leaves) != sum(k.startswith("leaf_") for k in data):
@@ -838,7 +893,9 @@ def pfn(num_points=50, inputs=None, target="y", observed="y", num_buckets=100, w
             ``learning_rate=1e-3``, ``warmup`` (default min(steps / 10, 500)),
             ``chunk=100`` (steps per jitted scan), ``min_train=1``, ``sink=True`` (a learned
             token every token attends to, so the network can tell the training-set size;
-            see :class:`PFNNetwork`), ``progress_bar=True``.
+            see :class:`PFNNetwork`), ``decoder=0`` (hidden units of a 2-layer MLP decoder
+            added to the linear head; 0 for none; worth it when ``num_buckets`` is much
+            larger than ``width``), ``progress_bar=True``.
     """
     return PFN(num_points=num_points, inputs=inputs, target=target, observed=observed,
                num_buckets=num_buckets, width=width, depth=depth, heads=heads, **options)

@@ -5,6 +5,7 @@ predictors, and the tolerance is the standard error of the per-task difference.
 """
 
 import importlib
+import json
 import os
 
 import jax
@@ -148,6 +149,50 @@ def test_resume_training_from_checkpoint(small_pfn, tmp_path):
         resumed.fit(jax.random.PRNGKey(0), normal_normal, steps=1, resume=True)
     with pytest.raises(ValueError, match="come from the checkpoint"):
         load(path, width=8)
+
+
+def test_decoder_added_to_trained_network_keeps_then_learns(small_pfn, tmp_path):
+    """``add_decoder`` leaves the logits exactly as they were (the decoder's last layer is
+    zero); resumed training then moves the decoder (its output is no longer zero) while the
+    loss continues from where it was; the decoder survives a checkpoint round trip, and
+    checkpoints written before decoders existed load without one."""
+    path = tmp_path / "net.npz"
+    small_pfn.save(path)
+    net = load(path, inputs=gp_inputs, batch_size=32, learning_rate=2e-4, chunk=75, warmup=1)
+    x, y, _, n, _ = sample_datasets(jax.random.PRNGKey(4), gp_regression, gp_inputs,
+                                    N_POINTS, 8)
+    before = np.asarray(net.logits(x, y, n))
+    net.add_decoder(jax.random.PRNGKey(5), 32)
+    assert net.config.decoder == 32
+    np.testing.assert_array_equal(np.asarray(net.logits(x, y, n)), before)
+    with pytest.raises(ValueError, match="already has a decoder"):
+        net.add_decoder(jax.random.PRNGKey(5), 32)
+    net.fit(jax.random.PRNGKey(9), gp_regression, steps=75, resume=True)
+    z = jax.vmap(net.network.norm)(jnp.ones((3, small_pfn.config.width)))
+    assert float(jnp.abs(jax.vmap(net.network.decoder)(z)).max()) > 1e-3
+    end, after = small_pfn.history["loss"][-75:], net.history["loss"]
+    se = np.sqrt(end.var(ddof=1) / end.size + after.var(ddof=1) / after.size)
+    assert abs(after.mean() - end.mean()) < 5 * se, (after.mean(), end.mean(), se)
+    net.save(tmp_path / "dec.npz")
+    loaded = load(tmp_path / "dec.npz", inputs=gp_inputs)
+    assert loaded.config.decoder == 32
+    np.testing.assert_array_equal(np.asarray(loaded.logits(x, y, n)),
+                                  np.asarray(net.logits(x, y, n)))
+    with np.load(path) as f:
+        data = {k: f[k] for k in f.files}
+    meta = json.loads(str(data["meta"]))
+    del meta["decoder"]
+    data["meta"] = np.array(json.dumps(meta))
+    np.savez(tmp_path / "old.npz", **data)
+    old = load(tmp_path / "old.npz", inputs=gp_inputs)
+    assert old.config.decoder == 0 and old.network.decoder is None
+    np.testing.assert_array_equal(np.asarray(old.logits(x, y, n)), before)
+    fresh = pfn(num_points=N_POINTS, inputs=gp_inputs, num_buckets=50, width=16, depth=1,
+                decoder=24, chunk=5, progress_bar=False)
+    fresh.fit(jax.random.PRNGKey(1), gp_regression, steps=5)
+    assert fresh.network.decoder is not None and np.all(np.isfinite(fresh.history["loss"]))
+    with pytest.raises(ValueError, match="decoder"):
+        pfn(decoder=-3)
 
 
 @pytest.mark.skipif(not os.path.exists(os.path.join(WEIGHTS, "gp_pfn.npz")),
