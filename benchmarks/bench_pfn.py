@@ -93,21 +93,20 @@ def nuts_loglik(samples, y, k):
     return float(jnp.mean(logsumexp(lp, axis=0) - jnp.log(lp.shape[0])))
 
 
-def nuts_reference(x, y, k, nuts_curves, nuts_samples, nuts_warmup):
-    """Per-curve held-out log-likelihood of NUTS on the first ``nuts_curves`` curves cut at
-    ``k``, and the mean seconds per curve (the first run compiles and is not timed)."""
+def nuts_reference(x, y, k, curves, nuts_samples, nuts_warmup):
+    """NUTS's held-out log-likelihood on each curve index in ``curves`` cut at ``k``, and the
+    seconds it took: {index: (loglik, seconds)}. Curve ``j`` is run with key ``101 + j``
+    (whichever other curves are run); one untimed run first compiles."""
     sampler = nuts(nuts_samples, num_warmup=nuts_warmup)
-    ll_nuts, t_nuts = [], []
-    for i in range(nuts_curves + 1):
-        j = max(i - 1, 0)
+    out = {}
+    for i, j in enumerate([curves[0], *curves] if curves else []):
         start = time.perf_counter()
-        post = sampler.run(jax.random.PRNGKey(100 + i), learning_curve, x[j, :k], y[j, :k])
+        key = jax.random.PRNGKey(100 if i == 0 else 101 + j)
+        post = sampler.run(key, learning_curve, x[j, :k], y[j, :k])
         jax.block_until_ready(post.samples)
-        if i == 0:
-            continue
-        t_nuts.append(time.perf_counter() - start)
-        ll_nuts.append(nuts_loglik(post.samples, y[j], k))
-    return np.array(ll_nuts), float(np.mean(t_nuts))
+        if i > 0:
+            out[j] = (nuts_loglik(post.samples, y[j], k), time.perf_counter() - start)
+    return out
 
 
 def bench_lc(curves, nuts_curves, nuts_samples, nuts_warmup, seed, weights=None, cache=None):
@@ -127,13 +126,15 @@ def bench_lc(curves, nuts_curves, nuts_samples, nuts_warmup, seed, weights=None,
         for _ in range(20):
             net.logits(*one).block_until_ready()
         t_pfn = (time.perf_counter() - start) / 20
-        key = f"c{k}_n{nuts_curves}_s{nuts_samples}_w{nuts_warmup}_seed{seed}"
-        if key not in stored:
-            ll_nuts, t_nuts = nuts_reference(x, y, k, nuts_curves, nuts_samples, nuts_warmup)
-            stored.update({key: ll_nuts, key + "_seconds": t_nuts})
-        rows[k] = (lp, stored[key], t_pfn, float(stored[key + "_seconds"]))
-    if cache:
-        np.savez(cache, **stored)
+        names = [f"c{k}_j{j}_s{nuts_samples}_w{nuts_warmup}_seed{seed}"
+                 for j in range(nuts_curves)]
+        missing = [j for j in range(nuts_curves) if names[j] not in stored]
+        for j, result in nuts_reference(x, y, k, missing, nuts_samples, nuts_warmup).items():
+            stored[names[j]] = np.array(result)
+        if cache and missing:  # after every cutoff, so an interrupted run keeps what it did
+            np.savez(cache, **stored)
+        ll_nuts, t_nuts = np.array([stored[name] for name in names]).T
+        rows[k] = (lp, ll_nuts, t_pfn, float(np.mean(t_nuts)))
     print(f"LC prior, curves of {m} epochs (seed {seed}); mean log-likelihood per held-out "
           f"epoch. PFN on {curves} curves (and on the first {nuts_curves}); NUTS "
           f"({nuts_warmup} warm-up + {nuts_samples} draws, 1 chain) on the first "
@@ -161,7 +162,8 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=12345)
     parser.add_argument("--nuts-cache", default=None,
                         help="LC: .npz file that stores NUTS's per-curve results, reused by "
-                             "later runs with the same curves and settings")
+                             "later runs with the same curves and settings (a run with more "
+                             "curves only runs NUTS on the new ones)")
     parser.add_argument("--weights", default=None,
                         help="network file (default: the shipped one in models/pfn_weights)")
     args = parser.parse_args(argv)
