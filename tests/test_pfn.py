@@ -215,7 +215,7 @@ def test_shipped_gp_network_close_to_exact_gp():
 def test_shipped_lc_network_extrapolates():
     """The shipped learning-curve PFN loads and extrapolates curves of its prior from the
     first 40 epochs: the mean log-likelihood per held-out epoch over 100 prior curves is
-    consistent (4 SE) with the 2.232 measured on 200 other curves (benchmarks/README.md).
+    consistent (4 SE) with the 2.254 measured on 200 other curves (benchmarks/README.md).
     Conditioning on only the first 5 epochs gives 1.31 +- 0.09 on these curves (and on 1
     epoch 0.52), so the bound detects a network that ignores most of the prefix."""
     net = load(os.path.join(WEIGHTS, "lc_pfn.npz"), inputs=lc_inputs, progress_bar=False)
@@ -225,7 +225,7 @@ def test_shipped_lc_network_extrapolates():
     lp = np.asarray(net.log_predictive(x, y, jnp.full((100,), 40)))[:, 40:].mean(1)
     se = lp.std(ddof=1) / np.sqrt(lp.size)
     print(f"shipped LC PFN, 40% cutoff: {lp.mean():.3f} +- {se:.3f}")
-    assert lp.mean() > 2.232 - 4 * se, (lp.mean(), se)
+    assert lp.mean() > 2.254 - 4 * se, (lp.mean(), se)
 
 
 def test_bad_input_errors(small_pfn):
