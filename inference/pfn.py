@@ -26,6 +26,8 @@ The pieces, each a small function:
   encodings, so the output is invariant to permutations of the training set; every token
   attends only to the training points (Müller et al. 2022, section 4.1 and figure 2), and
   to a learned attention-sink token, which lets the network tell how many points it has.
+  The bucket logits come from a linear head, plus optionally a 2-layer MLP decoder
+  (``decoder=H``) for bar distributions with many more buckets than the network's width.
 * :class:`BarDistribution` — the Riemann ("bar") output distribution (Müller et al. 2022,
   section 4.3): K buckets whose borders are quantiles of prior samples of the target, so
   each bucket holds equal prior mass; piecewise-constant density inside, and half-normal
