@@ -51,6 +51,7 @@ predictive log-density function.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -662,8 +663,7 @@ class PFN:
                              f"{self.config.decoder} units")
         hidden = check_count("hidden", hidden)
         self.network = self.network.with_decoder(hidden, key)
-        fields = {f: getattr(self.config, f) for f in _Config.__dataclass_fields__}
-        self.config = _Config(**{**fields, "decoder": hidden})
+        self.config = dataclasses.replace(self.config, decoder=hidden)
         self.decoder = hidden
         self._predict = {}
         return self
