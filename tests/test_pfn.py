@@ -216,7 +216,7 @@ def test_shipped_lc_network_extrapolates():
     """The shipped learning-curve PFN loads and extrapolates curves of its prior from the
     first 40 epochs: the mean log-likelihood per held-out epoch over 100 prior curves is
     consistent (4 SE) with the 2.254 measured on 200 other curves (benchmarks/README.md).
-    Conditioning on only the first 5 epochs gives 1.31 +- 0.09 on these curves (and on 1
+    Conditioning on only the first 5 epochs gives 1.30 +- 0.09 on these curves (and on 1
     epoch 0.52), so the bound detects a network that ignores most of the prefix."""
     net = load(os.path.join(WEIGHTS, "lc_pfn.npz"), inputs=lc_inputs, progress_bar=False)
     m = net.config.num_points
