@@ -4,6 +4,7 @@
     python benchmarks/train_pfn.py lc --steps 3000      # -> models/pfn_weights/lc_pfn.npz
     python benchmarks/train_pfn.py gp --resume F --lr 3e-4 --steps 2000 --out G   # continue F
     python benchmarks/train_pfn.py lc --resume F --decoder 256 --steps 2000 --out G  # F + decoder
+    python benchmarks/train_pfn.py lc --resume F --loss-weighting dataset --out G  # see below
 
 Prints the training time, the loss at the start and the end (mean NLL per query point of the
 last 100 steps), and the file written. The GP network sees datasets of 50 points
@@ -49,6 +50,9 @@ def main(argv=None):
                         help="hidden units of a 2-layer MLP decoder added to the linear head "
                              "(with --resume: added to the loaded network, output starting "
                              "at zero)")
+    parser.add_argument("--loss-weighting", choices=["point", "dataset"], default="point",
+                        help="point: every query point weighs the same in the loss; dataset: "
+                             "every training-set size does (see ppl.inference.pfn.batch_loss)")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None)
@@ -63,13 +67,14 @@ def main(argv=None):
     out = args.out or os.path.join(WEIGHTS, filename)
     if args.resume:
         net = load(args.resume, inputs=inputs, batch_size=args.batch, learning_rate=args.lr,
-                   chunk=100)
+                   chunk=100, loss_weighting=args.loss_weighting)
         if args.decoder and net.config.decoder != args.decoder:
             net.add_decoder(jax.random.PRNGKey(args.seed + 1), args.decoder)
     else:
         net = pfn(num_points=num_points, inputs=inputs, num_buckets=args.buckets,
                   width=args.width, depth=args.depth, heads=args.heads, batch_size=args.batch,
-                  learning_rate=args.lr, decoder=args.decoder, chunk=100)
+                  learning_rate=args.lr, decoder=args.decoder, chunk=100,
+                  loss_weighting=args.loss_weighting)
     start = time.perf_counter()
     net.fit(jax.random.PRNGKey(args.seed), model, steps=args.steps, checkpoint=out,
             max_seconds=args.max_seconds, resume=bool(args.resume))
@@ -79,7 +84,8 @@ def main(argv=None):
     c = net.config
     print(f"prior={args.prior} steps={net.history['steps']} batch={args.batch} "
           f"width={c.width} depth={c.depth} heads={c.heads} buckets={c.num_buckets} "
-          f"sink={c.sink} decoder={c.decoder} params={params}"
+          f"sink={c.sink} decoder={c.decoder} params={params} "
+          f"loss_weighting={net.loss_weighting}"
           + (f" resumed from {args.resume}" if args.resume else ""))
     print(f"training loop {net.history['seconds']:.1f} s (total with set-up and compile "
           f"{total:.1f} s); loss first 100 steps {np.mean(loss[:100]):.3f}, last 100 steps "

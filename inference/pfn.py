@@ -431,14 +431,30 @@ def _dataset_nll(net, config, norm, bars, x, y, t, n_train):
     return -jnp.sum(jnp.where(is_query, lp, 0.0)), jnp.sum(is_query)
 
 
-def batch_loss(net, config, norm, bars, x, y, t, n_train):
-    """Mean NLL per query point over a batch of datasets."""
+LOSS_WEIGHTINGS = ("point", "dataset")
+
+
+def batch_loss(net, config, norm, bars, x, y, t, n_train, weighting="point"):
+    """NLL of a batch of datasets' query points.
+
+    ``weighting="point"``: the mean NLL per query point over the batch, so a dataset counts
+    in proportion to its number of queries (short training sets dominate).
+    ``weighting="dataset"``: the mean over datasets of each dataset's mean NLL per query, so
+    every training-set size counts equally, as when each batch shares one training-set size
+    and its loss is the mean over its queries (Müller et al. 2022, section 4.2). Both have
+    the same minimiser, the posterior predictive at every training-set size (eq. 2); they
+    differ in how a network of limited capacity trades one size against another.
+    """
     nll, count = jax.vmap(lambda *a: _dataset_nll(net, config, norm, bars, *a))(x, y, t, n_train)
+    if weighting == "dataset":
+        return jnp.mean(nll / jnp.maximum(count, 1))
     return jnp.sum(nll) / jnp.maximum(jnp.sum(count), 1)
 
 
-def train_chunk(params, static, opt_state, key, *, optimizer, sample, config, norm, bars, chunk):
-    """``chunk`` Adam steps, each on a fresh prior batch, in one ``lax.scan``.
+def train_chunk(params, static, opt_state, key, *, optimizer, sample, config, norm, bars, chunk,
+                weighting="point"):
+    """``chunk`` Adam steps, each on a fresh prior batch, in one ``lax.scan``; ``weighting``
+    as in :func:`batch_loss`.
 
     Returns ``(params, opt_state, losses (chunk,), short batches)``.
     """
@@ -448,7 +464,8 @@ def train_chunk(params, static, opt_state, key, *, optimizer, sample, config, no
         x, y, t, n, short = sample(k)
 
         def loss_fn(p):
-            return batch_loss(eqx.combine(p, static), config, norm, bars, x, y, t, n)
+            return batch_loss(eqx.combine(p, static), config, norm, bars, x, y, t, n,
+                              weighting)
 
         loss, grads = jax.value_and_grad(loss_fn)(params)
         updates, opt_state = optimizer.update(grads, opt_state, params)
@@ -468,7 +485,7 @@ class PFN:
     def __init__(self, num_points=50, inputs=None, target="y", observed="y", num_buckets=100,
                  width=64, depth=3, heads=4, hidden=None, batch_size=64, learning_rate=1e-3,
                  warmup=None, chunk=100, min_train=1, sink=True, decoder=0,
-                 progress_bar=True):
+                 loss_weighting="point", progress_bar=True):
         self.num_points = check_count("num_points", num_points)
         if self.num_points < 2:
             raise ValueError(f"pfn: num_points must be >= 2, got {num_points}")
@@ -496,6 +513,10 @@ class PFN:
         self.min_train = check_count("min_train", min_train)
         self.sink = bool(sink)
         self.decoder = 0 if not decoder else check_count("decoder", decoder)
+        if loss_weighting not in LOSS_WEIGHTINGS:
+            raise ValueError(f"pfn: loss_weighting must be one of {LOSS_WEIGHTINGS}, got "
+                             f"{loss_weighting!r}")
+        self.loss_weighting = loss_weighting
         self.progress_bar = bool(progress_bar)
         self.network = None
         self.config = None
@@ -610,9 +631,9 @@ class PFN:
         chunk = min(self.chunk, steps)
         num_chunks = -(-steps // chunk)
         total = num_chunks * chunk
-        warmup = min(total // 10, 500) if self.warmup is None else int(self.warmup)
+        warmup = max(min(total // 10, 500) if self.warmup is None else int(self.warmup), 1)
         schedule = optax.warmup_cosine_decay_schedule(
-            0.0, self.learning_rate, max(warmup, 1), max(total, warmup + 1),
+            0.0, self.learning_rate, warmup, max(total, warmup + 1),
             end_value=0.05 * self.learning_rate)
         optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(schedule))
         params, static = eqx.partition(net, eqx.is_array)
@@ -625,7 +646,7 @@ class PFN:
 
         run_chunk = jax.jit(lambda p, s, k: train_chunk(
             p, static, s, k, optimizer=optimizer, sample=sample, config=self.config,
-            norm=self.normaliser, bars=self.bars, chunk=chunk))
+            norm=self.normaliser, bars=self.bars, chunk=chunk, weighting=self.loss_weighting))
         losses, short = [], 0
         start = time.perf_counter()
         bar = _progress(num_chunks * chunk, self.progress_bar)
@@ -836,8 +857,8 @@ def load(path, inputs=None, progress_bar=True, **options) -> PFN:
     """A trained :class:`PFN` from a checkpoint written by :meth:`PFN.save`.
 
     ``options`` are the training options of :func:`pfn` (``batch_size``, ``learning_rate``,
-    ``warmup``, ``chunk``) used if training continues with ``.fit(..., resume=True)``; the
-    architecture comes from the checkpoint."""
+    ``warmup``, ``chunk``, ``loss_weighting``) used if training continues with
+    ``.fit(..., resume=True)``; the architecture comes from the checkpoint."""
     architecture = {"num_points", "target", "observed", "num_buckets", "width", "depth",
                     "heads", "hidden", "min_train", "sink", "decoder"}
     if architecture & set(options):
@@ -897,7 +918,9 @@ def pfn(num_points=50, inputs=None, target="y", observed="y", num_buckets=100, w
             token every token attends to, so the network can tell the training-set size;
             see :class:`PFNNetwork`), ``decoder=0`` (hidden units of a 2-layer MLP decoder
             added to the linear head; 0 for none; worth it when ``num_buckets`` is much
-            larger than ``width``), ``progress_bar=True``.
+            larger than ``width``), ``loss_weighting="point"`` (``"dataset"``: every
+            training-set size weighs the same in the loss instead of every query point; see
+            :func:`batch_loss`), ``progress_bar=True``.
     """
     return PFN(num_points=num_points, inputs=inputs, target=target, observed=observed,
                num_buckets=num_buckets, width=width, depth=depth, heads=heads, **options)

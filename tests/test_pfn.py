@@ -12,7 +12,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from ppl.inference.pfn import BarDistribution, load, make_borders, pfn, sample_datasets
+from ppl.inference.pfn import (
+    BarDistribution,
+    batch_loss,
+    load,
+    make_borders,
+    pfn,
+    sample_datasets,
+)
 from ppl.models.conjugate import normal_normal, normal_normal_exact
 from ppl.models.pfn_priors import (
     gp_exact_predictive,
@@ -193,6 +200,35 @@ def test_decoder_added_to_trained_network_keeps_then_learns(small_pfn, tmp_path)
     assert fresh.network.decoder is not None and np.all(np.isfinite(fresh.history["loss"]))
     with pytest.raises(ValueError, match="decoder"):
         pfn(decoder=-3)
+
+
+def test_loss_weighting_point_and_dataset(small_pfn):
+    """``batch_loss`` with ``"point"`` is the NLL summed over all query points of the batch
+    over their count; with ``"dataset"`` the mean over datasets of each one's mean NLL per
+    query (computed here from ``log_predictive``). On a batch with unequal training-set
+    sizes the two differ, and ``fit`` applies the option: one step from the same key and
+    initialisation records different losses."""
+    x, y, t, n, _ = sample_datasets(jax.random.PRNGKey(6), gp_regression, gp_inputs,
+                                    N_POINTS, 16)
+    lp = np.asarray(small_pfn.log_predictive(x, y, n))
+    nll = [-lp[b, int(k):] for b, k in enumerate(np.asarray(n))]
+    assert len({v.size for v in nll}) > 1
+    per_point = np.concatenate(nll).mean()
+    per_dataset = np.mean([v.mean() for v in nll])
+    args = (small_pfn.network, small_pfn.config, small_pfn.normaliser, small_pfn.bars,
+            x, y, t, n)
+    np.testing.assert_allclose(float(batch_loss(*args)), per_point, rtol=1e-5)
+    np.testing.assert_allclose(float(batch_loss(*args, weighting="dataset")), per_dataset,
+                               rtol=1e-5)
+    assert abs(per_point - per_dataset) > 1e-3
+    first = {}
+    for weighting in ("point", "dataset"):
+        net = pfn(num_points=N_POINTS, inputs=gp_inputs, num_buckets=20, width=8, depth=1,
+                  heads=2, chunk=1, loss_weighting=weighting, progress_bar=False)
+        first[weighting] = net.fit(jax.random.PRNGKey(3), gp_regression, steps=1).history
+    assert abs(first["point"]["loss"][0] - first["dataset"]["loss"][0]) > 1e-4
+    with pytest.raises(ValueError, match="loss_weighting"):
+        pfn(loss_weighting="query")
 
 
 @pytest.mark.skipif(not os.path.exists(os.path.join(WEIGHTS, "gp_pfn.npz")),
