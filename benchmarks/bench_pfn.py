@@ -2,6 +2,7 @@
 
     python benchmarks/bench_pfn.py gp --tasks 500
     python benchmarks/bench_pfn.py lc --curves 200 --nuts-curves 4 --nuts-samples 500
+    python benchmarks/bench_pfn.py lc --nuts-curves 40 --nuts-chains 4 --cutoffs 10 80
     python benchmarks/bench_pfn.py lc-compare --curves 200 --baseline OLD.npz [--weights NEW.npz]
 
 GP table (Müller et al. 2022, section 5.1): on held-out datasets drawn from the prior (50
@@ -96,11 +97,12 @@ def nuts_loglik(samples, y, k):
     return float(jnp.mean(logsumexp(lp, axis=0) - jnp.log(lp.shape[0])))
 
 
-def nuts_reference(x, y, k, curves, nuts_samples, nuts_warmup):
+def nuts_reference(x, y, k, curves, nuts_samples, nuts_warmup, chains=1):
     """NUTS's held-out log-likelihood on each curve index in ``curves`` cut at ``k``, and the
     seconds it took: {index: (loglik, seconds)}. Curve ``j`` is run with key ``101 + j``
-    (whichever other curves are run); one untimed run first compiles."""
-    sampler = nuts(nuts_samples, num_warmup=nuts_warmup)
+    (whichever other curves are run); one untimed run first compiles. With ``chains > 1``
+    the chains run vectorized and the predictive pools all their draws."""
+    sampler = nuts(nuts_samples, num_warmup=nuts_warmup, num_chains=chains)
     out = {}
     for i, j in enumerate([curves[0], *curves] if curves else []):
         start = time.perf_counter()
@@ -112,7 +114,8 @@ def nuts_reference(x, y, k, curves, nuts_samples, nuts_warmup):
     return out
 
 
-def bench_lc(curves, nuts_curves, nuts_samples, nuts_warmup, seed, weights=None, cache=None):
+def bench_lc(curves, nuts_curves, nuts_samples, nuts_warmup, seed, weights=None, cache=None,
+             chains=1, cutoffs=CUTOFFS):
     net = load(weights or os.path.join(WEIGHTS, "lc_pfn.npz"), inputs=lc_inputs,
                progress_bar=False)
     m = net.config.num_points
@@ -125,7 +128,7 @@ def bench_lc(curves, nuts_curves, nuts_samples, nuts_warmup, seed, weights=None,
     stored = dict(np.load(cache)) if cache and os.path.exists(cache) else {}
     logliks = lc_curve_logliks(net, x, y)
     rows = {}
-    for k in CUTOFFS:
+    for k in cutoffs:
         lp = logliks[k]
         one = (x[:1], y[:1], jnp.full((1,), k))
         net.logits(*one).block_until_ready()
@@ -134,9 +137,10 @@ def bench_lc(curves, nuts_curves, nuts_samples, nuts_warmup, seed, weights=None,
             net.logits(*one).block_until_ready()
         t_pfn = (time.perf_counter() - start) / 20
         names = [f"c{k}_j{j}_s{nuts_samples}_w{nuts_warmup}_seed{seed}"
-                 for j in range(nuts_curves)]
+                 + (f"_chains{chains}" if chains > 1 else "") for j in range(nuts_curves)]
         missing = [j for j in range(nuts_curves) if names[j] not in stored]
-        for j, result in nuts_reference(x, y, k, missing, nuts_samples, nuts_warmup).items():
+        for j, result in nuts_reference(x, y, k, missing, nuts_samples, nuts_warmup,
+                                        chains).items():
             stored[names[j]] = np.array(result)
         if cache and missing:  # after every cutoff, so an interrupted run keeps what it did
             np.savez(cache, **stored)
@@ -144,7 +148,8 @@ def bench_lc(curves, nuts_curves, nuts_samples, nuts_warmup, seed, weights=None,
         rows[k] = (lp, ll_nuts, t_pfn, float(np.mean(t_nuts)))
     print(f"LC prior, curves of {m} epochs (seed {seed}); mean log-likelihood per held-out "
           f"epoch. PFN on {curves} curves (and on the first {nuts_curves}); NUTS "
-          f"({nuts_warmup} warm-up + {nuts_samples} draws, 1 chain) on the first "
+          f"({nuts_warmup} warm-up + {nuts_samples} draws, {chains} chain"
+          f"{'s' if chains > 1 else ''}) on the first "
           f"{nuts_curves}")
     print("| cutoff | PFN (all) | PFN (NUTS's curves) | NUTS | PFN - NUTS (paired) "
           "| PFN - NUTS, lowest-noise quarter | PFN s/curve | NUTS s/curve | ratio |")
@@ -189,6 +194,11 @@ def main(argv=None):
     parser.add_argument("--nuts-curves", type=int, default=4)
     parser.add_argument("--nuts-samples", type=int, default=500)
     parser.add_argument("--nuts-warmup", type=int, default=500)
+    parser.add_argument("--cutoffs", type=int, nargs="+", default=list(CUTOFFS),
+                        choices=CUTOFFS, help="LC: the cutoffs (%% of the curve) to run")
+    parser.add_argument("--nuts-chains", type=int, default=1,
+                        help="LC: NUTS chains per curve (vectorized; the predictive pools "
+                             "their draws)")
     parser.add_argument("--seed", type=int, default=12345)
     parser.add_argument("--nuts-cache", default=None,
                         help="LC: .npz file that stores NUTS's per-curve results, reused by "
@@ -207,7 +217,7 @@ def main(argv=None):
         compare_lc(args.curves, args.seed, args.weights, args.baseline)
     else:
         bench_lc(args.curves, args.nuts_curves, args.nuts_samples, args.nuts_warmup, args.seed,
-                 args.weights, args.nuts_cache)
+                 args.weights, args.nuts_cache, args.nuts_chains, args.cutoffs)
 
 
 if __name__ == "__main__":
