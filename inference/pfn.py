@@ -445,6 +445,9 @@ def batch_loss(net, config, norm, bars, x, y, t, n_train, weighting="point"):
     the same minimiser, the posterior predictive at every training-set size (eq. 2); they
     differ in how a network of limited capacity trades one size against another.
     """
+    if weighting not in LOSS_WEIGHTINGS:
+        raise ValueError(f"batch_loss: weighting must be one of {LOSS_WEIGHTINGS}, got "
+                         f"{weighting!r}")
     nll, count = jax.vmap(lambda *a: _dataset_nll(net, config, norm, bars, *a))(x, y, t, n_train)
     if weighting == "dataset":
         return jnp.mean(nll / jnp.maximum(count, 1))

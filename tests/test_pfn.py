@@ -221,6 +221,8 @@ def test_loss_weighting_point_and_dataset(small_pfn):
     np.testing.assert_allclose(float(batch_loss(*args, weighting="dataset")), per_dataset,
                                rtol=1e-5)
     assert abs(per_point - per_dataset) > 1e-3
+    with pytest.raises(ValueError, match="weighting"):
+        batch_loss(*args, weighting="query")
     first = {}
     for weighting in ("point", "dataset"):
         net = pfn(num_points=N_POINTS, inputs=gp_inputs, num_buckets=20, width=8, depth=1,
