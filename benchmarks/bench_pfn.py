@@ -126,7 +126,7 @@ def bench_lc(curves, nuts_curves, nuts_samples, nuts_warmup, seed, weights=None,
     # drawn with each curve (not by either method's score, which would favour that method)
     quiet = np.argsort(np.asarray(log_sigma[:nuts_curves]))[:max(nuts_curves // 4, 1)]
     stored = dict(np.load(cache)) if cache and os.path.exists(cache) else {}
-    logliks = lc_curve_logliks(net, x, y)
+    logliks = lc_curve_logliks(net, x, y, cutoffs)
     rows = {}
     for k in cutoffs:
         lp = logliks[k]
@@ -165,10 +165,10 @@ def bench_lc(curves, nuts_curves, nuts_samples, nuts_warmup, seed, weights=None,
               f"| {tn / tp:.0f}x |")
 
 
-def lc_curve_logliks(net, x, y):
+def lc_curve_logliks(net, x, y, cutoffs=CUTOFFS):
     """{cutoff: per-curve mean log-likelihood of the held-out epochs} under ``net``."""
     return {k: np.asarray(net.log_predictive(x, y, jnp.full((x.shape[0],), k)))[:, k:].mean(1)
-            for k in CUTOFFS}
+            for k in cutoffs}
 
 
 def compare_lc(curves, seed, weights, baseline):

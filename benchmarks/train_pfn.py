@@ -20,7 +20,7 @@ import time
 
 import jax
 import numpy as np
-from ppl.inference.pfn import load, pfn
+from ppl.inference.pfn import LOSS_WEIGHTINGS, load, pfn
 from ppl.models.pfn_priors import (
     GP_MAX_POINTS,
     LC_EPOCHS,
@@ -50,7 +50,7 @@ def main(argv=None):
                         help="hidden units of a 2-layer MLP decoder added to the linear head "
                              "(with --resume: added to the loaded network, output starting "
                              "at zero)")
-    parser.add_argument("--loss-weighting", choices=["point", "dataset"], default="point",
+    parser.add_argument("--loss-weighting", choices=LOSS_WEIGHTINGS, default="point",
                         help="point: every query point weighs the same in the loss; dataset: "
                              "every training-set size does (see ppl.inference.pfn.batch_loss)")
     parser.add_argument("--lr", type=float, default=1e-3)

@@ -434,6 +434,13 @@ def _dataset_nll(net, config, norm, bars, x, y, t, n_train):
 LOSS_WEIGHTINGS = ("point", "dataset")
 
 
+def _check_loss_weighting(where, weighting):
+    """Raise ``ValueError`` naming ``where`` unless ``weighting`` is one of LOSS_WEIGHTINGS."""
+    if weighting not in LOSS_WEIGHTINGS:
+        raise ValueError(f"{where}: loss_weighting must be one of {LOSS_WEIGHTINGS}, got "
+                         f"{weighting!r}")
+
+
 def batch_loss(net, config, norm, bars, x, y, t, n_train, weighting="point"):
     """NLL of a batch of datasets' query points.
 
@@ -445,9 +452,7 @@ def batch_loss(net, config, norm, bars, x, y, t, n_train, weighting="point"):
     the same minimiser, the posterior predictive at every training-set size (eq. 2); they
     differ in how a network of limited capacity trades one size against another.
     """
-    if weighting not in LOSS_WEIGHTINGS:
-        raise ValueError(f"batch_loss: weighting must be one of {LOSS_WEIGHTINGS}, got "
-                         f"{weighting!r}")
+    _check_loss_weighting("batch_loss", weighting)
     nll, count = jax.vmap(lambda *a: _dataset_nll(net, config, norm, bars, *a))(x, y, t, n_train)
     if weighting == "dataset":
         return jnp.mean(nll / jnp.maximum(count, 1))
@@ -516,9 +521,7 @@ class PFN:
         self.min_train = check_count("min_train", min_train)
         self.sink = bool(sink)
         self.decoder = 0 if not decoder else check_count("decoder", decoder)
-        if loss_weighting not in LOSS_WEIGHTINGS:
-            raise ValueError(f"pfn: loss_weighting must be one of {LOSS_WEIGHTINGS}, got "
-                             f"{loss_weighting!r}")
+        _check_loss_weighting("pfn", loss_weighting)
         self.loss_weighting = loss_weighting
         self.progress_bar = bool(progress_bar)
         self.network = None
