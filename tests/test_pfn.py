@@ -374,16 +374,35 @@ def test_latent_mode_posterior_width_shrinks_with_training_size(mu_pfn):
     assert slope + 4 * se < -0.15, (slope, se)
 
 
-@pytest.mark.xfail(strict=True, reason="with the attention sink the width shrinks with n "
-                   "(the test above), but a 1000-step width-32 network is still 1.2-1.9x too "
-                   "wide at n >= 7 (its tails hold too much mass)")
+def exact_bar_logits(bars, mean, sd):
+    """Log bucket masses of the Normal(mean, sd) posteriors in ``bars``: the exact posterior
+    as closely as a bar distribution over these borders can hold it."""
+    b = np.asarray(bars.borders, np.float64)[1:-1]
+    cdf = stats.norm.cdf((b[None, :] - mean[:, None]) / sd[:, None])
+    ones = np.ones((len(mean), 1))
+    mass = np.diff(np.concatenate([0 * ones, cdf, ones], axis=1), axis=1)
+    return jnp.asarray(np.log(np.maximum(mass, 1e-30)), jnp.float32)
+
+
 def test_latent_mode_posterior_sd_tracks_training_size(mu_pfn):
-    """The posterior sd of mu shrinks as 1/sqrt(1 + n): the bar distribution's sd should
-    match it within 25% (rms log ratio over 400 held-out tasks)."""
-    mu, y, n = normal_normal_tasks(1, 400, LATENT_POINTS)
+    """The bar distribution's sd of mu matches that of the exact posterior held in the
+    same buckets, within 25% (rms log ratio over 400 held-out tasks).
+
+    The reference is the exact posterior's bucket masses, not its sd 1/sqrt(1 + n): a
+    posterior near the prior's edge puts mass in an edge bucket, whose half-normal tail is
+    as wide as that bucket (here about 1.6, against posterior sds of 0.3-0.7), so even the
+    exact posterior in these 40 buckets has sds 1.2-1.5x its own (rms log ratio 0.41).
+    Measured 0.19 for this network; the same network trained without the attention sink,
+    which cannot count its training points, gives 0.28 (0.66x the reference at n = 1,
+    1.46x at n = 10)."""
+    _, y, n = normal_normal_tasks(1, 400, LATENT_POINTS)
+    exact = [normal_normal_exact(y[b, :n[b]]) for b in range(len(n))]
+    mean = np.array([e["mean"] for e in exact])
+    sd = np.sqrt([e["var"] for e in exact])
     logits = mu_pfn.logits(jnp.zeros(y.shape), jnp.asarray(y, jnp.float32), jnp.asarray(n))
-    sd = np.sqrt(np.asarray(mu_pfn.bars.variance(logits)))
-    log_ratio = np.log(sd * np.sqrt(1.0 + n))
+    sd_pfn = np.sqrt(np.asarray(mu_pfn.bars.variance(logits)))
+    sd_ref = np.sqrt(np.asarray(mu_pfn.bars.variance(exact_bar_logits(mu_pfn.bars, mean, sd))))
+    log_ratio = np.log(sd_pfn / sd_ref)
     assert np.sqrt(np.mean(log_ratio**2)) < 0.25, [
         (k, float(np.exp(log_ratio[n == k]).mean())) for k in range(1, LATENT_POINTS + 1)]
 
