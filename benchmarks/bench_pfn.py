@@ -2,7 +2,7 @@
 
     python benchmarks/bench_pfn.py gp --tasks 500
     python benchmarks/bench_pfn.py lc --curves 200 --nuts-curves 4 --nuts-samples 500
-    python benchmarks/bench_pfn.py lc --nuts-curves 40 --nuts-chains 4 --cutoffs 10 80
+    python benchmarks/bench_pfn.py lc --nuts-curves 64 --nuts-chains 4 --cutoffs 10 80
     python benchmarks/bench_pfn.py lc-compare --curves 200 --baseline OLD.npz [--weights NEW.npz]
 
 GP table (Müller et al. 2022, section 5.1): on held-out datasets drawn from the prior (50
