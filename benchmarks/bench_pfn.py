@@ -4,6 +4,7 @@
     python benchmarks/bench_pfn.py lc --curves 200 --nuts-curves 4 --nuts-samples 500
     python benchmarks/bench_pfn.py lc --nuts-curves 64 --nuts-chains 4 --cutoffs 10 80
     python benchmarks/bench_pfn.py lc-compare --curves 200 --baseline OLD.npz [--weights NEW.npz]
+    python benchmarks/bench_pfn.py half --tasks 500     # the shipped networks in float16
 
 GP table (Müller et al. 2022, section 5.1): on held-out datasets drawn from the prior (50
 points, 1..49 of them the training set, the rest queries), the mean NLL per query point of
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 import time
 
 import jax
@@ -186,9 +188,37 @@ def compare_lc(curves, seed, weights, baseline):
         print(f"| {k}% | {ma:.3f} | {mb:.3f} | {md:+.3f} +- {sd:.3f} |")
 
 
+def compare_half_precision(tasks, seed):
+    """Each shipped network against its copy saved with float16 weights and loaded back:
+    file sizes and the change in log predictive density, per query point (largest) and per
+    task (mean over query points, paired), on ``tasks`` prior datasets."""
+    priors = (("gp_pfn.npz", gp_inputs, gp_regression), ("lc_pfn.npz", lc_inputs,
+                                                          learning_curve))
+    print(f"Shipped networks with float16 weights, {tasks} prior tasks (seed {seed}): change "
+          "in log predictive density (half - full)")
+    print("| network | file (float32) | file (float16) | largest change at a query point "
+          "| mean change per task |")
+    print("| --- | --- | --- | --- | --- |")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, inputs, model in priors:
+            path, half_path = os.path.join(WEIGHTS, name), os.path.join(tmp, name)
+            full = load(path, inputs=inputs, progress_bar=False)
+            full.save(half_path, weights_dtype="float16")
+            half = load(half_path, inputs=inputs, progress_bar=False)
+            m = full.config.num_points
+            x, y, _, n, _ = sample_datasets(jax.random.PRNGKey(seed), model, inputs, m, tasks,
+                                            oversample=12)
+            query = np.arange(m)[None, :] >= np.asarray(n)[:, None]
+            change = np.asarray(half.log_predictive(x, y, n) - full.log_predictive(x, y, n))
+            md, sd = mean_se((change * query).sum(1) / query.sum(1))
+            print(f"| {name} | {os.path.getsize(path) / 1e6:.2f} MB "
+                  f"| {os.path.getsize(half_path) / 1e6:.2f} MB "
+                  f"| {np.abs(change[query]).max():.4f} | {md:+.1e} +- {sd:.1e} |")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("table", choices=["gp", "lc", "lc-compare"])
+    parser.add_argument("table", choices=["gp", "lc", "lc-compare", "half"])
     parser.add_argument("--tasks", type=int, default=500)
     parser.add_argument("--curves", type=int, default=200)
     parser.add_argument("--nuts-curves", type=int, default=4)
@@ -211,6 +241,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.table == "gp":
         bench_gp(args.tasks, args.seed, args.weights)
+    elif args.table == "half":
+        compare_half_precision(args.tasks, args.seed)
     elif args.table == "lc-compare":
         if args.baseline is None:
             parser.error("lc-compare needs --baseline FILE")
