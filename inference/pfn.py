@@ -844,7 +844,7 @@ class PFN:
         meta = {f: getattr(self.config, f) for f in _Config.__dataclass_fields__}
         meta.update(version=_FORMAT_VERSION, model=self.model_name, min_train=self.min_train,
                     weights_dtype=weights_dtype)
-        arrays = {f"leaf_{i}": _stored(np.asarray(v), weights_dtype)
+        arrays = {f"leaf_{i}": _stored(np.asarray(v), weights_dtype, i)
                   for i, v in enumerate(leaves)}
         n = self.normaliser
         np.savez(path, meta=np.array(json.dumps(meta)), borders=np.asarray(self.bars.borders),
@@ -855,11 +855,17 @@ class PFN:
 WEIGHTS_DTYPES = ("float32", "float16")
 
 
-def _stored(array, weights_dtype):
-    """``array`` as written to a checkpoint: floating arrays in ``weights_dtype``."""
-    if np.issubdtype(array.dtype, np.floating):
-        return array.astype(weights_dtype)
-    return array
+def _stored(array, weights_dtype, index):
+    """Network array ``index`` as written to a checkpoint: floating arrays in
+    ``weights_dtype``, refused where a finite weight would overflow it."""
+    if not np.issubdtype(array.dtype, np.floating):
+        return array
+    finite = np.abs(array[np.isfinite(array)])
+    if finite.size and finite.max() > np.finfo(weights_dtype).max:
+        raise ValueError(f"pfn.save: network array {index} has weights beyond the range of "
+                         f"{weights_dtype} (largest |w| = {finite.max():.3g}); save in "
+                         "float32")
+    return array.astype(weights_dtype)
 
 
 @eqx.filter_jit

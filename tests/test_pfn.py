@@ -141,7 +141,8 @@ def test_checkpoint_in_half_precision(small_pfn, tmp_path):
     """``save(weights_dtype="float16")`` halves the file; the loaded network is float32
     again and its log predictive densities move by the rounding of its weights only: under
     0.01 nats at every query point of 64 prior tasks (the shipped networks' gaps to their
-    references are 0.02-0.06 nats), while the stored weights did change."""
+    references are 0.02-0.06 nats), while the stored weights did change. Weights beyond
+    float16's range are refused rather than stored as inf."""
     full, half = tmp_path / "full.npz", tmp_path / "half.npz"
     small_pfn.save(full)
     small_pfn.save(half, weights_dtype="float16")
@@ -161,6 +162,10 @@ def test_checkpoint_in_half_precision(small_pfn, tmp_path):
     assert 0.0 < change.max() < 0.01, change.max()
     with pytest.raises(ValueError, match="weights_dtype"):
         small_pfn.save(tmp_path / "bad.npz", weights_dtype="int8")
+    huge = load(full, inputs=gp_inputs)
+    huge.network = jax.tree.map(lambda v: v * 1e6 if eqx.is_array(v) else v, huge.network)
+    with pytest.raises(ValueError, match="beyond the range of float16"):
+        huge.save(tmp_path / "huge.npz", weights_dtype="float16")
 
 
 def test_resume_training_from_checkpoint(small_pfn, tmp_path):
