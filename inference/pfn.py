@@ -434,11 +434,11 @@ def _dataset_nll(net, config, norm, bars, x, y, t, n_train):
 LOSS_WEIGHTINGS = ("point", "dataset")
 
 
-def _check_loss_weighting(where, weighting):
-    """Raise ``ValueError`` naming ``where`` unless ``weighting`` is one of LOSS_WEIGHTINGS."""
-    if weighting not in LOSS_WEIGHTINGS:
-        raise ValueError(f"{where}: loss_weighting must be one of {LOSS_WEIGHTINGS}, got "
-                         f"{weighting!r}")
+def _check_choice(where, argument, value, choices):
+    """Raise ``ValueError`` naming ``where`` and ``argument`` unless ``value`` is one of
+    ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{where}: {argument} must be one of {choices}, got {value!r}")
 
 
 def batch_loss(net, config, norm, bars, x, y, t, n_train, weighting="point"):
@@ -452,7 +452,7 @@ def batch_loss(net, config, norm, bars, x, y, t, n_train, weighting="point"):
     the same minimiser, the posterior predictive at every training-set size (eq. 2); they
     differ in how a network of limited capacity trades one size against another.
     """
-    _check_loss_weighting("batch_loss", weighting)
+    _check_choice("batch_loss", "loss_weighting", weighting, LOSS_WEIGHTINGS)
     nll, count = jax.vmap(lambda *a: _dataset_nll(net, config, norm, bars, *a))(x, y, t, n_train)
     if weighting == "dataset":
         return jnp.mean(nll / jnp.maximum(count, 1))
@@ -521,7 +521,7 @@ class PFN:
         self.min_train = check_count("min_train", min_train)
         self.sink = bool(sink)
         self.decoder = 0 if not decoder else check_count("decoder", decoder)
-        _check_loss_weighting("pfn", loss_weighting)
+        _check_choice("pfn", "loss_weighting", loss_weighting, LOSS_WEIGHTINGS)
         self.loss_weighting = loss_weighting
         self.progress_bar = bool(progress_bar)
         self.network = None
@@ -672,7 +672,7 @@ class PFN:
             self.history = {"loss": np.concatenate(losses),
                             "seconds": time.perf_counter() - start, "short_batches": short,
                             "acceptance": rate, "oversample": oversample,
-                            "steps": len(losses) * chunk, "chunk": chunk}
+                            "steps": len(losses) * chunk}
             self._predict = {}
             if checkpoint is not None:
                 self.save(checkpoint)
@@ -837,9 +837,7 @@ class PFN:
         rounding of each weight, about 5e-4 relative). The normaliser and the bucket
         borders are always stored in full precision."""
         self._check_fitted()
-        if weights_dtype not in WEIGHTS_DTYPES:
-            raise ValueError(f"pfn.save: weights_dtype must be one of {WEIGHTS_DTYPES}, got "
-                             f"{weights_dtype!r}")
+        _check_choice("pfn.save", "weights_dtype", weights_dtype, WEIGHTS_DTYPES)
         leaves = jax.tree.leaves(eqx.filter(self.network, eqx.is_array))
         meta = {f: getattr(self.config, f) for f in _Config.__dataclass_fields__}
         meta.update(version=_FORMAT_VERSION, model=self.model_name, min_train=self.min_train,

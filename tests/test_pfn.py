@@ -347,14 +347,19 @@ def normal_normal_tasks(seed, num_tasks, num_points):
     return mu, y, n
 
 
+def exact_posteriors(y, n):
+    """Means and sds of the exact Normal-Normal posteriors of mu given the first n[b] points
+    of each task y[b]."""
+    exact = [normal_normal_exact(y[b, :n[b]]) for b in range(len(n))]
+    return np.array([e["mean"] for e in exact]), np.sqrt([e["var"] for e in exact])
+
+
 def latent_nll(net, mu, y, n):
     """Per-task NLL of the true mu under (pfn bar distribution, exact posterior, prior), and
     the posterior means (pfn, exact) with the exact posterior sd."""
     logits = net.logits(jnp.zeros(y.shape), jnp.asarray(y, jnp.float32), jnp.asarray(n))
     nll_pfn = -np.asarray(net.bars.log_prob(logits, jnp.asarray(mu, jnp.float32)))
-    exact = [normal_normal_exact(y[b, :n[b]]) for b in range(len(mu))]
-    mean = np.array([e["mean"] for e in exact])
-    sd = np.sqrt([e["var"] for e in exact])
+    mean, sd = exact_posteriors(y, n)
     nll = np.stack([nll_pfn, -stats.norm.logpdf(mu, mean, sd), -stats.norm.logpdf(mu)])
     return nll, np.asarray(net.bars.mean(logits)), mean, sd
 
@@ -429,9 +434,7 @@ def test_latent_mode_posterior_sd_tracks_training_size(mu_pfn):
     which cannot count its training points, gives 0.28 (0.66x the reference at n = 1,
     1.46x at n = 10)."""
     _, y, n = normal_normal_tasks(1, 400, LATENT_POINTS)
-    exact = [normal_normal_exact(y[b, :n[b]]) for b in range(len(n))]
-    mean = np.array([e["mean"] for e in exact])
-    sd = np.sqrt([e["var"] for e in exact])
+    mean, sd = exact_posteriors(y, n)
     logits = mu_pfn.logits(jnp.zeros(y.shape), jnp.asarray(y, jnp.float32), jnp.asarray(n))
     sd_pfn = np.sqrt(np.asarray(mu_pfn.bars.variance(logits)))
     sd_ref = np.sqrt(np.asarray(mu_pfn.bars.variance(exact_bar_logits(mu_pfn.bars, mean, sd))))
