@@ -5,6 +5,7 @@
     python benchmarks/bench_pfn.py lc --nuts-curves 64 --nuts-chains 4 --cutoffs 10 80
     python benchmarks/bench_pfn.py lc-compare --curves 200 --baseline OLD.npz [--weights NEW.npz]
     python benchmarks/bench_pfn.py half --tasks 500     # the shipped networks in float16
+    python benchmarks/bench_pfn.py nuts-chains --nuts-curves 64 --nuts-chains 4 --caches A B C
 
 GP table (Müller et al. 2022, section 5.1): on held-out datasets drawn from the prior (50
 points, 1..49 of them the training set, the rest queries), the mean NLL per query point of
@@ -138,8 +139,7 @@ def bench_lc(curves, nuts_curves, nuts_samples, nuts_warmup, seed, weights=None,
         for _ in range(20):
             net.logits(*one).block_until_ready()
         t_pfn = (time.perf_counter() - start) / 20
-        names = [f"c{k}_j{j}_s{nuts_samples}_w{nuts_warmup}_seed{seed}"
-                 + (f"_chains{chains}" if chains > 1 else "") for j in range(nuts_curves)]
+        names = nuts_cache_names(k, nuts_curves, nuts_samples, nuts_warmup, seed, chains)
         missing = [j for j in range(nuts_curves) if names[j] not in stored]
         for j, result in nuts_reference(x, y, k, missing, nuts_samples, nuts_warmup,
                                         chains).items():
@@ -188,6 +188,31 @@ def compare_lc(curves, seed, weights, baseline):
         print(f"| {k}% | {ma:.3f} | {mb:.3f} | {md:+.3f} +- {sd:.3f} |")
 
 
+def nuts_cache_names(k, nuts_curves, nuts_samples, nuts_warmup, seed, chains):
+    """The cache keys of NUTS's results on the first ``nuts_curves`` curves cut at ``k``."""
+    return [f"c{k}_j{j}_s{nuts_samples}_w{nuts_warmup}_seed{seed}"
+            + (f"_chains{chains}" if chains > 1 else "") for j in range(nuts_curves)]
+
+
+def compare_nuts_chains(caches, nuts_curves, nuts_samples, nuts_warmup, seed, chains):
+    """NUTS with ``chains`` chains against one chain, per curve, from the results cached by
+    earlier ``lc`` runs (``caches``: the files that hold them, merged)."""
+    stored = {}
+    for cache in caches:
+        stored.update(np.load(cache))
+    print(f"NUTS ({nuts_warmup} warm-up + {nuts_samples} draws), {chains} chains minus 1 "
+          f"chain, held-out log-likelihood per curve on the first {nuts_curves} curves "
+          f"(seed {seed})")
+    print("| cutoff | difference | range |")
+    print("| --- | --- | --- |")
+    for k in CUTOFFS:
+        many, one = ([stored[name][0] for name in nuts_cache_names(
+            k, nuts_curves, nuts_samples, nuts_warmup, seed, c)] for c in (chains, 1))
+        d = np.array(many) - np.array(one)
+        md, sd = mean_se(d)
+        print(f"| {k}% | {md:+.3f} +- {sd:.3f} | {d.min():+.2f}..{d.max():+.2f} |")
+
+
 def compare_half_precision(tasks, seed):
     """Each shipped network against its copy saved with float16 weights and loaded back:
     file sizes and the change in log predictive density, per query point (largest) and per
@@ -218,7 +243,7 @@ def compare_half_precision(tasks, seed):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("table", choices=["gp", "lc", "lc-compare", "half"])
+    parser.add_argument("table", choices=["gp", "lc", "lc-compare", "nuts-chains", "half"])
     parser.add_argument("--tasks", type=int, default=500)
     parser.add_argument("--curves", type=int, default=200)
     parser.add_argument("--nuts-curves", type=int, default=4)
@@ -234,6 +259,9 @@ def main(argv=None):
                         help="LC: .npz file that stores NUTS's per-curve results, reused by "
                              "later runs with the same curves and settings (a run with more "
                              "curves only runs NUTS on the new ones)")
+    parser.add_argument("--caches", nargs="+", default=None,
+                        help="nuts-chains: the --nuts-cache files of earlier lc runs (with "
+                             "--nuts-chains C and with one chain), read together")
     parser.add_argument("--weights", default=None,
                         help="network file (default: the shipped one in models/pfn_weights)")
     parser.add_argument("--baseline", default=None,
@@ -243,6 +271,11 @@ def main(argv=None):
         bench_gp(args.tasks, args.seed, args.weights)
     elif args.table == "half":
         compare_half_precision(args.tasks, args.seed)
+    elif args.table == "nuts-chains":
+        if not args.caches or args.nuts_chains < 2:
+            parser.error("nuts-chains needs --caches FILE [FILE ...] and --nuts-chains > 1")
+        compare_nuts_chains(args.caches, args.nuts_curves, args.nuts_samples,
+                            args.nuts_warmup, args.seed, args.nuts_chains)
     elif args.table == "lc-compare":
         if args.baseline is None:
             parser.error("lc-compare needs --baseline FILE")
