@@ -39,7 +39,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from ppl.inference.paris import run_paris
+from ppl.inference.smoothing import run_paris
 
 from ppl import models as zoo
 

@@ -33,8 +33,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
-from ppl.inference.nuts import nuts
-from ppl.inference.pfn import load, sample_datasets
+from ppl.inference.hamiltonian import nuts
+from ppl.inference.prior_fitted import load, sample_datasets
 from ppl.models.pfn_priors import (
     gp_exact_predictive,
     gp_inputs,

@@ -58,7 +58,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torchsde  # noqa: E402
-from ppl.inference.vsde import vsde  # noqa: E402
+from ppl.inference.variational_sde import vsde  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_vsde import (  # noqa: E402

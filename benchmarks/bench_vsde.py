@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from ppl.inference.vsde import MLPControl, vsde
+from ppl.inference.variational_sde import MLPControl, vsde
 from ppl.semantics.mafbm import geometric_speeds, mafbm_weights
 
 import ppl

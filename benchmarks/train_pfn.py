@@ -30,7 +30,7 @@ import time
 
 import jax
 import numpy as np
-from ppl.inference.pfn import LOSS_WEIGHTINGS, WEIGHTS_DTYPES, load, pfn
+from ppl.inference.prior_fitted import LOSS_WEIGHTINGS, WEIGHTS_DTYPES, load, pfn
 from ppl.models.pfn_priors import (
     GP_MAX_POINTS,
     LC_EPOCHS,
@@ -98,7 +98,8 @@ def main(argv=None):
                              "at zero)")
     parser.add_argument("--loss-weighting", choices=LOSS_WEIGHTINGS, default="point",
                         help="point: every query point weighs the same in the loss; dataset: "
-                             "every training-set size does (see ppl.inference.pfn.batch_loss)")
+                             "every training-set size does "
+                             "(see ppl.inference.prior_fitted.batch_loss)")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None)

@@ -25,7 +25,7 @@ import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from ppl.inference.vsde import vsde  # noqa: E402
+from ppl.inference.variational_sde import vsde  # noqa: E402
 from ppl.semantics.mafbm import exact_fbm_covariance  # noqa: E402
 
 import ppl  # noqa: E402

@@ -24,8 +24,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from ppl.inference.nuts import nuts  # noqa: E402
-from ppl.inference.pfn import load, sample_datasets  # noqa: E402
+from ppl.inference.hamiltonian import nuts  # noqa: E402
+from ppl.inference.prior_fitted import load, sample_datasets  # noqa: E402
 from ppl.models.pfn_priors import LC_EPOCHS, lc_inputs, learning_curve  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))

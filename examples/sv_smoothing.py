@@ -27,7 +27,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from numpyro.distributions import constraints  # noqa: E402
 from ppl.inference.learning import score_ascent  # noqa: E402
-from ppl.inference.ppg import ppg  # noqa: E402
+from ppl.inference.paris_gibbs import ppg  # noqa: E402
 
 import ppl  # noqa: E402
 from ppl import dist  # noqa: E402

@@ -19,10 +19,12 @@ Configure a combinator once, then ``.run(key, model, *args, **kwargs)``:
 """
 
 from ppl.inference import resampling
-from ppl.inference.amortized import Amortized, AmortizedStep, amortized, amortized_step
-from ppl.inference.csmc import CSMC, csmc
-from ppl.inference.exact import Exact, exact
-from ppl.inference.importance import Importance, importance
+from ppl.inference.amortization import Amortized, AmortizedStep, amortized, amortized_step
+from ppl.inference.conditional import CSMC, csmc
+from ppl.inference.enumeration import Exact, exact
+from ppl.inference.filtering import SMC, smc
+from ppl.inference.hamiltonian import HMC, NUTS, hmc, nuts
+from ppl.inference.importance_sampling import Importance, importance
 from ppl.inference.learning import (
     ParticleGibbs,
     ScoreAscent,
@@ -32,18 +34,17 @@ from ppl.inference.learning import (
     score_ascent,
     score_climbing,
 )
-from ppl.inference.mh import MH, mh
-from ppl.inference.nuts import HMC, NUTS, hmc, nuts
-from ppl.inference.paris import PaRIS, SmoothingPosterior, paris
-from ppl.inference.pfn import PFN, pfn
-from ppl.inference.pmmh import PMMH, pmmh
-from ppl.inference.ppg import PPG, ppg
-from ppl.inference.rmsmc import RMSMC, rmsmc
-from ppl.inference.smc import SMC, smc
-from ppl.inference.smc2 import SMC2, smc2
-from ppl.inference.svi import SVI, svi
+from ppl.inference.marginal_mh import PMMH, pmmh
+from ppl.inference.paris_gibbs import PPG, ppg
+from ppl.inference.prior_fitted import PFN, pfn
+from ppl.inference.prior_fitted import load as load_pfn
+from ppl.inference.resample_move import RMSMC, rmsmc
+from ppl.inference.smc_squared import SMC2, smc2
+from ppl.inference.smoothing import PaRIS, SmoothingPosterior, paris
 from ppl.inference.tempered import TemperedSMC, tempered_smc
-from ppl.inference.vsde import VSDE, AffineControl, MLPControl, vsde
+from ppl.inference.trace_mh import MH, mh
+from ppl.inference.variational import SVI, svi
+from ppl.inference.variational_sde import VSDE, AffineControl, MLPControl, vsde
 
 __all__ = ["Exact", "Importance", "SMC", "exact", "importance", "resampling", "smc",
            "TemperedSMC", "tempered_smc",
@@ -54,4 +55,4 @@ __all__ = ["Exact", "Importance", "SMC", "exact", "importance", "resampling", "s
            "VSDE", "AffineControl", "MLPControl", "vsde",
            "CSMC", "csmc", "PaRIS", "SmoothingPosterior", "paris", "PPG", "ppg",
            "ParticleGibbs", "ScoreAscent", "ScoreClimbing", "fisher_score",
-           "particle_gibbs", "score_ascent", "score_climbing", "PFN", "pfn"]
+           "particle_gibbs", "score_ascent", "score_climbing", "PFN", "pfn", "load_pfn"]

@@ -1,7 +1,7 @@
 """Parameter learning for ``ppl.markov`` programs with PaRIS particle Gibbs (PPG).
 
-Three algorithms built on the conditional PaRIS sweep of :mod:`ppl.inference.paris` and
-the conditional SMC of :mod:`ppl.inference.csmc`:
+Three algorithms built on the conditional PaRIS sweep of :mod:`ppl.inference.smoothing` and
+the conditional SMC of :mod:`ppl.inference.conditional`:
 
 * :func:`score_ascent` — maximum likelihood for the program's ``ppl.param`` sites by
   stochastic gradient ascent on log p_theta(y). The score is, by Fisher's identity
@@ -39,7 +39,7 @@ bar, :func:`ppl.inference.progress.progress_scan`), each iteration ``num_sweeps`
 sweeps (a ``lax.scan``) at the current parameters whose estimates after ``burn_in`` are
 averaged (Cardoso et al. 2023, the bias-reduced estimator Pi_{k0,k}).
 
-Step functionals. PaRIS in :mod:`ppl.inference.paris` feeds the user's functional the
+Step functionals. PaRIS in :mod:`ppl.inference.smoothing` feeds the user's functional the
 carries ``psi(t, x_prev, x, params)``. The score needs the step's latent *values* (the
 carry need not contain them), so this module's sweep (:func:`conditional_sweep`) feeds a
 *step functional* ``phi(t, prev_carry, carry, values)``; it is assembled from the same
@@ -60,7 +60,7 @@ from jax.flatten_util import ravel_pytree
 from numpyro.distributions import constraints
 from numpyro.distributions.transforms import biject_to
 from ppl.inference.base import CompiledRuns, check_count, check_key, check_option
-from ppl.inference.csmc import (
+from ppl.inference.conditional import (
     check_markov_gap,
     check_reference,
     csmc_kernel,
@@ -68,7 +68,9 @@ from ppl.inference.csmc import (
     initial_population,
     shared_state_space,
 )
-from ppl.inference.paris import (
+from ppl.inference.filtering import _REPLAY_KEY
+from ppl.inference.progress import progress_scan
+from ppl.inference.smoothing import (
     BACKWARD,
     exact_backward_indices,
     gaussian_log_bound,
@@ -76,8 +78,6 @@ from ppl.inference.paris import (
     path_from_backward_indices,
     reject_backward_indices,
 )
-from ppl.inference.progress import progress_scan
-from ppl.inference.smc import _REPLAY_KEY
 from ppl.semantics.sequential import Sequential
 from ppl.semantics.trace import LATENT, PARAM, from_numpyro, record
 
@@ -685,7 +685,7 @@ def run_particle_gibbs_params(key, model, args, kwargs, num_particles, num_sampl
                               new_path="backward") -> PGOutput:
     """Particle Gibbs for states and global latent sites (Andrieu, Doucet & Holenstein
     2010, section 2.4.3; with backward sampling, Lindsten & Schön 2013, Algorithm 5):
-    alternate x ~ CSMC(. | x, theta) (:func:`ppl.inference.csmc.csmc_kernel`) and
+    alternate x ~ CSMC(. | x, theta) (:func:`ppl.inference.conditional.csmc_kernel`) and
     ``mh_steps`` random-walk Metropolis steps on u = T^{-1}(theta) targeting
     p(theta, x, y) |dT/du| (:meth:`StateSpace.log_joint`: prior, global observations and
     the path's transition and observation densities). Pure and jittable."""

@@ -1,7 +1,7 @@
 """Particles spread across devices: a 1-D device mesh and sharding constraints on the
 leading particle axis.
 
-SMC is data-parallel over particles: :func:`ppl.inference.smc.advance` is a ``vmap`` over
+SMC is data-parallel over particles: :func:`ppl.inference.filtering.advance` is a ``vmap`` over
 the N particles, so cutting the particle axis into ``D`` equal blocks, one per device, runs
 each device's ``N / D`` particles in parallel (the "parallel particle filter" of Lee,
 Yau, Giles, Doucet & Holmes 2010, *On the utility of graphics cards to perform massively

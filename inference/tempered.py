@@ -64,8 +64,8 @@ from jax.scipy.special import logsumexp
 from numpyro.distributions.transforms import biject_to
 from numpyro.primitives import Messenger
 from ppl.inference.base import CompiledRuns, check_count, check_key, check_log_weights, check_option
-from ppl.inference.mh import MH
 from ppl.inference.resampling import SCHEMES, ess, get_scheme
+from ppl.inference.trace_mh import MH
 from ppl.semantics.trace import DETERMINISTIC, FACTOR, LATENT, OBSERVED, record
 
 from ppl.errors import NonFiniteWeightError, UnsupportedModelError

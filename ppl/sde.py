@@ -38,10 +38,10 @@ noise per coordinate). ``params`` is any pytree the program passes in (often a d
 Step size. Euler on the OU components is stable and accurate only when the fastest speed is
 resolved: the primitive requires ``gamma_max * dt < 0.5`` on every step (a clear
 :class:`ValueError` otherwise), whenever ``times`` is concrete (it is checked when the
-program runs outside ``jit``; :func:`ppl.inference.vsde.vsde` always runs it so once).
+program runs outside ``jit``; :func:`ppl.inference.variational_sde.vsde` always runs it so once).
 
-Control. :mod:`ppl.inference.vsde` fits a posterior over paths by running the program with
-a *controller* installed (:func:`controlled`): the primitive then simulates under a control
+Control. :mod:`ppl.inference.variational_sde` fits a posterior over paths by running the program
+with a *controller* installed (:func:`controlled`): the primitive then simulates under a control
 ``u(t, state, context)`` that shifts the noise (``dW -> dW + u dt``, Girsanov), records the
 realised standardised increments ``(dW + u dt) / sqrt(dt)`` as the value of the noise site
 (so the recorded trace is a valid prior trace of the same path) and reports the Girsanov

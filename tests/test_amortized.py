@@ -1,4 +1,4 @@
-"""Amortized guides (inference/amortized.py): trained on prior datasets, used as proposals.
+"""Amortized guides (inference/amortization.py): trained on prior datasets, used as proposals.
 
 What is measured, and why the tolerances are what they are:
 
@@ -25,9 +25,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from ppl.inference.amortized import AmortizedGuide, amortized, amortized_step, prior_datasets
-from ppl.inference.importance import importance
-from ppl.inference.smc import smc
+from ppl.inference.amortization import AmortizedGuide, amortized, amortized_step, prior_datasets
+from ppl.inference.filtering import smc
+from ppl.inference.importance_sampling import importance
 from ppl.semantics.validity import preserves
 
 import ppl

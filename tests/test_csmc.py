@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from ppl.inference.csmc import csmc, csmc_sweep, shared_state_space
+from ppl.inference.conditional import csmc, csmc_sweep, shared_state_space
 from ppl.models import lgssm_1d, lgssm_1d_exact, lgssm_1d_unknown_rho, simulate_lgssm_1d
 from ppl.semantics.validity import preserves
 
@@ -19,8 +19,8 @@ from ppl.errors import ShapeMismatchError, UnknownOptionError, UnsupportedModelE
 T = 30
 TIMES = (0, 12, 29)
 
-# the module (``ppl.inference.csmc`` may also name the function once registered)
-csmc_module = importlib.import_module("ppl.inference.csmc")
+# the module (``ppl.inference.conditional`` may also name the function once registered)
+csmc_module = importlib.import_module("ppl.inference.conditional")
 
 
 def data():

@@ -37,7 +37,7 @@ from ppl import models as zoo
 from ppl.errors import UnknownOptionError, UnsupportedModelError
 
 learning = importlib.import_module("ppl.inference.learning")
-csmc_module = importlib.import_module("ppl.inference.csmc")
+csmc_module = importlib.import_module("ppl.inference.conditional")
 
 KEY = jax.random.PRNGKey(20261128)
 TRUE = (0.9, 1.0, 0.5)

@@ -1,4 +1,4 @@
-"""Trace MH (inference/mh.py) against exact answers.
+"""Trace MH (inference/trace_mh.py) against exact answers.
 
 Two kinds of check, each with a tolerance from the Monte Carlo standard error
 (:func:`ppl.semantics.validity.preserves`, ``k = 4``):
@@ -32,7 +32,7 @@ from ppl import inference as infer
 from ppl import models as zoo
 from ppl.errors import UnknownOptionError, UnsupportedModelError
 
-mh_module = importlib.import_module("ppl.inference.mh")
+mh_module = importlib.import_module("ppl.inference.trace_mh")
 
 KEY = jax.random.PRNGKey(20261128)
 NUM_CHAINS = 4000  # independent chains started at exact posterior draws

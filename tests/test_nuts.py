@@ -1,4 +1,4 @@
-"""NUTS and HMC lowered to NumPyro (inference/nuts.py) against exact answers.
+"""NUTS and HMC lowered to NumPyro (inference/hamiltonian.py) against exact answers.
 
 Tolerances come from the Monte Carlo error of the chains themselves: a posterior mean is
 compared with ``se = sd / sqrt(ess)``, ``ess`` from ArviZ over the chains (and the same for
@@ -36,7 +36,7 @@ from ppl import dist
 from ppl import inference as infer
 from ppl import models as zoo
 
-nuts_module = importlib.import_module("ppl.inference.nuts")
+nuts_module = importlib.import_module("ppl.inference.hamiltonian")
 
 KEY = jax.random.PRNGKey(20261130)
 K = 4.0

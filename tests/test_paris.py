@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from ppl.inference.paris import paris
+from ppl.inference.smoothing import paris
 from ppl.models import (
     lgssm_1d,
     lgssm_1d_exact,
@@ -30,8 +30,8 @@ import ppl
 from ppl import dist
 from ppl.errors import UnknownOptionError, UnsupportedModelError
 
-# the module (``ppl.inference.paris`` may also name the function once registered)
-paris_module = importlib.import_module("ppl.inference.paris")
+# the module (``ppl.inference.smoothing`` may also name the function once registered)
+paris_module = importlib.import_module("ppl.inference.smoothing")
 
 
 def psi_1d(t, x_prev, x, params):

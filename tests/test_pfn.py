@@ -1,4 +1,4 @@
-"""Prior-data fitted networks (ppl.inference.pfn) on the GP prior of ppl.models.pfn_priors.
+"""Prior-data fitted networks (ppl.inference.prior_fitted) on the GP prior of ppl.models.pfn_priors.
 
 Held-out comparisons are paired over tasks: each task's mean NLL per query point under two
 predictors, and the tolerance is the standard error of the per-task difference.
@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from ppl.inference.pfn import (
+from ppl.inference.prior_fitted import (
     BarDistribution,
     batch_loss,
     load,
@@ -469,7 +469,7 @@ def test_run_samples_bar_distribution_under_one_jit(small_pfn, mu_pfn, monkeypat
     """``.run`` draws from the predicted bar distribution (bucket frequencies match its
     probabilities, chi-square z < 4), and a second call with the same shapes reuses the
     compiled forward pass and sampler (no new trace)."""
-    module = importlib.import_module("ppl.inference.pfn")
+    module = importlib.import_module("ppl.inference.prior_fitted")
     traces = []
     tokens = module._tokens
 

@@ -1,4 +1,4 @@
-"""PMMH (inference/pmmh.py) against a grid posterior from the exact Kalman likelihood.
+"""PMMH (inference/marginal_mh.py) against a grid posterior from the exact Kalman likelihood.
 
 Model: ``lgssm_1d_unknown_rho`` (rho ~ Uniform(-1, 1), sigma_x = 1, sigma_y = 0.5) with
 T = 50 simulated observations. Exact answer: p(rho | y) is proportional to the Kalman
@@ -31,7 +31,7 @@ from ppl import dist
 from ppl import inference as infer
 from ppl import models as zoo
 
-pmmh_module = importlib.import_module("ppl.inference.pmmh")
+pmmh_module = importlib.import_module("ppl.inference.marginal_mh")
 
 KEY = jax.random.PRNGKey(20261128)
 K = 4.0  # tolerance in MCSE units

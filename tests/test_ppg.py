@@ -9,8 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from ppl.inference.paris import paris
-from ppl.inference.ppg import ppg
+from ppl.inference.paris_gibbs import ppg
+from ppl.inference.smoothing import paris
 from ppl.models import lgssm_1d, lgssm_1d_exact, simulate_lgssm_1d
 
 from ppl.errors import UnknownOptionError

@@ -1,4 +1,4 @@
-"""Resample-move SMC (inference/rmsmc.py) against exact answers.
+"""Resample-move SMC (inference/resample_move.py) against exact answers.
 
 * ``lgssm_1d_unknown_rho`` (T = 10): given rho the model is linear-Gaussian, so
   ``p(y | rho)`` is the Kalman filter's evidence; on a grid of rho (midpoint rule over the
@@ -29,7 +29,7 @@ from ppl import inference as infer
 from ppl import models as zoo
 from ppl.errors import UnknownOptionError, UnsupportedModelError
 
-rmsmc_module = importlib.import_module("ppl.inference.rmsmc")
+rmsmc_module = importlib.import_module("ppl.inference.resample_move")
 
 KEY = jax.random.PRNGKey(20261128)
 R = 16
@@ -132,7 +132,7 @@ def test_broken_move_is_detected(rho_problem, monkeypatch):
     posterior mean of rho fails the check the valid moves pass."""
     ys, exact = rho_problem
 
-    mh_module = importlib.import_module("ppl.inference.mh")
+    mh_module = importlib.import_module("ppl.inference.trace_mh")
     valid = mh_module.metropolis_hastings
 
     def accept_always(key, current, proposed, log_alpha):

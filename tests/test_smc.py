@@ -1,4 +1,4 @@
-"""SMC (inference/smc.py) against exact answers: Kalman for the linear-Gaussian SSM,
+"""SMC (inference/filtering.py) against exact answers: Kalman for the linear-Gaussian SSM,
 forward-backward for the discrete HMM.
 
 Every tolerance comes from the Monte Carlo error of R independent runs at a fixed seed:
@@ -26,7 +26,7 @@ from ppl import dist
 from ppl import inference as infer
 from ppl import models as zoo
 
-smc_module = importlib.import_module("ppl.inference.smc")
+smc_module = importlib.import_module("ppl.inference.filtering")
 
 KEY = jax.random.PRNGKey(20261128)
 LGSSM = dict(rho=0.9, sigma_x=1.0, sigma_y=0.5)

@@ -1,4 +1,4 @@
-"""SMC^2 (inference/smc2.py) against the exact Kalman likelihood integrated over a grid.
+"""SMC^2 (inference/smc_squared.py) against the exact Kalman likelihood integrated over a grid.
 
 Model: ``lgssm_1d_unknown_rho`` (rho ~ Uniform(-1, 1), sigma_x = 1, sigma_y = 0.5) with
 T = 20 simulated observations. Exact answers by the midpoint rule on a fine grid of rho
@@ -30,7 +30,7 @@ import ppl
 from ppl import inference as infer
 from ppl import models as zoo
 
-smc2_module = importlib.import_module("ppl.inference.smc2")
+smc2_module = importlib.import_module("ppl.inference.smc_squared")
 
 KEY = jax.random.PRNGKey(20261128)
 R = 20

@@ -1,4 +1,4 @@
-"""SVI lowered to NumPyro (inference/svi.py) against exact posteriors.
+"""SVI lowered to NumPyro (inference/variational.py) against exact posteriors.
 
 Tolerances, fixed before the runs. A fitted guide differs from its family's optimum by an
 optimisation error (stochastic gradients, finitely many steps); the draws from it add a
@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from ppl.inference.svi import SVI, svi
+from ppl.inference.variational import SVI, svi
 from scipy import optimize, special
 
 import ppl

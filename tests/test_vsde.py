@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.optimize
-from ppl.inference.vsde import AffineControl, MLPControl, vsde
+from ppl.inference.variational_sde import AffineControl, MLPControl, vsde
 from ppl.semantics.trace import record
 
 import ppl
@@ -27,8 +27,8 @@ from ppl import dist
 from ppl.errors import UnknownOptionError, UnsupportedModelError
 from ppl.sde import fbm, sde
 
-# the module (the name ppl.inference.vsde is shadowed by the factory once exported)
-vsde_module = importlib.import_module("ppl.inference.vsde")
+# the module (the name ppl.inference.variational_sde is shadowed by the factory once exported)
+vsde_module = importlib.import_module("ppl.inference.variational_sde")
 
 K_SIGMA = 4.0  # z-score bound of every Monte Carlo comparison
 

@@ -19,7 +19,7 @@ arXiv 2301.00900, section 2, Algorithm 1):
 with x_t^i the latent values of particle i at step t and w_{t-1} the filter weights of
 step t-1; the estimate at step t is ``sum_i W_t^i tau_t^i`` (``info["online_estimates"]``).
 The forward filter is the bootstrap filter resampling at every step (or, given a reference
-path, the conditional SMC of :mod:`ppl.inference.csmc`, which makes one sweep of PPG).
+path, the conditional SMC of :mod:`ppl.inference.conditional`, which makes one sweep of PPG).
 
 Backward draws (``backward=``):
 
@@ -40,7 +40,7 @@ Backward draws (``backward=``):
 
 The carry must be the Markov state (the new carry and the step's likelihood read the
 previous carry only through the step's latent values); every step checks it, see
-:mod:`ppl.inference.csmc`.
+:mod:`ppl.inference.conditional`.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
 from ppl.inference.base import CompiledRuns, check_count, check_key, check_option
-from ppl.inference.csmc import (
+from ppl.inference.conditional import (
     Population,
     check_markov_gap,
     check_reference,
@@ -64,8 +64,8 @@ from ppl.inference.csmc import (
     initial_population,
     shared_state_space,
 )
+from ppl.inference.filtering import _REPLAY_KEY, particle_key
 from ppl.inference.resampling import get_scheme
-from ppl.inference.smc import _REPLAY_KEY, particle_key
 from ppl.semantics.trace import LATENT, record
 
 from ppl.errors import NonFiniteWeightError, UnsupportedModelError
@@ -339,7 +339,7 @@ def run_paris(key, model, args, kwargs, num_particles: int, num_backward: int,
               resample="multinomial", max_trials=16, log_bound=None, block_size=256,
               draw_path=False) -> ParisOutput:
     """The PaRIS driver: one ``lax.scan`` over the steps whose body is
-    :func:`~ppl.inference.csmc.forward_step` (resample every step, move, reweight), the
+    :func:`~ppl.inference.conditional.forward_step` (resample every step, move, reweight), the
     backward draws (:func:`exact_backward_indices` or :func:`reject_backward_indices`) and
     :func:`paris_update` (Olsson & Westerborn 2017, Algorithm 1).
 

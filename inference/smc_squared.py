@@ -7,7 +7,7 @@ parameter particles theta^m ~ p(theta), each with an inner SMC of ``N_x`` partic
 given ``infer.smc`` combinator run with theta^m fixed), at every time t:
 
 (a) advance every inner filter one step (resample if its ESS is low, propagate, reweight:
-    :func:`ppl.inference.pmmh.filter_step`, ``vmap`` over theta particles); each gives the
+    :func:`ppl.inference.marginal_mh.filter_step`, ``vmap`` over theta particles); each gives the
     estimate ``p-hat(y_t | y_{1:t-1}, theta^m)`` (its log: ``l_t^m``);
 (b) multiply the theta weights by it: ``omega^m *= p-hat(y_t | y_{1:t-1}, theta^m)``; the
     evidence gains ``log p-hat(y_t | y_{1:t-1}) = log sum_m W^m exp(l_t^m)`` (W the
@@ -17,7 +17,7 @@ given ``infer.smc`` combinator run with theta^m fixed), at every time t:
     estimate), then rejuvenate each by ``num_moves`` PMMH moves: propose theta* by a
     Gaussian random walk on unconstrained coordinates (covariance ``scale^2`` times the
     weighted covariance of the population before resampling), rerun its inner filter on
-    y_{1:t} (:func:`ppl.inference.pmmh.particle_filter` stopped after t + 1 steps: every
+    y_{1:t} (:func:`ppl.inference.marginal_mh.particle_filter` stopped after t + 1 steps: every
     array keeps its shape), and accept with the PMMH ratio of the whole estimates
     ``p(theta*) p-hat(y_{1:t} | theta*) / (p(theta) p-hat(y_{1:t} | theta))``; an accepted
     particle takes the new inner particle system (the PMMH kernel leaves the extended
@@ -42,7 +42,8 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from jax.scipy.special import logsumexp
 from ppl.inference.base import CompiledRuns, check_count, check_key
-from ppl.inference.pmmh import (
+from ppl.inference.filtering import SMC, ParticleState
+from ppl.inference.marginal_mh import (
     ParamSpace,
     check_param_names,
     filter_step,
@@ -52,7 +53,6 @@ from ppl.inference.pmmh import (
 )
 from ppl.inference.progress import progress_scan
 from ppl.inference.resampling import ess, get_scheme
-from ppl.inference.smc import SMC, ParticleState
 
 from ppl.errors import NonFiniteWeightError
 from ppl.posterior import Posterior
@@ -75,7 +75,7 @@ class ThetaParticles(NamedTuple):
     """The theta particles (leading axis M): unconstrained and constrained params, ``log
     p(theta) + log|J|``, each one's inner particle system (leaves (M, N_x, ...)) and its
     running estimate ``log p-hat(y_{1:t} | theta)``. The field names match
-    :class:`ppl.inference.pmmh.PMMHState` where :func:`mh_accept` reads them."""
+    :class:`ppl.inference.marginal_mh.PMMHState` where :func:`mh_accept` reads them."""
 
     u: dict
     params: dict
@@ -106,7 +106,7 @@ def _normalise(log_weights):
 
 def init_theta(key, space: ParamSpace, likelihood: SMC, num_theta: int):
     """Step 0 of SMC^2: ``theta^m ~ p(theta)`` and the initial inner particles of each
-    (:func:`ppl.inference.smc.init_particles` with ``theta^m`` fixed); returns
+    (:func:`ppl.inference.filtering.init_particles` with ``theta^m`` fixed); returns
     ``(particles, normalised theta log weights, l_init)`` with the theta weights the inner
     initial evidence (global ``observe`` sites; uniform without them) and ``l_init =
     log mean_m p-hat_0(theta^m)``."""

@@ -28,14 +28,14 @@ KL(q || p) has mean m and variances 1 / diag(S^{-1}), below diag(S) when the pos
 correlated (Bishop 2006, *Pattern Recognition and Machine Learning*, section 10.1.2).
 
 Discrete latent sites with finite support are summed out, as ``infer.nuts`` does: the
-program is enumerated in parallel (``ppl.inference.nuts.enumerate_discrete``, NumPyro's
+program is enumerated in parallel (``ppl.inference.hamiltonian.enumerate_discrete``, NumPyro's
 ``config_enumerate``, also inside ``ppl.markov`` steps) and the ELBO is NumPyro's
 ``TraceEnum_ELBO`` (Obermeyer et al. 2019, "Tensor variable elimination for plated factor
 graphs"), so the guide is over the continuous sites only and the bound is on the marginal
 ``p(theta | y) = sum_z p(theta, z | y)``. The autoguides are built on the program with the
 discrete sites hidden (``numpyro.handlers.block``); a guide program must leave them out.
 After fitting, each draw theta_s of the guide is completed by an exact draw ``z_s ~ p(z |
-theta_s, y)`` (``ppl.inference.nuts.recover_discrete_sites``, enumeration; its cost is
+theta_s, y)`` (``ppl.inference.hamiltonian.recover_discrete_sites``, enumeration; its cost is
 given in that module: one forward-backward pass per draw for global sites, quadratic in
 the length of a chain for sites inside ``markov``). So ``(theta_s, z_s) ~ q(theta) p(z |
 theta, y)``. A discrete site without finite support is refused with
@@ -60,7 +60,7 @@ from numpyro.infer import Trace_ELBO, TraceEnum_ELBO
 from numpyro.infer.autoguide import AutoMultivariateNormal, AutoNormal
 from numpyro.optim import _NumPyroOptim, optax_to_numpyro
 from ppl.inference.base import CompiledRuns, check_count, check_key, check_option
-from ppl.inference.nuts import ModelSites, complete_draws, enumerate_discrete
+from ppl.inference.hamiltonian import ModelSites, complete_draws, enumerate_discrete
 from ppl.inference.progress import progress_scan
 from ppl.semantics.trace import DETERMINISTIC, LATENT, OBSERVED, record
 
@@ -173,7 +173,7 @@ def draw_from_guide(key, model, guide, params, args, kwargs, num_samples: int,
     here), and run the model with those values fixed (sites the guide left out are drawn
     from their prior conditional). With enumerated discrete ``sites``, the discrete sites
     are instead drawn from their exact conditional given the guide's draw
-    (:func:`ppl.inference.nuts.complete_draws`). Vmapped over keys. Returns ``(samples,
+    (:func:`ppl.inference.hamiltonian.complete_draws`). Vmapped over keys. Returns ``(samples,
     log_likelihood)``: latent and deterministic sites, and the pointwise log density of
     each observed site.
     """

@@ -74,7 +74,7 @@ from numpyro.infer import Trace_ELBO
 from numpyro.infer.elbo import ELBO
 from ppl.inference.base import CompiledRuns, check_count, check_key
 from ppl.inference.progress import progress_scan
-from ppl.inference.svi import (
+from ppl.inference.variational import (
     check_continuous,
     draw_from_guide,
     make_optimizer,

@@ -704,7 +704,8 @@ class PFN:
         """The current network, checked to fit ``model`` and its inputs (``fit(resume=True)``)."""
         if self.network is None:
             raise RuntimeError("pfn.fit(resume=True): there is no network to resume; train "
-                               "one first or load a checkpoint with ppl.inference.pfn.load")
+                               "one first or load a checkpoint with "
+                               "ppl.inference.prior_fitted.load")
         name = _model_name(model)
         if self.model_name is not None and name != self.model_name:
             raise UnsupportedModelError(
@@ -721,7 +722,7 @@ class PFN:
     def _check_fitted(self):
         if self.network is None:
             raise RuntimeError("pfn: the network is not trained; call .fit(key, model, ...) "
-                               "or load a checkpoint with ppl.inference.pfn.load(path)")
+                               "or load a checkpoint with ppl.inference.prior_fitted.load(path)")
 
     def logits(self, x, y, n_train):
         """Bucket logits for a padded batch: ``x``, ``y`` (B, T) with the first

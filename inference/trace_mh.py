@@ -16,7 +16,7 @@ to a model (:func:`make_kernel`) it is a kernel ``kernel(key, trace, args, kwarg
   ``mhTrans``, Ścibior et al. 2018, section 7). Discrete sites work. A site is what the
   trace records under one name: a site in a ``plate`` or a ``markov`` (stacked over time)
   is regenerated as a whole (for per-step moves on state-space models use
-  :func:`ppl.inference.rmsmc`).
+  :func:`ppl.inference.resample_move`).
 * :func:`random_walk_step` — Gaussian random walk on the unconstrained coordinates
   ``u = T^{-1}(x)`` of every continuous latent site, ``u' = u + h eps``, ``eps ~ N(0, I)``,
   with ``log a = log p~(u') - log p~(u)`` where ``log p~`` is
@@ -474,7 +474,7 @@ def mh(num_samples: int = 1000, num_warmup: int = 0, num_chains: int = 1, propos
     ``log_joint``; ``info`` has ``accept_rate`` (fraction of accepted proposals over all
     sampling iterations and chains), ``accept_rate_per_chain``, ``warmup_accept_rate`` and
     the final ``step_size`` per chain (random walk). As a ``move`` inside
-    :func:`ppl.inference.rmsmc` only ``proposal``, ``steps`` and ``step_size`` count.
+    :func:`ppl.inference.resample_move` only ``proposal``, ``steps`` and ``step_size`` count.
     """
     return MH(num_samples, num_warmup, num_chains, proposal, steps, step_size, adapt_step_size,
               progress_bar)

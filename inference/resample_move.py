@@ -7,7 +7,7 @@ a few MCMC moves that leave the current target invariant. monad-bayes writes it
 
     rmsmc k n = sequentially (composeCopies k mhStep . resample) . hoistFirst (withParticles n)
 
-For a ``markov`` program (see :mod:`ppl.inference.smc`) the target after step t is
+For a ``markov`` program (see :mod:`ppl.inference.filtering`) the target after step t is
 
     p_t(theta, x_{1:t} | y_{1:t})
         ∝ p(theta) g_0(theta) prod_{s<=t} m_theta(x_{s-1}, x_s) g_theta(x_s, y_s).
@@ -16,11 +16,11 @@ A particle is its global latent values ``theta``, its whole path as full (T, ...
 (entries after the current step are unused) and the carry after step t. Its partial log
 joint ``log p_t`` is evaluated by :func:`path_log_joint`, a masked ``lax.scan`` over all T
 steps (steps after t contribute 0), so a move costs O(T), as in monad-bayes. One step of
-:func:`run_rmsmc` is, from the building blocks of :mod:`ppl.inference.smc`:
+:func:`run_rmsmc` is, from the building blocks of :mod:`ppl.inference.filtering`:
 
-1. :func:`~ppl.inference.smc.advance` — propagate and reweight (bootstrap or guided);
+1. :func:`~ppl.inference.filtering.advance` — propagate and reweight (bootstrap or guided);
    the new step's values are written into each particle's path at index t;
-2. :func:`~ppl.inference.smc.resample_step` — adaptive resampling (ESS below
+2. :func:`~ppl.inference.filtering.resample_step` — adaptive resampling (ESS below
    ``ess_threshold * N``), which permutes the paths with the same ancestor indices;
 3. :func:`rejuvenate` — ``steps`` MH moves per particle, each invariant for p_t.
 
@@ -33,16 +33,16 @@ and ``step_size`` count):
   are the global latent sites (one each) and, with ``regenerate="all"`` (default) or
   ``"steps"``, the steps s = 0..t taken so far (all latent sites of step s at once).
   A block is chosen uniformly (monad-bayes' ``mhTrans`` picks a random choice uniformly).
-  Regenerating a global site is :func:`~ppl.inference.mh.regenerate_site_step` on the
+  Regenerating a global site is :func:`~ppl.inference.trace_mh.regenerate_site_step` on the
   program *conditioned on the path* (:func:`conditioned_on_path`, whose only latent sites
   are the globals and whose ``factor`` is the path's log density up to t); regenerating
   step s redraws x_s ~ m_theta(x_{s-1}, .) with x_{s+1:t} kept, ``log a`` = the change of
   the log joint minus that of the regenerated step's transition density
   (:func:`regenerate_step_move`).
-* ``proposal="random_walk"``: :func:`~ppl.inference.mh.random_walk_step` on the
+* ``proposal="random_walk"``: :func:`~ppl.inference.trace_mh.random_walk_step` on the
   unconstrained globals of the conditioned program (continuous globals only).
 * a program ``proposal(current_global_values, *args, **kwargs)`` sampling some global
-  sites: :func:`~ppl.inference.mh.program_step` on the conditioned program.
+  sites: :func:`~ppl.inference.trace_mh.program_step` on the conditioned program.
 
 Static programs (no ``markov``) raise :class:`UnsupportedModelError` pointing to
 ``infer.tempered_smc`` (or ``infer.mh``).
@@ -58,16 +58,7 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 from ppl.inference.base import CompiledRuns, check_key, check_option
-from ppl.inference.mh import (
-    MH,
-    metropolis_hastings,
-    program_step,
-    random_walk_step,
-    regenerate_site_step,
-)
-from ppl.inference.resampling import ess, get_scheme
-from ppl.inference.sharding import shard_particles, to_host
-from ppl.inference.smc import (
+from ppl.inference.filtering import (
     SMC,
     ParticleState,
     SMCOutput,
@@ -80,6 +71,15 @@ from ppl.inference.smc import (
     replay_lineages,
     resample_step,
     smc_info,
+)
+from ppl.inference.resampling import ess, get_scheme
+from ppl.inference.sharding import shard_particles, to_host
+from ppl.inference.trace_mh import (
+    MH,
+    metropolis_hastings,
+    program_step,
+    random_walk_step,
+    regenerate_site_step,
 )
 from ppl.semantics.sequential import StateSpace
 from ppl.semantics.trace import LATENT, record
@@ -195,7 +195,7 @@ class Move(NamedTuple):
 
 def global_move(key, params, path, t, model, args, kwargs, proposal, step_size=0.5,
                 index=None) -> Move:
-    """An MH move of the global sites, targeting p_t: a kernel of :mod:`ppl.inference.mh`
+    """An MH move of the global sites, targeting p_t: a kernel of :mod:`ppl.inference.trace_mh`
     on :func:`conditioned_on_path`. ``proposal="prior"`` regenerates the global site
     ``index`` (uniform if None); ``"random_walk"`` and programs as in ``mh``."""
     program = conditioned_on_path(model, path, t)
@@ -320,8 +320,8 @@ def _check_move_sites(move: MH, regenerate: str, global_sites):
 def run_rmsmc(key, model, args, kwargs, num_particles, move: MH, scheme="systematic",
               ess_threshold=0.5, proposal=None, regenerate="all", mesh=None) -> RMSMCOutput:
     """Resample-move SMC (Gilks & Berzuini 2001): one ``lax.scan`` over the T steps of the
-    program's ``markov`` whose body is :func:`~ppl.inference.smc.advance`, then
-    :func:`~ppl.inference.smc.resample_step` (adaptive), then :func:`rejuvenate`. The
+    program's ``markov`` whose body is :func:`~ppl.inference.filtering.advance`, then
+    :func:`~ppl.inference.filtering.resample_step` (adaptive), then :func:`rejuvenate`. The
     particles carry their paths as (N, T, ...) arrays, so no genealogy is traced back.
     ``mesh`` (a :func:`ppl.inference.sharding.particle_mesh`) splits the particles, with
     their paths, across its devices."""
@@ -457,7 +457,7 @@ def rmsmc(num_particles: int, move=None, resample="systematic", ess_threshold=0.
     with one ``ppl.markov`` call.
 
     Each step advances the ``num_particles`` particles (bootstrap, or the guided
-    ``proposal(t, carry, x)`` as in :func:`ppl.inference.smc`), resamples when the ESS
+    ``proposal(t, carry, x)`` as in :func:`ppl.inference.filtering`), resamples when the ESS
     falls below ``ess_threshold * num_particles`` (``resample`` scheme), then applies
     ``move.steps`` MH moves to every particle, each invariant for the posterior of the
     globals and the path so far (``move`` defaults to ``infer.mh(steps=1)``; only its
@@ -467,7 +467,7 @@ def rmsmc(num_particles: int, move=None, resample="systematic", ess_threshold=0.
     only (``"steps"``). ``"random_walk"`` and proposal programs move the globals.
 
     ``.run(key, model, *args, **kwargs)`` returns a weighted :class:`~ppl.Posterior` laid
-    out as :func:`ppl.inference.smc`'s (globals (N, ...), paths (N, T, ...), final log
+    out as :func:`ppl.inference.filtering`'s (globals (N, ...), paths (N, T, ...), final log
     weights with ``logsumexp - log N == log_evidence``), with ``info`` as SMC's plus
     ``accept_rate`` (overall fraction of accepted moves), ``accept_rate_per_step`` and
     ``accept_prob_per_step`` (T,). Here ``ancestors[t]`` and ``resampled[t]`` describe

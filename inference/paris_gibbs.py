@@ -2,16 +2,16 @@
 
 Cardoso, Janati El Idrissi, Le Corff, Moulines & Olsson (2023), "State and parameter
 learning with PaRIS particle Gibbs", ICML, arXiv 2301.00900. PaRIS
-(:mod:`ppl.inference.paris`) is a self-normalised estimator, biased at O(T/N) for a
+(:mod:`ppl.inference.smoothing`) is a self-normalised estimator, biased at O(T/N) for a
 functional summed over T steps; PPG removes most of that bias by running PaRIS inside a
 particle Gibbs chain on the states (section 3, Algorithm 2):
 
 * sweep l = 1..k runs a *conditional* PaRIS sweep: the forward filter is conditional SMC
-  with the reference path zeta[l-1] frozen at particle 0 (:mod:`ppl.inference.csmc`), and
+  with the reference path zeta[l-1] frozen at particle 0 (:mod:`ppl.inference.conditional`), and
   every particle, the reference included, draws Ñ backward indices and updates its
   statistic tau as in PaRIS; the sweep's estimate is ``sum_i W_T^i tau_T^i``;
 * the new reference zeta[l] is drawn through the backward indices
-  (:func:`~ppl.inference.paris.path_from_backward_indices`): the final index from the
+  (:func:`~ppl.inference.smoothing.path_from_backward_indices`): the final index from the
   weights, then each earlier index uniformly among the Ñ backward indices of the later
   one. Given the forward particles these indices are i.i.d. draws of the backward kernel,
   so this is conditional SMC with backward sampling, a Markov kernel that leaves the
@@ -41,7 +41,7 @@ from ppl.inference.base import (
     check_key,
     check_nonnegative,
 )
-from ppl.inference.paris import (
+from ppl.inference.smoothing import (
     FUNCTIONAL_SITE,
     SmoothingPosterior,
     check_backward_options,
@@ -68,7 +68,7 @@ def run_ppg(key, model, args, kwargs, num_particles: int, num_backward: int,
             num_sweeps: int, burn_in: int, functional, backward="exact", params=None,
             reference=None, max_trials=16, log_bound=None, block_size=256) -> PPGOutput:
     """PPG (Cardoso et al. 2023, Algorithm 2): ``num_sweeps`` conditional PaRIS sweeps
-    (:func:`~ppl.inference.paris.run_paris` with ``reference``) in a ``lax.scan``, each
+    (:func:`~ppl.inference.smoothing.run_paris` with ``reference``) in a ``lax.scan``, each
     handing its path drawn through the backward indices to the next; the estimate is the
     mean of the sweeps ``burn_in + 1 .. num_sweeps``. Without ``reference`` the chain
     starts from a path of an unconditional PaRIS sweep. Pure and jittable."""
@@ -175,12 +175,12 @@ def ppg(num_particles: int, num_backward=2, num_sweeps=10, burn_in=2, functional
         backward="exact", max_trials=16, log_bound=None, block_size=256, params=None):
     """PaRIS particle Gibbs (Cardoso et al. 2023): bias-reduced smoothing of an additive
     functional ``psi(t, x_prev, x, params)`` summed over the program's ``markov`` steps
-    (same convention as :func:`~ppl.inference.paris.paris`).
+    (same convention as :func:`~ppl.inference.smoothing.paris`).
 
     ``num_sweeps`` (k) conditional PaRIS sweeps with ``num_particles`` (N) particles and
     ``num_backward`` (Ñ) backward draws each; the estimate averages the sweeps after the
     first ``burn_in`` (k0). ``backward``, ``max_trials``, ``log_bound``, ``block_size`` as
-    in :func:`~ppl.inference.paris.paris`; ``params`` fixes the global latent sites.
+    in :func:`~ppl.inference.smoothing.paris`; ``params`` fixes the global latent sites.
 
     ``.run(key, model, *args, **kwargs)`` returns a :class:`SmoothingPosterior`:
     ``estimate`` the bias-reduced estimate; ``samples`` hold, for each kept sweep, its

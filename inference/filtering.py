@@ -661,7 +661,7 @@ def smc(num_particles: int, resample="systematic", ess_threshold=0.5, proposal=N
     as proposal); a program ``proposal(t, carry, x)`` that samples every latent site of
     step ``t`` given the previous carry and the step's input ``x`` gives a guided filter.
     With ``move=infer.mh(...)`` this is resample-move SMC: the result of
-    ``infer.rmsmc(num_particles, move=move, ...)`` (see :mod:`ppl.inference.rmsmc`).
+    ``infer.rmsmc(num_particles, move=move, ...)`` (see :mod:`ppl.inference.resample_move`).
 
     ``.run(key, model, *args, **kwargs)`` returns a weighted :class:`~ppl.Posterior`:
     ``samples`` holds each final particle's global sites (N, ...) and its whole path of
@@ -687,10 +687,10 @@ def smc(num_particles: int, resample="systematic", ess_threshold=0.5, proposal=N
     no ``lax.cond``), and the particles' draws share one key per site and step
     (:func:`particle_key`), so a step costs about what a hand-written filter's does.
     """
-    from ppl.inference.mh import MH  # rmsmc builds on this module: import late
+    from ppl.inference.trace_mh import MH  # rmsmc builds on this module: import late
 
     if isinstance(move, MH):
-        from ppl.inference.rmsmc import RMSMC
+        from ppl.inference.resample_move import RMSMC
 
         if history is not True:
             raise NotImplementedError(

@@ -27,7 +27,7 @@ array of shape (T, ...), the layout of one draw of ``Posterior.samples`` of :fun
 
 Backward sampling and the Markov assumption
 -------------------------------------------
-Backward sampling (and PaRIS, :mod:`ppl.inference.paris`) treat the carry as the Markov
+Backward sampling (and PaRIS, :mod:`ppl.inference.smoothing`) treat the carry as the Markov
 state: the backward kernel at step t weighs particle k of step t-1 by
 ``w_{t-1}^k m(c_{t-1}^k, x_t)``, which is right when the new carry and the step's
 likelihood g depend on the previous carry only through the step's latent values (as in
@@ -63,8 +63,8 @@ from ppl.inference.base import (
     check_nonnegative,
     check_option,
 )
+from ppl.inference.filtering import _draw_step, _state_space, normalise
 from ppl.inference.resampling import get_scheme
-from ppl.inference.smc import _draw_step, _state_space, normalise
 from ppl.semantics.trace import LATENT, PARAM
 
 from ppl.errors import NonFiniteWeightError, ShapeMismatchError, UnsupportedModelError

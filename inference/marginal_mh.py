@@ -55,8 +55,8 @@ from ppl.inference.base import (
     check_nonnegative,
     check_option,
 )
+from ppl.inference.filtering import SMC
 from ppl.inference.progress import progress_scan
-from ppl.inference.smc import SMC
 from ppl.semantics.sequential import Sequential
 from ppl.semantics.trace import record
 
@@ -64,9 +64,9 @@ from ppl.errors import NonFiniteWeightError, UnsupportedModelError
 from ppl.posterior import Posterior
 from ppl.primitives import intercept_markov
 
-# the module (``ppl.inference.smc`` the attribute is the factory function); looked up at
+# the module (``ppl.inference.filtering`` the attribute is the factory function); looked up at
 # call time, so a test can swap one of its blocks for a broken one
-smc_module = importlib.import_module("ppl.inference.smc")
+smc_module = importlib.import_module("ppl.inference.filtering")
 
 __all__ = [
     "PMMH",
@@ -223,7 +223,7 @@ def particle_filter(key, likelihood: SMC, model, args, kwargs, params, num_activ
     """The SMC of ``likelihood`` run for its evidence only: ``(final ParticleState, log
     p-hat(y_{1:t} | params))``, with ``params`` fixed in every particle.
 
-    The composition of :mod:`ppl.inference.smc`'s blocks that :func:`run_smc` uses
+    The composition of :mod:`ppl.inference.filtering`'s blocks that :func:`run_smc` uses
     (:func:`init_particles`, then per step :func:`resample_step` and :func:`advance`;
     Chopin & Papaspiliopoulos 2020, Algorithm 10.3), without the genealogy and the lineage
     replay, which PMMH and SMC^2 do not need. With ``num_active = t + 1`` (a traced
