@@ -25,8 +25,8 @@ simulated once at the largest size and cut to each size, as monad-bayes does
   weighting, the same O(N n) cost) and, for LR, ``infer.tempered_smc(100)`` (adaptive
   tempering, random-walk moves: a different algorithm; LDA has discrete latent sites,
   which tempered SMC does not take).
-* ``RMSMC10-1``: ``infer.rmsmc(10, move=infer.mh(steps=1))`` (monad-bayes' resample-move
-  SMC with 10 particles and 1 MH move per step): markov programs only, so the HMM and
+* ``RMSMC10-1``: ``infer.rmsmc(10, move=infer.mh(num_mcmc_steps=1))`` (monad-bayes'
+  resample-move SMC with 10 particles and 1 MH move per step): markov programs only, so the HMM and
   the markov rewrites of LR and LDA; resampling at every step as above. Each move
   rescans the path, O(n) per step and O(n^2) per run, as in monad-bayes.
 
@@ -166,7 +166,7 @@ def cells(model, n, data, algorithms, ess_threshold):
     """The configurations of one (model, size)."""
     mh = infer.mh(num_samples=100, proposal="prior")
     smc = infer.smc(100, resample="systematic", ess_threshold=ess_threshold)
-    rmsmc = infer.rmsmc(10, move=infer.mh(steps=1), resample="systematic",
+    rmsmc = infer.rmsmc(10, move=infer.mh(num_mcmc_steps=1), resample="systematic",
                         ess_threshold=ess_threshold)
     if model == "LR":
         xs, labels = data["LR"]
@@ -195,7 +195,7 @@ def cells(model, n, data, algorithms, ess_threshold):
                 out.append(Cell("SMC100", "alt: tempered_smc(100), static", None, None,
                                 args, "n/a: discrete latent z"))
     if "RMSMC10-1" in algorithms:
-        what = "rmsmc(10, mh(steps=1))" + ("" if model == "HMM" else ", markov rewrite")
+        what = "rmsmc(10, 1 mh step)" + ("" if model == "HMM" else ", markov rewrite")
         out.append(Cell("RMSMC10-1", what, rmsmc, markov, args))
     return out
 

@@ -105,13 +105,13 @@ def ppl_times(num_steps, args):
     model, ys, *_ = problem(0, num_steps)
     seconds = []
     for steps in (args.ppl_steps, 2 * args.ppl_steps):
-        algo = vsde(steps=steps, num_paths=args.num_paths, learning_rate=LEARNING_RATE,
+        algo = vsde(num_steps=steps, num_paths=args.num_paths, learning_rate=LEARNING_RATE,
                     width=WIDTH, depth=DEPTH, num_features=FEATURES, num_samples=16,
-                    progress=False)
+                    progress_bar=False)
         algo.run(jax.random.PRNGKey(0), model, ys)  # compile
         seconds.append(_best(lambda k, a=algo: a.run(k, model, ys).info["elbo"], args.repeats))
-    algo = vsde(steps=2 * args.steps, num_paths=args.num_paths, learning_rate=LEARNING_RATE,
-                width=WIDTH, depth=DEPTH, num_features=FEATURES, num_samples=16, progress=False)
+    algo = vsde(num_steps=2 * args.steps, num_paths=args.num_paths, learning_rate=LEARNING_RATE,
+                width=WIDTH, depth=DEPTH, num_features=FEATURES, num_samples=16, progress_bar=False)
     return seconds, np.asarray(algo.run(jax.random.PRNGKey(0), model, ys).info["elbo"])
 
 

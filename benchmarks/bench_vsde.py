@@ -144,9 +144,9 @@ def bench_steps(args):
             model, ys, *_ = problem(num_ou, num_steps)
             times_ppl, times_jax = [], []
             for steps in (args.steps, 2 * args.steps):
-                algo = vsde(steps=steps, num_paths=args.num_paths, learning_rate=1e-2,
+                algo = vsde(num_steps=steps, num_paths=args.num_paths, learning_rate=1e-2,
                             width=WIDTH, depth=DEPTH, num_features=FEATURES, num_samples=16,
-                            progress=False)
+                            progress_bar=False)
                 jax_run = hand_written(num_ou, num_steps, steps, args.num_paths, 1e-2)
                 post = algo.run(jax.random.PRNGKey(0), model, ys)  # compile
                 jax_elbos = jax_run(jax.random.PRNGKey(0))
@@ -195,9 +195,10 @@ def recovery(args):
             start = time.perf_counter()
             learned = []
             for learn_scale in (False, True):
-                post = vsde(steps=3000, num_paths=16, learning_rate=0.1, control="affine",
+                post = vsde(num_steps=3000, num_paths=16, learning_rate=0.1, control="affine",
                             learn_noise_scale=learn_scale, num_samples=16,
-                            progress=False).run(jax.random.PRNGKey(seed), model, jnp.asarray(ys))
+                            progress_bar=False).run(jax.random.PRNGKey(seed), model,
+                                                    jnp.asarray(ys))
                 learned.append(float(post.info["params"]["hurst"]))
             print(f"| {hurst:6.1f} | {seed:4d} | {learned[0]:19.3f} | {learned[1]:22.3f} | "
                   f"{ml:4.3f} | {(time.perf_counter() - start) / 2:7.1f} |")

@@ -69,7 +69,7 @@ def probe(args, model, inputs, num_points, chunks=3):
     first, which compiles, takes beyond that."""
     net = build(args, inputs, num_points, progress_bar=False)
     with tempfile.TemporaryDirectory() as tmp:  # checkpoints as in the real run
-        net.fit(jax.random.PRNGKey(args.seed + 1000), model, steps=chunks * args.chunk,
+        net.fit(jax.random.PRNGKey(args.seed + 1000), model, num_steps=chunks * args.chunk,
                 checkpoint=os.path.join(tmp, "probe.npz"), resume=bool(args.resume))
     seconds = net.history["chunk_seconds"]
     per_chunk = float(np.median(seconds[1:]))
@@ -129,7 +129,7 @@ def main(argv=None):
               f"-> {steps} steps in {args.seconds:.0f} s")
     net = build(args, inputs, num_points)
     start = time.perf_counter()
-    net.fit(jax.random.PRNGKey(args.seed), model, steps=steps, checkpoint=out,
+    net.fit(jax.random.PRNGKey(args.seed), model, num_steps=steps, checkpoint=out,
             max_seconds=args.max_seconds, resume=bool(args.resume))
     total = time.perf_counter() - start
     if args.weights_dtype != "float32":
@@ -137,7 +137,7 @@ def main(argv=None):
     loss = net.history["loss"]
     params = sum(x.size for x in jax.tree.leaves(net.network) if hasattr(x, "size"))
     c = net.config
-    print(f"prior={args.prior} steps={net.history['steps']} batch={args.batch} "
+    print(f"prior={args.prior} steps={net.history['num_steps']} batch={args.batch} "
           f"width={c.width} depth={c.depth} heads={c.heads} buckets={c.num_buckets} "
           f"sink={c.sink} decoder={c.decoder} params={params} "
           f"loss_weighting={net.loss_weighting}"

@@ -72,7 +72,7 @@ def main():
     # the paper's family (unit-variance increments), then with a learned increment scale
     fits = {}
     for label, learn_scale in (("unit scale (paper)", False), ("learned scale", True)):
-        algo = vsde(steps=3000, num_paths=16, learning_rate=0.1, control="affine",
+        algo = vsde(num_steps=3000, num_paths=16, learning_rate=0.1, control="affine",
                     learn_noise_scale=learn_scale, num_samples=500)
         post = algo.run(jax.random.PRNGKey(0), fou, ys)
         fits[label] = post

@@ -59,9 +59,9 @@ def moments(t, x_prev, x, params):
 
 def smoothing(ys, xs):
     start = time.perf_counter()
-    post = ppg(num_particles=200, num_backward=2, num_sweeps=10, burn_in=2,
+    post = ppg(num_particles=200, num_backward=2, num_sweeps=10, num_warmup=2,
                functional=moments, backward="reject",
-               params={"phi": PHI, "sigma": SIGMA}).run(jax.random.PRNGKey(1), volatility, ys)
+               fixed={"phi": PHI, "sigma": SIGMA}).run(jax.random.PRNGKey(1), volatility, ys)
     mean, second = post.estimate
     sd = jnp.sqrt(jnp.maximum(second - mean**2, 0.0))
     print(f"PPG smoothing (N=200, Ñ=2, k=10, k0=2): {time.perf_counter() - start:.1f} s; "
@@ -82,7 +82,7 @@ def smoothing(ys, xs):
 
 def mle(ys):
     start = time.perf_counter()
-    result = score_ascent(num_particles=64, num_backward=2, num_iterations=200,
+    result = score_ascent(num_particles=64, num_backward=2, num_steps=200,
                           step_size=0.05, backward="reject").run(
         jax.random.PRNGKey(2), volatility, ys)
     est = result.estimate

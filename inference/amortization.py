@@ -43,11 +43,12 @@ amortized mean-field family). Discrete latent sites are refused (no reparameteri
 API::
 
     fitted = infer.amortized(hidden=(64, 64), batch_size=64).fit(key, model, *example_args,
-                                                               steps=500)
+                                                               num_steps=500)
     infer.importance(1000, proposal=fitted.proposal).run(key, model, *data_args)
     fitted.run(key, model, *data_args)            # the guide's own posterior (Posterior)
 
-    step = infer.amortized_step(hidden=(32,)).fit(key, ssm_model, *example_args, steps=300)
+    step = infer.amortized_step(hidden=(32,)).fit(key, ssm_model, *example_args,
+                                                  num_steps=300)
     infer.smc(1000, proposal=step.proposal).run(key, ssm_model, *data_args)
 
 A fitted guide is tied to the program and to the shapes and non-data arguments it was fitted
@@ -253,10 +254,10 @@ def prior_datasets(key, model, args, kwargs, num_datasets: int):
     return jax.vmap(one)(jax.random.split(key, num_datasets))
 
 
-def _train(key, model_fn, guide_fn, net, optimizer, draw_batch, first, steps, num_particles,
+def _train(key, model_fn, guide_fn, net, optimizer, draw_batch, first, num_steps, num_particles,
            progress_bar, desc):
     """NumPyro ``SVI`` with :class:`AmortizedELBO`: init on one dataset ``first``, then
-    ``steps`` updates in one ``lax.scan``, each on a fresh batch ``draw_batch(key)``.
+    ``num_steps`` updates in one ``lax.scan``, each on a fresh batch ``draw_batch(key)``.
     Returns the fitted network and the ELBO estimate of each step."""
     engine = NumPyroSVI(model_fn, guide_fn, optimizer, AmortizedELBO(num_particles))
     k_init, k_data = jax.random.split(key)
@@ -266,13 +267,14 @@ def _train(key, model_fn, guide_fn, net, optimizer, draw_batch, first, steps, nu
         state, loss = engine.update(state, draw_batch(jax.random.fold_in(k_data, i)))
         return state, -loss
 
-    state, elbo = progress_scan(body, state, jnp.arange(steps), desc=desc, enable=progress_bar)
+    state, elbo = progress_scan(body, state, jnp.arange(num_steps), desc=desc,
+                                enable=progress_bar)
     params = engine.get_params(state)
     trained = eqx.combine(params["net$params"], eqx.filter(net, eqx.is_array, inverse=True))
     return trained, elbo
 
 
-def _fit(key, trainer, sites, draw_examples, features, model_fn, steps, desc):
+def _fit(key, trainer, sites, draw_examples, features, model_fn, num_steps, desc):
     """Statistics, network and training in one ``eqx.filter_jit``.
 
     ``draw_examples(key, num) -> (data, latents)`` draws ``num`` training examples from the
@@ -298,8 +300,8 @@ def _fit(key, trainer, sites, draw_examples, features, model_fn, steps, desc):
 
         first = jax.tree.map(lambda a: a[0], data)
         trained, elbo = _train(k_train, model_fn, guide_fn, net, trainer.optimizer,
-                               lambda k: draw_examples(k, trainer.batch_size)[0], first, steps,
-                               trainer.num_particles, trainer.progress_bar, desc)
+                               lambda k: draw_examples(k, trainer.batch_size)[0], first,
+                               num_steps, trainer.num_particles, trainer.progress_bar, desc)
         return trained, head, elbo
 
     return eqx.filter_jit(run)(key)
@@ -362,10 +364,10 @@ class AmortizedGuide:
 class _Trainer:
     """Options the two amortized methods share."""
 
-    def __init__(self, hidden, steps, batch_size, optimizer, learning_rate, num_particles,
+    def __init__(self, hidden, num_steps, batch_size, optimizer, learning_rate, num_particles,
                  num_samples, features, progress_bar):
         self.hidden = tuple(check_count("hidden", h) for h in hidden)
-        self.steps = check_count("steps", steps)
+        self.num_steps = check_count("num_steps", num_steps)
         self.batch_size = check_count("batch_size", batch_size)
         self.optimizer = make_optimizer(optimizer, float(learning_rate))
         self.num_particles = check_count("num_particles", num_particles)
@@ -378,13 +380,14 @@ class _Trainer:
 
 
 class Amortized(_Trainer):
-    """``amortized(hidden=(64, 64), steps=1000, batch_size=64, ...)``; see :func:`amortized`."""
+    """``amortized(hidden=(64, 64), num_steps=1000, batch_size=64, ...)``; see
+    :func:`amortized`."""
 
-    def fit(self, key, model, *args, steps: int | None = None, **kwargs) -> AmortizedGuide:
+    def fit(self, key, model, *args, num_steps: int | None = None, **kwargs) -> AmortizedGuide:
         """Train q(z | data) on prior datasets of ``model(*args, **kwargs)`` (the example
         arguments fix the inputs and the dataset's shape)."""
         key = check_key(key)
-        steps = self.steps if steps is None else check_count("steps", steps)
+        num_steps = self.num_steps if num_steps is None else check_count("num_steps", num_steps)
         latent_names, raw = check_continuous(model, args, kwargs, what="amortized")
         features = self.features or _flatten_features
         sites = _sites_of({n: raw[n]["value"] for n in latent_names}, raw)
@@ -397,13 +400,13 @@ class Amortized(_Trainer):
             return numpyro.handlers.condition(model, data=data)(*args, **kwargs)
 
         trained, head, elbo = _fit(key, self, sites, draw_examples, features, model_fn,
-                                   steps, "amortized")
-        info = {"elbo": elbo, "steps": steps, "batch_size": self.batch_size,
+                                   num_steps, "amortized")
+        info = {"elbo": elbo, "num_steps": num_steps, "batch_size": self.batch_size,
                 "latent_sites": [s.name for s in sites]}
         return AmortizedGuide(model, trained, head, features, info, self.num_samples)
 
     def __repr__(self):
-        return (f"amortized(hidden={self.hidden}, steps={self.steps}, "
+        return (f"amortized(hidden={self.hidden}, num_steps={self.num_steps}, "
                 f"batch_size={self.batch_size})")
 
 
@@ -449,15 +452,15 @@ def _step_features(carry, obs: dict) -> jnp.ndarray:
 
 
 class AmortizedStep(_Trainer):
-    """``amortized_step(hidden=(32, 32), steps=1000, batch_size=16, ...)``; see
+    """``amortized_step(hidden=(32, 32), num_steps=1000, batch_size=16, ...)``; see
     :func:`amortized_step`."""
 
-    def fit(self, key, model, *args, steps: int | None = None, **kwargs):
+    def fit(self, key, model, *args, num_steps: int | None = None, **kwargs):
         """Train q(x_t | x_{t-1}, y_t) on one-step examples from prior trajectories of
         ``model(*args, **kwargs)`` (a program with one ``ppl.markov`` and no global latent
         sites)."""
         key = check_key(key)
-        steps = self.steps if steps is None else check_count("steps", steps)
+        num_steps = self.num_steps if num_steps is None else check_count("num_steps", num_steps)
         check_continuous(model, args, kwargs, what="amortized_step")
         ssm = Sequential(model).state_space(_TRACE_KEY, *args, **kwargs)
         if ssm.params:
@@ -510,46 +513,47 @@ class AmortizedStep(_Trainer):
             return features(carry, obs)
 
         trained, head, elbo = _fit(key, self, sites, draw_examples, step_features, model_fn,
-                                   steps, "amortized_step")
-        info = {"elbo": elbo, "steps": steps, "batch_size": self.batch_size,
+                                   num_steps, "amortized_step")
+        info = {"elbo": elbo, "num_steps": num_steps, "batch_size": self.batch_size,
                 "latent_sites": step_latent}
         return AmortizedStepProposal(ssm.step_fn, trained, head, features, info)
 
     def __repr__(self):
-        return (f"amortized_step(hidden={self.hidden}, steps={self.steps}, "
+        return (f"amortized_step(hidden={self.hidden}, num_steps={self.num_steps}, "
                 f"batch_size={self.batch_size})")
 
 
-def amortized(hidden=(64, 64), steps: int = 1000, batch_size: int = 64, optimizer=None, *,
+def amortized(hidden=(64, 64), num_steps: int = 1000, batch_size: int = 64, optimizer=None,
+              *,
               learning_rate: float = 1e-3, num_particles: int = 1, num_samples: int = 1000,
               features=None, progress_bar: bool = False) -> Amortized:
     """An amortized Gaussian guide q(z | data) trained by SVI on prior datasets (module notes).
 
-    ``hidden``: widths of the MLP's hidden layers; ``steps``: SVI steps; ``batch_size``:
+    ``hidden``: widths of the MLP's hidden layers; ``num_steps``: SVI steps; ``batch_size``:
     prior datasets per step; ``optimizer``: an optax transformation (default
     ``optax.adam(learning_rate)``); ``num_particles``: draws of z per dataset per ELBO
     estimate; ``num_samples``: default draws of :meth:`AmortizedGuide.run`; ``features``:
     ``observed dict -> 1-D array`` (default: everything flattened).
 
-    ``.fit(key, model, *example_args, steps=None, **example_kwargs)`` returns an
+    ``.fit(key, model, *example_args, num_steps=None, **example_kwargs)`` returns an
     :class:`AmortizedGuide` with ``.proposal`` (for ``infer.importance``), ``.run(key,
     model, *args)`` (a :class:`~ppl.Posterior` of draws from q), ``.q(*args)`` and
     ``info["elbo"]``.
     """
-    return Amortized(hidden, steps, batch_size, optimizer, learning_rate, num_particles,
+    return Amortized(hidden, num_steps, batch_size, optimizer, learning_rate, num_particles,
                      num_samples, features, progress_bar)
 
 
-def amortized_step(hidden=(32, 32), steps: int = 1000, batch_size: int = 16, optimizer=None,
-                   *, learning_rate: float = 1e-3, num_particles: int = 1,
+def amortized_step(hidden=(32, 32), num_steps: int = 1000, batch_size: int = 16,
+                   optimizer=None, *, learning_rate: float = 1e-3, num_particles: int = 1,
                    features=None, progress_bar: bool = False) -> AmortizedStep:
     """An amortized per-step SMC proposal q(x_t | x_{t-1}, y_t) for ``ppl.markov`` programs.
 
     Trained by SVI on one-step examples from ``batch_size`` prior trajectories per step (all
     their time steps); ``features``: ``(carry, step observed dict) -> 1-D array`` (default:
-    both flattened). ``.fit(key, model, *example_args, steps=None)`` returns an
+    both flattened). ``.fit(key, model, *example_args, num_steps=None)`` returns an
     :class:`AmortizedStepProposal` whose ``.proposal`` is the ``proposal(t, carry, x)``
     program of ``infer.smc``; its ELBO optimum is the locally optimal proposal.
     """
-    return AmortizedStep(hidden, steps, batch_size, optimizer, learning_rate, num_particles,
+    return AmortizedStep(hidden, num_steps, batch_size, optimizer, learning_rate, num_particles,
                          1, features, progress_bar)

@@ -1,16 +1,17 @@
 """Conditional SMC and particle Gibbs for the states of a ``ppl.markov`` program.
 
-Given fixed global sites ``params`` (the parameters theta of the state-space model read by
-:class:`~ppl.semantics.Sequential`), the *conditional* SMC kernel (Andrieu, Doucet &
-Holenstein 2010, "Particle Markov chain Monte Carlo methods", JRSS B 72(3), section 2.4.3
-and Appendix: the conditional SMC update) runs a bootstrap particle filter in which one
-particle is frozen to a *reference path* x*_{0:T-1}; a new path is then drawn from the
-particle system, either by ancestor tracing (the original particle Gibbs sampler) or by
-backward sampling (Whiteley 2010, discussion of Andrieu et al.; Lindsten & Schön 2013,
-"Backward simulation methods for Monte Carlo statistical inference", Found. Trends ML
-6(1), Algorithm 5 "PG with backward simulation"). Either way the kernel leaves the
-smoothing distribution p(x_{0:T-1} | y, theta) invariant, so iterating it is a Gibbs
-sampler for the states: ``infer.csmc(...).run`` returns the chain of paths.
+Given fixed global sites ``params`` (the ``fixed=`` option: the parameters theta of the
+state-space model read by :class:`~ppl.semantics.Sequential`), the *conditional* SMC
+kernel (Andrieu, Doucet & Holenstein 2010, "Particle Markov chain Monte Carlo methods",
+JRSS B 72(3), section 2.4.3 and Appendix: the conditional SMC update) runs a bootstrap
+particle filter in which one particle is frozen to a *reference path* x*_{0:T-1}; a new
+path is then drawn from the particle system, either by ancestor tracing (the original
+particle Gibbs sampler) or by backward sampling (Whiteley 2010, discussion of Andrieu et
+al.; Lindsten & Schön 2013, "Backward simulation methods for Monte Carlo statistical
+inference", Found. Trends ML 6(1), Algorithm 5 "PG with backward simulation"). Either way
+the kernel leaves the smoothing distribution p(x_{0:T-1} | y, theta) invariant, so
+iterating it is a Gibbs sampler for the states: ``infer.csmc(...).run`` returns the chain
+of paths.
 
 Index convention
 ----------------
@@ -64,6 +65,7 @@ from ppl.inference.base import (
     check_option,
 )
 from ppl.inference.filtering import _draw_step, _state_space, normalise
+from ppl.inference.progress import progress_scan
 from ppl.inference.resampling import get_scheme
 from ppl.semantics.trace import LATENT, PARAM
 
@@ -118,7 +120,7 @@ def shared_state_space(model, args, kwargs, params=None, who="csmc"):
     if missing:
         raise UnsupportedModelError(
             f"{who}: the program draws global latent site(s) {missing} before its markov "
-            f"call; smoothing is conditional on them: pass params={{...}} fixing "
+            f"call; smoothing is conditional on them: pass fixed={{...}} holding "
             f"{', '.join(repr(n) for n in missing)} (for Bayesian inference on them use "
             "particle Gibbs on the parameters or infer.pmmh)"
         )
@@ -384,12 +386,13 @@ class CSMCOutput(NamedTuple):
 
 def run_particle_gibbs(key, model, args, kwargs, num_particles: int, num_samples: int,
                        num_warmup=0, new_path="backward", params=None,
-                       reference=None) -> CSMCOutput:
+                       reference=None, progress_bar=False) -> CSMCOutput:
     """Particle Gibbs for the states (Andrieu, Doucet & Holenstein 2010, section 2.4.3):
     ``num_warmup + num_samples`` iterations of :func:`csmc_kernel` in a ``lax.scan``,
     keeping the last ``num_samples`` paths. Without ``reference`` the chain starts from a
     path drawn from an unconditional bootstrap sweep. Pure and jittable; ``params`` fixes
-    the global latent sites (see :func:`shared_state_space`)."""
+    the global latent sites (see :func:`shared_state_space`); ``progress_bar`` shows a
+    tqdm bar over the sweeps (:func:`~ppl.inference.progress.progress_scan`)."""
     ssm = shared_state_space(model, args, kwargs, params, who="csmc")
     key_init, key_chain = jax.random.split(key)
     gaps = []
@@ -405,7 +408,8 @@ def run_particle_gibbs(key, model, args, kwargs, num_particles: int, num_samples
         return path, (path, log_z, jnp.max(record.markov_gap))
 
     total = num_warmup + num_samples
-    last, (paths, log_z, gap) = jax.lax.scan(body, reference, jax.random.split(key_chain, total))
+    last, (paths, log_z, gap) = progress_scan(body, reference, jax.random.split(key_chain, total),
+                                              desc="csmc", enable=progress_bar)
     gaps.append(jnp.max(gap))
     return CSMCOutput(
         paths=jax.tree.map(lambda a: a[num_warmup:], paths),
@@ -434,28 +438,37 @@ def check_markov_gap(gap, who):
 
 
 class CSMC:
-    """``csmc(num_particles, num_samples, ...)``; see :func:`csmc`."""
+    """``csmc(num_particles, num_sweeps, num_warmup, ...)``; see :func:`csmc`."""
 
-    def __init__(self, num_particles: int, num_samples=1000, num_warmup=100, num_chains=1,
-                 new_path="backward", params=None):
+    def __init__(self, num_particles: int, num_sweeps=1000, num_warmup=100, num_chains=1,
+                 new_path="backward", fixed=None, progress_bar=False):
         self.num_particles = check_count("num_particles", num_particles)
-        self.num_samples = check_count("num_samples", num_samples)
+        self.num_sweeps = check_count("num_sweeps", num_sweeps)
         self.num_warmup = check_nonnegative("num_warmup", num_warmup)
+        if self.num_warmup >= self.num_sweeps:
+            raise ValueError(
+                f"num_warmup must be smaller than num_sweeps (the first num_warmup of the "
+                f"num_sweeps paths are dropped), got num_warmup={num_warmup}, "
+                f"num_sweeps={num_sweeps}"
+            )
+        self.num_samples = self.num_sweeps - self.num_warmup  # kept paths per chain
         self.num_chains = check_count("num_chains", num_chains)
         self.new_path = check_option("new_path", new_path, NEW_PATHS)
-        if params is not None and not isinstance(params, dict):
-            raise TypeError(f"params must be a dict global site -> value, got {params!r}")
-        self.params = params
+        if fixed is not None and not isinstance(fixed, dict):
+            raise TypeError(f"fixed must be a dict global site -> value, got {fixed!r}")
+        self.fixed = fixed
+        self.progress_bar = bool(progress_bar)
         self._runs = CompiledRuns(self._chains)
 
-    def core(self, key, model, args, kwargs, params=None, reference=None) -> CSMCOutput:
+    def core(self, key, model, args, kwargs, fixed=None, reference=None) -> CSMCOutput:
         """One chain (:func:`run_particle_gibbs` with this combinator's options); pure and
-        jittable. ``params`` (default: the combinator's) fixes the global latent sites;
+        jittable. ``fixed`` (default: the combinator's) holds the global latent sites;
         ``reference`` (a path, site -> (T, ...)) starts the chain from it."""
-        params = self.params if params is None else params
+        fixed = self.fixed if fixed is None else fixed
         return run_particle_gibbs(key, model, args, kwargs, self.num_particles,
                                   self.num_samples, self.num_warmup, self.new_path,
-                                  params=params, reference=reference)
+                                  params=fixed, reference=reference,
+                                  progress_bar=self.progress_bar)
 
     def _chains(self, key, model, args, kwargs):
         keys = jax.random.split(key, self.num_chains)
@@ -485,6 +498,7 @@ class CSMC:
                 "reference": out.reference,
                 "num_particles": self.num_particles,
                 "new_path": self.new_path,
+                "num_sweeps": self.num_sweeps,
                 "num_warmup": self.num_warmup,
                 "reference_index": REFERENCE_INDEX,
             },
@@ -492,14 +506,14 @@ class CSMC:
 
     def __repr__(self):
         return (
-            f"csmc(num_particles={self.num_particles}, num_samples={self.num_samples}, "
+            f"csmc(num_particles={self.num_particles}, num_sweeps={self.num_sweeps}, "
             f"num_warmup={self.num_warmup}, num_chains={self.num_chains}, "
             f"new_path={self.new_path!r})"
         )
 
 
-def csmc(num_particles: int, num_samples=1000, num_warmup=100, num_chains=1,
-         new_path="backward", params=None):
+def csmc(num_particles: int, num_sweeps=1000, num_warmup=100, num_chains=1,
+         new_path="backward", fixed=None, progress_bar=False):
     """Conditional SMC, iterated: particle Gibbs for the states of a ``ppl.markov``
     program (Andrieu, Doucet & Holenstein 2010).
 
@@ -508,14 +522,18 @@ def csmc(num_particles: int, num_samples=1000, num_warmup=100, num_chains=1,
     convention) and draws the next path by ``new_path="backward"`` (backward sampling,
     Lindsten & Schön 2013, Algorithm 5; better mixing, O(N T)) or ``"ancestor"``
     (ancestor tracing, the original particle Gibbs). The chain leaves p(x | y, params)
-    invariant; the first ``num_warmup`` paths are dropped and ``num_samples`` are kept per
-    chain, for ``num_chains`` independent chains (``vmap``).
+    invariant; each chain makes ``num_sweeps`` sweeps, drops the paths of the first
+    ``num_warmup`` and keeps the other ``num_sweeps - num_warmup``, for ``num_chains``
+    independent chains (``vmap``); ``progress_bar=True`` shows a tqdm bar over the sweeps
+    (one for all chains) without leaving jit.
 
-    ``params`` fixes the program's global latent sites (all of them must be given; the
-    states are sampled given them). ``.run(key, model, *args, **kwargs)`` returns an
-    unweighted :class:`~ppl.Posterior` with every step latent site as a path
-    ``(num_chains * num_samples, T, ...)``; ``info["reference"]`` holds each chain's last
-    path to continue from. ``.core(key, model, args, kwargs, params, reference)`` is the
-    pure jittable chain for composition (particle Gibbs on parameters, PPG learning).
+    ``fixed`` (site -> value) holds the program's global latent sites (all of them must be
+    given; the states are sampled given them). ``.run(key, model, *args, **kwargs)``
+    returns an unweighted :class:`~ppl.Posterior` with every step latent site as a path
+    ``(num_chains * (num_sweeps - num_warmup), T, ...)``; ``info["reference"]`` holds each
+    chain's last path to continue from. ``.core(key, model, args, kwargs, fixed,
+    reference)`` is the pure jittable chain for composition (particle Gibbs on parameters,
+    PPG learning).
     """
-    return CSMC(num_particles, num_samples, num_warmup, num_chains, new_path, params)
+    return CSMC(num_particles, num_sweeps, num_warmup, num_chains, new_path, fixed,
+                progress_bar)

@@ -67,6 +67,7 @@ import numpy as np
 from jax.scipy.special import logsumexp
 from numpyro.primitives import Messenger
 from ppl.inference.base import CompiledRuns, check_count, check_key, check_log_weights
+from ppl.inference.progress import progress_scan
 from ppl.inference.resampling import adaptive_resample, get_scheme
 from ppl.inference.sharding import check_divisible, particle_mesh, shard_particles, to_host
 from ppl.semantics.sequential import Sequential, StepResult
@@ -460,7 +461,7 @@ def replay_globals(model, args, kwargs, params, num_particles):
 
 def run_smc(key, model, args, kwargs, num_particles, scheme="systematic",
             ess_threshold=0.5, proposal=None, params=None, mesh=None,
-            history=True) -> SMCOutput:
+            history=True, progress_bar=False) -> SMCOutput:
     """The SMC driver: ``sequentially (resample . advance)`` (Ścibior et al. 2018).
 
     :func:`init_particles`, then one ``lax.scan`` over the T steps of the program's
@@ -475,7 +476,8 @@ def run_smc(key, model, args, kwargs, num_particles, scheme="systematic",
     (ESS, resampled, ``l_t``, filtering means), nothing of size T x N, and ``paths`` holds
     the final particles' last-step latent values (N, ...) instead of their paths; the
     evidence estimate and the final weighted particles are those of ``history=True``
-    (same key, same numbers).
+    (same key, same numbers). ``progress_bar`` shows a tqdm bar over the time steps
+    (:func:`~ppl.inference.progress.progress_scan`).
     """
     key_init, key_steps = jax.random.split(key)
     num_steps = _state_space(model, args, kwargs, params=params, key=key_init).num_steps
@@ -511,7 +513,8 @@ def run_smc(key, model, args, kwargs, num_particles, scheme="systematic",
         )
         last = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), shapes)
     steps = (jnp.arange(num_steps), jax.random.split(key_steps, num_steps))
-    (state, last), records = jax.lax.scan(body, (state, last), steps)
+    (state, last), records = progress_scan(body, (state, last), steps, desc="smc",
+                                           enable=progress_bar)
     log_evidence = log_z_init + jnp.sum(records.log_evidence_increment)
     if history:
         paths, _ = trace_ancestry(records.values, records.ancestors)
@@ -544,7 +547,7 @@ class SMC:
     """``smc(num_particles, resample, ess_threshold, proposal, move)``; see :func:`smc`."""
 
     def __init__(self, num_particles: int, resample="systematic", ess_threshold=0.5,
-                 proposal=None, move=None, devices=None, history=True):
+                 proposal=None, move=None, devices=None, history=True, progress_bar=False):
         self.num_particles = check_count("num_particles", num_particles)
         get_scheme(resample)  # UnknownOptionError naming `resample`
         self.resample = resample
@@ -581,14 +584,15 @@ class SMC:
                 f"{history!r}"
             )
         self.history = history
+        self.progress_bar = bool(progress_bar)
         self._runs = CompiledRuns(self.core)
 
-    def core(self, key, model, args, kwargs, params=None) -> SMCOutput:
+    def core(self, key, model, args, kwargs, fixed=None) -> SMCOutput:
         """The pure, jittable run (:func:`run_smc` with this combinator's options);
-        ``params`` fixes global latent sites for every particle (PMMH, SMC^2)."""
+        ``fixed`` (site -> value) holds global latent sites for every particle (PMMH)."""
         return run_smc(key, model, args, kwargs, self.num_particles, self.resample,
-                       self.ess_threshold, self.proposal, params=params, mesh=self.mesh,
-                       history=self.history)
+                       self.ess_threshold, self.proposal, params=fixed, mesh=self.mesh,
+                       history=self.history, progress_bar=self.progress_bar)
 
     def run(self, key, model, *args, **kwargs) -> Posterior:
         """Run SMC on ``model(*args, **kwargs)`` (one ``ppl.markov`` call after its global
@@ -651,7 +655,7 @@ def _check_weights(out: SMCOutput):
 
 
 def smc(num_particles: int, resample="systematic", ess_threshold=0.5, proposal=None,
-        move=None, devices=None, history=True):
+        move=None, devices=None, history=True, progress_bar=False):
     """Sequential Monte Carlo (a particle filter) over a program with one ``ppl.markov``.
 
     ``num_particles`` particles; ``resample`` one of ``"systematic"`` (default),
@@ -686,6 +690,7 @@ def smc(num_particles: int, resample="systematic", ess_threshold=0.5, proposal=N
     Cost: with ``ess_threshold`` 0 or 1 the resampling decision is static (no ESS test,
     no ``lax.cond``), and the particles' draws share one key per site and step
     (:func:`particle_key`), so a step costs about what a hand-written filter's does.
+    ``progress_bar=True`` shows a tqdm bar over the time steps without leaving jit.
     """
     from ppl.inference.trace_mh import MH  # rmsmc builds on this module: import late
 
@@ -698,5 +703,6 @@ def smc(num_particles: int, resample="systematic", ess_threshold=0.5, proposal=N
                 "the particles' paths by construction)"
             )
         return RMSMC(num_particles, move, resample, ess_threshold, proposal,
-                     devices=devices)
-    return SMC(num_particles, resample, ess_threshold, proposal, move, devices, history)
+                     devices=devices, progress_bar=progress_bar)
+    return SMC(num_particles, resample, ess_threshold, proposal, move, devices, history,
+               progress_bar)

@@ -8,6 +8,7 @@ proposal program q, weights are p(x, y) / q(x) (Kahn & Marshall 1953; Ścibior e
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 from ppl.inference.base import CompiledRuns, check_count, check_key, check_log_weights
 from ppl.semantics.population import Population, effective_sample_size, log_evidence
 from ppl.semantics.trace import DETERMINISTIC, FACTOR, LATENT, OBSERVED
@@ -17,7 +18,8 @@ from ppl.posterior import Posterior
 
 
 def posterior_from_particles(particles, method: str, **extra) -> Posterior:
-    """A weighted :class:`Posterior` from a population (traces with a leading N axis)."""
+    """A weighted :class:`Posterior` from a population (traces with a leading N axis);
+    ``info["ess"]`` has one entry per step, as SMC's: here one step, shape ``(1,)``."""
     trace = particles.trace
     observed = trace.names(OBSERVED)
     return Posterior(
@@ -27,7 +29,7 @@ def posterior_from_particles(particles, method: str, **extra) -> Posterior:
         observed_data={n: trace.values[n][0] for n in observed},
         log_likelihood={n: trace.log_probs[n] for n in observed},
         method=method,
-        info={"ess": effective_sample_size(particles.log_weights), **extra},
+        info={"ess": jnp.reshape(effective_sample_size(particles.log_weights), (1,)), **extra},
     )
 
 
@@ -63,7 +65,9 @@ def importance(num_samples: int, proposal=None) -> Importance:
     """Importance sampling with ``num_samples`` draws from the prior or a ``proposal``.
 
     Returns a combinator; ``.run(key, model, *args, **kwargs)`` gives a weighted
-    :class:`~ppl.Posterior` with ``log_weights``, ``log_evidence`` and ``info["ess"]``.
+    :class:`~ppl.Posterior` with ``log_weights``, ``log_evidence`` and ``info["ess"]`` (per
+    step, as every combinator's: one step, shape ``(1,)``; ``Posterior.ess`` is the
+    scalar).
     """
     return Importance(num_samples, proposal)
 

@@ -36,8 +36,8 @@ is the Polyak-Ruppert average (Polyak & Juditsky 1992) of the iterates u_n over 
 ``average`` fraction of the iterations, mapped back to the constrained space. The whole
 optimisation is one ``jit``: a ``lax.scan`` over iterations (with an optional progress
 bar, :func:`ppl.inference.progress.progress_scan`), each iteration ``num_sweeps`` PPG
-sweeps (a ``lax.scan``) at the current parameters whose estimates after ``burn_in`` are
-averaged (Cardoso et al. 2023, the bias-reduced estimator Pi_{k0,k}).
+sweeps (a ``lax.scan``) at the current parameters whose estimates after the first
+``num_warmup`` are averaged (Cardoso et al. 2023, the bias-reduced estimator Pi_{k0,k}).
 
 Step functionals. PaRIS in :mod:`ppl.inference.smoothing` feeds the user's functional the
 carries ``psi(t, x_prev, x, params)``. The score needs the step's latent *values* (the
@@ -206,10 +206,10 @@ def conditional_sweep(key, ssm, num_particles, num_backward, phi, reference=None
 
 
 def ppg_estimate(key, ssm, num_particles, num_backward, phi, reference, num_sweeps=1,
-                 burn_in=0, backward="exact", max_trials=16, block_size=256):
+                 num_warmup=0, backward="exact", max_trials=16, block_size=256):
     """``num_sweeps`` PPG sweeps (:func:`conditional_sweep`) from ``reference``; returns
     ``(estimate, last path, gap, bound excess)`` with the estimate the average of the sweeps
-    ``burn_in + 1 .. num_sweeps`` (Cardoso et al. 2023, the bias-reduced estimator
+    ``num_warmup + 1 .. num_sweeps`` (Cardoso et al. 2023, the bias-reduced estimator
     Pi_{k0,k}). A ``lax.scan`` over sweeps."""
 
     def body(ref, key_k):
@@ -220,7 +220,7 @@ def ppg_estimate(key, ssm, num_particles, num_backward, phi, reference, num_swee
 
     last, (estimates, gaps, excess) = jax.lax.scan(body, reference,
                                                    jax.random.split(key, num_sweeps))
-    return jnp.mean(estimates[burn_in:], axis=0), last, jnp.max(gaps), jnp.max(excess)
+    return jnp.mean(estimates[num_warmup:], axis=0), last, jnp.max(gaps), jnp.max(excess)
 
 
 # --------------------------------------------------------------------------- functionals
@@ -280,12 +280,13 @@ def guide_score_functional(guide, args, kwargs, sites, names, unravel):
 
 
 def fisher_score(key, model, args, kwargs, params, num_particles=100, num_backward=2,
-                 num_sweeps=5, burn_in=1, backward="exact", reference=None):
+                 num_sweeps=5, num_warmup=1, backward="exact", reference=None):
     """The PPG estimate of the score grad_theta log p_theta(y) at ``params`` (site ->
     value, constrained coordinates; every ``ppl.param`` and global latent site given), by
     Fisher's identity: :func:`ppg_estimate` of the smoothed sum of
     grad_theta log[m_theta g_theta] (:func:`score_functional`) over ``num_sweeps`` sweeps
-    after ``burn_in``, from ``reference`` (default: a path from an unconditional sweep).
+    after the first ``num_warmup``, from ``reference`` (default: a path from an
+    unconditional sweep).
     Returns ``(score dict site -> gradient, last path)``. Pure and jittable."""
     sites = global_sites(model, args, kwargs, params)
     names = [n for n in sites if n in params]
@@ -299,19 +300,19 @@ def fisher_score(key, model, args, kwargs, params, num_particles=100, num_backwa
         _, reference, _, _ = conditional_sweep(key_init, ssm, num_particles, num_backward,
                                                phi_at(theta), None, backward)
     est, last, _, _ = ppg_estimate(key_run, ssm, num_particles, num_backward, phi_at(theta),
-                                   reference, num_sweeps, burn_in, backward)
+                                   reference, num_sweeps, num_warmup, backward)
     return unravel(est + global_score(theta)), last
 
 
 # --------------------------------------------------------------------------- schedule
 
 
-def robbins_monro(step_size, num_iterations, exponent=0.6, constant_fraction=0.25):
+def robbins_monro(step_size, num_steps, exponent=0.6, constant_fraction=0.25):
     """The default step-size schedule: ``step_size`` for the first ``constant_fraction``
     of the iterations (n < n0), then ``step_size (n0 / n)^exponent`` (Robbins & Monro 1951
     conditions for exponent in (0.5, 1]: the steps sum to infinity, their squares do not).
     An optax schedule (a function of the iteration count)."""
-    n0 = max(1, int(constant_fraction * num_iterations))
+    n0 = max(1, int(constant_fraction * num_steps))
 
     def schedule(count):
         n = jnp.maximum(count, 1).astype(jnp.result_type(float))
@@ -326,16 +327,16 @@ def robbins_monro(step_size, num_iterations, exponent=0.6, constant_fraction=0.2
 class LearningOutput(NamedTuple):
     """One optimisation (a pytree: the output of the jitted core)."""
 
-    trajectory: jnp.ndarray  # (num_iterations + 1, D) unconstrained iterates, u_0 first
-    gradients: jnp.ndarray  # (num_iterations, D) the gradient estimates (per step: / T)
+    trajectory: jnp.ndarray  # (num_steps + 1, D) unconstrained iterates, u_0 first
+    gradients: jnp.ndarray  # (num_steps, D) the gradient estimates (per step: / T)
     estimate: jnp.ndarray  # (D,) Polyak-Ruppert average of the unconstrained iterates
     reference: dict  # the last path
     markov_gap: jnp.ndarray
     bound_excess: jnp.ndarray  # accept-reject: max log m - log bound (<= 0 if valid)
 
 
-def run_ppg_learning(key, ssm_at, phi_at, u0, optimizer, num_iterations, num_particles,
-                     num_backward=2, num_sweeps=1, burn_in=0, backward="exact",
+def run_ppg_learning(key, ssm_at, phi_at, u0, optimizer, num_steps, num_particles,
+                     num_backward=2, num_sweeps=1, num_warmup=0, backward="exact",
                      max_trials=16, block_size=256, average=0.5, extra_gradient=None,
                      progress_bar=False, desc="ppg learning"):
     """The learning loop shared by :func:`score_ascent` and :func:`score_climbing`
@@ -351,27 +352,27 @@ def run_ppg_learning(key, ssm_at, phi_at, u0, optimizer, num_iterations, num_par
     key_init, key_loop = jax.random.split(key)
     _, reference, gap0, excess0 = conditional_sweep(key_init, ssm0, num_particles, num_backward,
                                            phi_at(u0), None, backward, max_trials, block_size)
-    num_steps = ssm0.num_steps
+    num_time_steps = ssm0.num_steps
 
     def body(carry, key_n):
         u, opt_state, ref = carry
         ssm = ssm_at(u)
         est, ref, gap, excess = ppg_estimate(key_n, ssm, num_particles, num_backward,
-                                             phi_at(u), ref, num_sweeps, burn_in, backward,
+                                             phi_at(u), ref, num_sweeps, num_warmup, backward,
                                              max_trials, block_size)
         if extra_gradient is not None:
             est = est + extra_gradient(u)
-        grad = est / num_steps
+        grad = est / num_time_steps
         updates, opt_state = optimizer.update(-grad, opt_state, u)
         u = optax.apply_updates(u, updates)
         return (u, opt_state, ref), (u, grad, gap, excess)
 
     (_, _, reference), (us, grads, gaps, excess) = progress_scan(
-        body, (u0, opt_state, reference), jax.random.split(key_loop, num_iterations),
+        body, (u0, opt_state, reference), jax.random.split(key_loop, num_steps),
         desc=desc, enable=progress_bar,
     )
     trajectory = jnp.concatenate([u0[None], us], axis=0)
-    start = min(num_iterations - 1, int(math.floor((1.0 - average) * num_iterations)))
+    start = min(num_steps - 1, int(math.floor((1.0 - average) * num_steps)))
     return LearningOutput(
         trajectory=trajectory,
         gradients=grads,
@@ -397,7 +398,7 @@ class LearningResult(Posterior):
 
     @property
     def trajectory(self) -> dict:
-        """site -> (num_iterations + 1, ...) constrained iterates."""
+        """site -> (num_steps + 1, ...) constrained iterates."""
         return self.samples
 
 
@@ -417,14 +418,15 @@ def _check_fraction(name, value, low_open=True):
     return value
 
 
-def _check_sweeps(num_sweeps, burn_in):
+def _check_sweeps(num_sweeps, num_warmup):
     num_sweeps = check_count("num_sweeps", num_sweeps)
-    if isinstance(burn_in, bool) or int(burn_in) != burn_in or not 0 <= burn_in < num_sweeps:
+    w = num_warmup
+    if isinstance(w, bool) or int(w) != w or not 0 <= w < num_sweeps:
         raise ValueError(
-            f"burn_in must be an integer with 0 <= burn_in < num_sweeps={num_sweeps}, got "
-            f"{burn_in!r}"
+            f"num_warmup must be an integer with 0 <= num_warmup < num_sweeps={num_sweeps}, "
+            f"got {num_warmup!r}"
         )
-    return num_sweeps, int(burn_in)
+    return num_sweeps, int(num_warmup)
 
 
 def _result(out, sites, names, unravel, method, info):
@@ -445,18 +447,18 @@ def _result(out, sites, names, unravel, method, info):
 class _PPGLearner:
     """Options shared by :class:`ScoreAscent` and :class:`ScoreClimbing`."""
 
-    def __init__(self, num_particles, num_backward, num_iterations, num_sweeps, burn_in,
+    def __init__(self, num_particles, num_backward, num_steps, num_sweeps, num_warmup,
                  optimizer, step_size, backward, max_trials, block_size, average,
                  progress_bar):
         self.num_particles = check_count("num_particles", num_particles)
         self.num_backward = check_count("num_backward", num_backward)
-        self.num_iterations = check_count("num_iterations", num_iterations)
-        self.num_sweeps, self.burn_in = _check_sweeps(num_sweeps, burn_in)
+        self.num_steps = check_count("num_steps", num_steps)
+        self.num_sweeps, self.num_warmup = _check_sweeps(num_sweeps, num_warmup)
         self.step_size = float(step_size)
         if not self.step_size > 0:
             raise ValueError(f"step_size must be positive, got {step_size!r}")
         self.optimizer = _check_optimizer(optimizer) or optax.adam(
-            robbins_monro(self.step_size, self.num_iterations)
+            robbins_monro(self.step_size, self.num_steps)
         )
         self.backward = check_option("backward", backward, BACKWARD)
         self.max_trials = check_count("max_trials", max_trials)
@@ -466,16 +468,16 @@ class _PPGLearner:
 
     def _loop(self, key, ssm_at, phi_at, u0, extra_gradient=None, desc=""):
         return run_ppg_learning(
-            key, ssm_at, phi_at, u0, self.optimizer, self.num_iterations,
-            self.num_particles, self.num_backward, self.num_sweeps, self.burn_in,
+            key, ssm_at, phi_at, u0, self.optimizer, self.num_steps,
+            self.num_particles, self.num_backward, self.num_sweeps, self.num_warmup,
             self.backward, self.max_trials, self.block_size, self.average, extra_gradient,
             self.progress_bar, desc,
         )
 
     def _info(self):
         return {"num_particles": self.num_particles, "num_backward": self.num_backward,
-                "num_iterations": self.num_iterations, "num_sweeps": self.num_sweeps,
-                "burn_in": self.burn_in, "backward": self.backward, "average": self.average}
+                "num_steps": self.num_steps, "num_sweeps": self.num_sweeps,
+                "num_warmup": self.num_warmup, "backward": self.backward, "average": self.average}
 
 
 def _learnt_names(sites, kind, exclude, who):
@@ -508,10 +510,10 @@ def _check_run(out, who, non_finite):
 class ScoreAscent(_PPGLearner):
     """``score_ascent(num_particles, ...)``; see :func:`score_ascent`."""
 
-    def __init__(self, num_particles=100, num_backward=2, num_iterations=500, num_sweeps=1,
-                 burn_in=0, optimizer=None, step_size=0.05, backward="exact", max_trials=16,
+    def __init__(self, num_particles=100, num_backward=2, num_steps=500, num_sweeps=1,
+                 num_warmup=0, optimizer=None, step_size=0.05, backward="exact", max_trials=16,
                  block_size=256, average=0.5, init=None, fixed=None, progress_bar=False):
-        super().__init__(num_particles, num_backward, num_iterations, num_sweeps, burn_in,
+        super().__init__(num_particles, num_backward, num_steps, num_sweeps, num_warmup,
                          optimizer, step_size, backward, max_trials, block_size, average,
                          progress_bar)
         self.init = dict(init or {})
@@ -554,20 +556,21 @@ class ScoreAscent(_PPGLearner):
         return _result(out, sites, names, unravel, "score_ascent", self._info())
 
 
-def score_ascent(num_particles=100, num_backward=2, num_iterations=500, num_sweeps=1,
-                 burn_in=0, optimizer=None, step_size=0.05, backward="exact", max_trials=16,
+def score_ascent(num_particles=100, num_backward=2, num_steps=500, num_sweeps=1,
+                 num_warmup=0, optimizer=None, step_size=0.05, backward="exact", max_trials=16,
                  block_size=256, average=0.5, init=None, fixed=None, progress_bar=False):
     """Maximum likelihood for the ``ppl.param`` sites of a ``ppl.markov`` program by PPG
     score ascent (Cardoso et al. 2023, arXiv 2301.00900, section 4).
 
-    Each of ``num_iterations`` iterations runs ``num_sweeps`` PPG sweeps (conditional
-    PaRIS with ``num_particles`` N and ``num_backward`` Ñ, ``backward="exact"`` or
-    ``"reject"``) at the current parameters, from the reference path left by the previous
-    iteration, estimates the score by Fisher's identity (the smoothed sum of
-    grad log[m g] at fixed particles, averaging the sweeps after ``burn_in``), and takes an
-    ``optimizer`` step (optax; default Adam with :func:`robbins_monro` steps starting at
-    ``step_size``) on the unconstrained parameters with gradient ``-score / T``. The
-    estimate is the average of the last ``average`` fraction of the iterates.
+    Each of the ``num_steps`` iterations (optimiser steps) runs ``num_sweeps`` PPG sweeps
+    (conditional PaRIS with ``num_particles`` N and ``num_backward`` Ñ, ``backward="exact"``
+    or ``"reject"``) at the current parameters, from the reference path left by the
+    previous iteration, estimates the score by Fisher's identity (the smoothed sum of
+    grad log[m g] at fixed particles, averaging the sweeps after the first ``num_warmup``),
+    and takes an ``optimizer`` step (optax; default Adam with :func:`robbins_monro` steps
+    starting at ``step_size``) on the unconstrained parameters with gradient
+    ``-score / T``. The estimate is the average of the last ``average`` fraction of the
+    iterates. ``progress_bar=True`` shows a tqdm bar over the iterations.
 
     ``init`` (site -> value) overrides the params' init values; ``fixed`` (site -> value)
     holds params (not learnt) and global latent sites (which must all be fixed: MLE here
@@ -577,7 +580,7 @@ def score_ascent(num_particles=100, num_backward=2, num_iterations=500, num_swee
     ``estimate`` the final dict, ``info["gradients"]`` the per-iteration gradient
     estimates (unconstrained, divided by T), ``info["reference"]`` the last path.
     """
-    return ScoreAscent(num_particles, num_backward, num_iterations, num_sweeps, burn_in,
+    return ScoreAscent(num_particles, num_backward, num_steps, num_sweeps, num_warmup,
                        optimizer, step_size, backward, max_trials, block_size, average, init,
                        fixed, progress_bar)
 
@@ -585,18 +588,18 @@ def score_ascent(num_particles=100, num_backward=2, num_iterations=500, num_swee
 class ScoreClimbing(_PPGLearner):
     """``score_climbing(guide, num_particles, ...)``; see :func:`score_climbing`."""
 
-    def __init__(self, guide, num_particles=100, num_backward=2, num_iterations=500,
-                 num_sweeps=1, burn_in=0, optimizer=None, step_size=0.05, backward="exact",
-                 max_trials=16, block_size=256, average=0.5, init=None, params=None,
+    def __init__(self, guide, num_particles=100, num_backward=2, num_steps=500,
+                 num_sweeps=1, num_warmup=0, optimizer=None, step_size=0.05, backward="exact",
+                 max_trials=16, block_size=256, average=0.5, init=None, fixed=None,
                  progress_bar=False):
         if not callable(guide):
             raise TypeError(f"guide must be a ppl program (a function), got {guide!r}")
-        super().__init__(num_particles, num_backward, num_iterations, num_sweeps, burn_in,
+        super().__init__(num_particles, num_backward, num_steps, num_sweeps, num_warmup,
                          optimizer, step_size, backward, max_trials, block_size, average,
                          progress_bar)
         self.guide = guide
         self.init = dict(init or {})
-        self.params = dict(params or {})
+        self.fixed = dict(fixed or {})
         self._runs = CompiledRuns(self._core)
 
     def _setup(self, args, kwargs):
@@ -611,7 +614,7 @@ class ScoreClimbing(_PPGLearner):
         """The pure jittable optimisation of the guide's params (model fixed)."""
         sites, names, start, unravel = self._setup(args, kwargs)
         u0 = start if u0 is None else u0
-        ssm = shared_state_space(model, args, kwargs, self.params, who="score_climbing")
+        ssm = shared_state_space(model, args, kwargs, self.fixed, who="score_climbing")
         phi_at = guide_score_functional(self.guide, args, kwargs, sites, names, unravel)
         return self._loop(key, lambda u: ssm, phi_at, u0, None, "score climbing")
 
@@ -628,10 +631,10 @@ class ScoreClimbing(_PPGLearner):
         return _result(out, sites, names, unravel, "score_climbing", self._info())
 
 
-def score_climbing(guide, num_particles=100, num_backward=2, num_iterations=500,
-                   num_sweeps=1, burn_in=0, optimizer=None, step_size=0.05,
+def score_climbing(guide, num_particles=100, num_backward=2, num_steps=500,
+                   num_sweeps=1, num_warmup=0, optimizer=None, step_size=0.05,
                    backward="exact", max_trials=16, block_size=256, average=0.5, init=None,
-                   params=None, progress_bar=False):
+                   fixed=None, progress_bar=False):
     """Markov score climbing (Naesseth, Lindsten & Blei 2020) of a Markov variational
     family of the states, with PPG as the Markov kernel (Cardoso et al. 2023, section 4).
 
@@ -641,12 +644,12 @@ def score_climbing(guide, num_particles=100, num_backward=2, num_iterations=500,
     both carries must share a structure) and the step's input. The guide's params are
     moved along the PPG estimate of E_p[sum_t grad_lambda log q_lambda(x_t | x_{t-1})], the
     negative gradient of KL(p(x | y) || q_lambda), with the model's global latent sites
-    fixed by ``params``. Options as in :func:`score_ascent`; ``init`` overrides the
+    held at ``fixed`` (site -> value). Options as in :func:`score_ascent`; ``init`` overrides the
     guide's param inits. Returns a :class:`LearningResult` over the guide's params.
     """
-    return ScoreClimbing(guide, num_particles, num_backward, num_iterations, num_sweeps,
-                         burn_in, optimizer, step_size, backward, max_trials, block_size,
-                         average, init, params, progress_bar)
+    return ScoreClimbing(guide, num_particles, num_backward, num_steps, num_sweeps,
+                         num_warmup, optimizer, step_size, backward, max_trials, block_size,
+                         average, init, fixed, progress_bar)
 
 
 # --------------------------------------------------------------------------- PG on params
@@ -661,8 +664,8 @@ class PGOutput(NamedTuple):
     markov_gap: jnp.ndarray
 
 
-def mh_params_step(key, log_target, u, step_size, num_steps):
-    """``num_steps`` random-walk Metropolis steps (Metropolis et al. 1953) on the flat
+def mh_params_step(key, log_target, u, step_size, num_mcmc_steps):
+    """``num_mcmc_steps`` random-walk Metropolis steps (Metropolis et al. 1953) on the flat
     unconstrained parameters ``u`` targeting ``log_target(u)`` (p(theta | x, y) in
     unconstrained coordinates). Returns ``(u, mean acceptance probability)``."""
 
@@ -676,19 +679,20 @@ def mh_params_step(key, log_target, u, step_size, num_steps):
         return (jnp.where(accept, proposal, u), jnp.where(accept, lp_prop, lp)), jnp.minimum(
             1.0, jnp.exp(log_ratio))
 
-    (u, _), probs = jax.lax.scan(body, (u, log_target(u)), jax.random.split(key, num_steps))
+    (u, _), probs = jax.lax.scan(body, (u, log_target(u)), jax.random.split(key, num_mcmc_steps))
     return u, jnp.mean(probs)
 
 
 def run_particle_gibbs_params(key, model, args, kwargs, num_particles, num_samples,
-                              num_warmup, step_size, mh_steps, init=None,
-                              new_path="backward") -> PGOutput:
+                              num_warmup, step_size, num_mcmc_steps, init=None,
+                              new_path="backward", progress_bar=False) -> PGOutput:
     """Particle Gibbs for states and global latent sites (Andrieu, Doucet & Holenstein
     2010, section 2.4.3; with backward sampling, Lindsten & Schön 2013, Algorithm 5):
     alternate x ~ CSMC(. | x, theta) (:func:`ppl.inference.conditional.csmc_kernel`) and
-    ``mh_steps`` random-walk Metropolis steps on u = T^{-1}(theta) targeting
+    ``num_mcmc_steps`` random-walk Metropolis steps on u = T^{-1}(theta) targeting
     p(theta, x, y) |dT/du| (:meth:`StateSpace.log_joint`: prior, global observations and
-    the path's transition and observation densities). Pure and jittable."""
+    the path's transition and observation densities). Pure and jittable; ``progress_bar``
+    shows a tqdm bar over the iterations."""
     sites = global_sites(model, args, kwargs)
     names = [n for n, s in sites.items() if s.kind == LATENT]
     if not names:
@@ -715,12 +719,13 @@ def run_particle_gibbs_params(key, model, args, kwargs, num_particles, num_sampl
         def log_target(v):
             return ssm_at(v).log_joint(ref) + _log_abs_det(sites, names, unravel(v))
 
-        u, prob = mh_params_step(k_u, log_target, u, step_size, mh_steps)
+        u, prob = mh_params_step(k_u, log_target, u, step_size, num_mcmc_steps)
         return (u, ref), (u, ref, prob, jnp.max(record.markov_gap))
 
     total = num_warmup + num_samples
-    _, (us, paths, probs, gaps) = jax.lax.scan(body, (u0, ref0),
-                                               jax.random.split(key_chain, total))
+    _, (us, paths, probs, gaps) = progress_scan(body, (u0, ref0),
+                                                jax.random.split(key_chain, total),
+                                                desc="particle_gibbs", enable=progress_bar)
     params = jax.vmap(lambda u: _constrain(sites, names, unravel(u)))(us[num_warmup:])
     return PGOutput(params, jax.tree.map(lambda a: a[num_warmup:], paths),
                     probs[num_warmup:], jnp.maximum(jnp.max(rec0.markov_gap), jnp.max(gaps)))
@@ -730,7 +735,8 @@ class ParticleGibbs:
     """``particle_gibbs(num_particles, ...)``; see :func:`particle_gibbs`."""
 
     def __init__(self, num_particles=100, num_samples=1000, num_warmup=200, num_chains=1,
-                 step_size=0.1, mh_steps=5, init=None, new_path="backward"):
+                 step_size=0.1, num_mcmc_steps=5, init=None, new_path="backward",
+                 progress_bar=False):
         self.num_particles = check_count("num_particles", num_particles)
         self.num_samples = check_count("num_samples", num_samples)
         if isinstance(num_warmup, bool) or int(num_warmup) != num_warmup or num_warmup < 0:
@@ -740,16 +746,18 @@ class ParticleGibbs:
         self.step_size = float(step_size)
         if not self.step_size > 0:
             raise ValueError(f"step_size must be positive, got {step_size!r}")
-        self.mh_steps = check_count("mh_steps", mh_steps)
+        self.num_mcmc_steps = check_count("num_mcmc_steps", num_mcmc_steps)
         self.init = dict(init or {})
         self.new_path = check_option("new_path", new_path, ("backward", "ancestor"))
+        self.progress_bar = bool(progress_bar)
         self._runs = CompiledRuns(self._chains)
 
     def core(self, key, model, args, kwargs) -> PGOutput:
         """One chain (:func:`run_particle_gibbs_params`); pure and jittable."""
         return run_particle_gibbs_params(key, model, args, kwargs, self.num_particles,
                                          self.num_samples, self.num_warmup, self.step_size,
-                                         self.mh_steps, self.init, self.new_path)
+                                         self.num_mcmc_steps, self.init, self.new_path,
+                                         self.progress_bar)
 
     def _chains(self, key, model, args, kwargs):
         keys = jax.random.split(key, self.num_chains)
@@ -771,21 +779,23 @@ class ParticleGibbs:
             samples, num_chains=c, method="particle_gibbs",
             sample_stats={"accept_prob": np.asarray(out.accept_prob).reshape(c * s)},
             info={"num_particles": self.num_particles, "step_size": self.step_size,
-                  "mh_steps": self.mh_steps, "new_path": self.new_path},
+                  "num_mcmc_steps": self.num_mcmc_steps, "new_path": self.new_path},
         )
 
 
 def particle_gibbs(num_particles=100, num_samples=1000, num_warmup=200, num_chains=1,
-                   step_size=0.1, mh_steps=5, init=None, new_path="backward"):
+                   step_size=0.1, num_mcmc_steps=5, init=None, new_path="backward",
+                   progress_bar=False):
     """Particle Gibbs for the states and the global latent sites of a ``ppl.markov``
     program jointly (Andrieu, Doucet & Holenstein 2010, section 2.4.3): each iteration
     draws a new path by conditional SMC with ``num_particles`` particles and
     ``new_path="backward"`` sampling (Lindsten & Schön 2013, Algorithm 5) given the
-    current parameters, then makes ``mh_steps`` Gaussian random-walk Metropolis steps of
+    current parameters, then makes ``num_mcmc_steps`` Gaussian random-walk Metropolis steps of
     scale ``step_size`` on the unconstrained global sites given the path. The chain
     targets p(theta, x | y); ``init`` (site -> value) sets its start (default: a prior
     draw). ``.run`` returns an unweighted :class:`~ppl.Posterior` (chains of draws) with
-    ``sample_stats["accept_prob"]``. The Bayesian counterpart of :func:`score_ascent`."""
+    ``sample_stats["accept_prob"]``; ``progress_bar=True`` shows a tqdm bar over the
+    iterations (one for all chains). The Bayesian counterpart of :func:`score_ascent`."""
     return ParticleGibbs(num_particles, num_samples, num_warmup, num_chains, step_size,
-                         mh_steps, init, new_path)
+                         num_mcmc_steps, init, new_path, progress_bar)
 

@@ -20,7 +20,7 @@ named global sites: ``theta = T(u)`` with ``T = numpyro.distributions.biject_to(
 of each site (read from a trace of the program's global sites), so the target density in
 ``u`` is ``p(T(u)) |det dT/du| p-hat(y | T(u))``. The SMC run is the given ``infer.smc``
 combinator with the parameters fixed in every particle: its pure core
-``SMC.core(..., params=theta)`` when paths are returned, otherwise the same blocks without
+``SMC.core(..., fixed=theta)`` when paths are returned, otherwise the same blocks without
 the genealogy and lineage replay (:func:`particle_filter`, cheaper; the same estimator).
 
 Building blocks, each a small function:
@@ -278,7 +278,7 @@ def estimate_likelihood(key, u, space: ParamSpace, likelihood: SMC, return_paths
     if not return_paths and getattr(likelihood, "move", None) is None:
         _, log_z = particle_filter(key_smc, likelihood, model, args, kwargs, theta)
         return PMMHState(u, theta, log_prior, log_z, {})
-    out = likelihood.core(key_smc, model, args, kwargs, params=theta)
+    out = likelihood.core(key_smc, model, args, kwargs, fixed=theta)
     path = {}
     if return_paths:
         n = jax.random.categorical(key_pick, out.log_weights)
@@ -480,7 +480,7 @@ class PMMH:
             },
             method="pmmh",
             info={
-                "acceptance_rate": np.asarray(accept_prob).mean(axis=1),
+                "accept_rate": np.asarray(accept_prob).mean(axis=1),
                 "step_size": {n: np.asarray(s) * np.asarray(multiplier) for n, s in
                               scale.items()},
                 "params": list(self.params),
@@ -544,8 +544,9 @@ def pmmh(params, likelihood, num_samples: int, num_warmup: int = 0, num_chains: 
     (so the draws target p(theta, x_{1:T} | y)). ``sample_stats``: ``accept_prob`` (the MH
     acceptance probability of each iteration's proposal) and ``log_likelihood_estimate``
     (the kept estimate log p-hat(y | theta) of each draw); ``info``: per-chain
-    ``acceptance_rate`` and the final ``step_size``. ``progress_bar=True`` shows a tqdm bar
-    (one for all chains) through host callbacks, without leaving jit.
+    ``accept_rate`` (mean acceptance probability) and the final ``step_size``.
+    ``progress_bar=True`` shows a tqdm bar (one for all chains) through host callbacks,
+    without leaving jit.
     """
     return PMMH(params, likelihood, num_samples, num_warmup, num_chains, proposal,
                 step_size, target_accept, adapt_step_size, init_params, return_paths,

@@ -16,7 +16,7 @@ particle Gibbs chain on the states (section 3, Algorithm 2):
   one. Given the forward particles these indices are i.i.d. draws of the backward kernel,
   so this is conditional SMC with backward sampling, a Markov kernel that leaves the
   smoothing distribution invariant;
-* the estimator averages the sweeps after a burn-in of k0 (``burn_in``):
+* the estimator averages the sweeps after a burn-in of k0 (``num_warmup``):
   ``Pi_{k0,k}(h) = (k - k0)^{-1} sum_{l=k0+1}^{k} Pi^l(h)`` (Cardoso et al. 2023,
   section 3, the bias-reduced PPG estimator; their bias bound decays geometrically in
   k0). Each Pi^l(h) = sum_i W^i tau^i is the exact conditional expectation of h(zeta[l])
@@ -41,6 +41,7 @@ from ppl.inference.base import (
     check_key,
     check_nonnegative,
 )
+from ppl.inference.progress import progress_scan
 from ppl.inference.smoothing import (
     FUNCTIONAL_SITE,
     SmoothingPosterior,
@@ -65,13 +66,16 @@ class PPGOutput(NamedTuple):
 
 
 def run_ppg(key, model, args, kwargs, num_particles: int, num_backward: int,
-            num_sweeps: int, burn_in: int, functional, backward="exact", params=None,
-            reference=None, max_trials=16, log_bound=None, block_size=256) -> PPGOutput:
+            num_sweeps: int, num_warmup: int, functional, backward="exact", params=None,
+            reference=None, max_trials=16, log_bound=None, block_size=256,
+            progress_bar=False) -> PPGOutput:
     """PPG (Cardoso et al. 2023, Algorithm 2): ``num_sweeps`` conditional PaRIS sweeps
     (:func:`~ppl.inference.smoothing.run_paris` with ``reference``) in a ``lax.scan``, each
     handing its path drawn through the backward indices to the next; the estimate is the
-    mean of the sweeps ``burn_in + 1 .. num_sweeps``. Without ``reference`` the chain
-    starts from a path of an unconditional PaRIS sweep. Pure and jittable."""
+    mean of the sweeps ``num_warmup + 1 .. num_sweeps``. Without ``reference`` the chain
+    starts from a path of an unconditional PaRIS sweep; ``params`` holds the global sites
+    (the combinator's ``fixed=``); ``progress_bar`` shows a tqdm bar over the sweeps. Pure
+    and jittable."""
     options = dict(num_particles=num_particles, num_backward=num_backward,
                    functional=functional, backward=backward, params=params,
                    max_trials=max_trials, log_bound=log_bound, block_size=block_size,
@@ -87,13 +91,14 @@ def run_ppg(key, model, args, kwargs, num_particles: int, num_backward: int,
         return out.path, (out.estimate, out.online_estimates, out.path, out.steps,
                           out.log_evidence)
 
-    last, (estimates, online, paths, steps, log_z) = jax.lax.scan(
-        sweep, reference, jax.random.split(key_sweeps, num_sweeps)
+    last, (estimates, online, paths, steps, log_z) = progress_scan(
+        sweep, reference, jax.random.split(key_sweeps, num_sweeps), desc="ppg",
+        enable=progress_bar,
     )
     if init_steps is not None:  # keep the initial sweep's checks (gap, bound) too
         steps = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), init_steps, steps)
     return PPGOutput(
-        estimate=jnp.mean(estimates[burn_in:], axis=0),
+        estimate=jnp.mean(estimates[num_warmup:], axis=0),
         sweep_estimates=estimates,
         online_estimates=online,
         paths=paths,
@@ -104,12 +109,12 @@ def run_ppg(key, model, args, kwargs, num_particles: int, num_backward: int,
 
 
 class PPG:
-    """``ppg(num_particles, num_backward, num_sweeps, burn_in, functional, ...)``; see
+    """``ppg(num_particles, num_backward, num_sweeps, num_warmup, functional, ...)``; see
     :func:`ppg`."""
 
-    def __init__(self, num_particles: int, num_backward=2, num_sweeps=10, burn_in=2,
+    def __init__(self, num_particles: int, num_backward=2, num_sweeps=10, num_warmup=2,
                  functional=None, backward="exact", max_trials=16, log_bound=None,
-                 block_size=256, params=None):
+                 block_size=256, fixed=None, progress_bar=False):
         self.num_particles = check_count("num_particles", num_particles)
         if self.num_particles < 2:
             raise ValueError(
@@ -117,25 +122,28 @@ class PPG:
             )
         self.num_backward = check_count("num_backward", num_backward)
         self.num_sweeps = check_count("num_sweeps", num_sweeps)
-        self.burn_in = check_nonnegative("burn_in", burn_in)
-        if self.burn_in >= self.num_sweeps:
+        self.num_warmup = check_nonnegative("num_warmup", num_warmup)
+        if self.num_warmup >= self.num_sweeps:
             raise ValueError(
-                f"burn_in must be smaller than num_sweeps (the estimate averages sweeps "
-                f"burn_in+1..num_sweeps), got burn_in={burn_in}, num_sweeps={num_sweeps}"
+                f"num_warmup must be smaller than num_sweeps (the estimate averages sweeps "
+                f"num_warmup+1..num_sweeps), got num_warmup={num_warmup}, "
+                f"num_sweeps={num_sweeps}"
             )
         vars(self).update(check_backward_options(functional, backward, max_trials, log_bound,
-                                                 block_size, params))
+                                                 block_size, fixed))
+        self.progress_bar = bool(progress_bar)
         self._runs = CompiledRuns(self.core)
 
-    def core(self, key, model, args, kwargs, params=None, reference=None) -> PPGOutput:
+    def core(self, key, model, args, kwargs, fixed=None, reference=None) -> PPGOutput:
         """The pure, jittable run (:func:`run_ppg` with this combinator's options).
-        ``params`` (default: the combinator's) fixes the global sites; ``reference`` (a
+        ``fixed`` (default: the combinator's) holds the global sites; ``reference`` (a
         path, site -> (T, ...), e.g. the previous run's ``reference``) starts the chain."""
-        params = self.params if params is None else params
+        fixed = self.fixed if fixed is None else fixed
         return run_ppg(key, model, args, kwargs, self.num_particles, self.num_backward,
-                       self.num_sweeps, self.burn_in, self.functional, self.backward,
-                       params=params, reference=reference, max_trials=self.max_trials,
-                       log_bound=self.log_bound, block_size=self.block_size)
+                       self.num_sweeps, self.num_warmup, self.functional, self.backward,
+                       params=fixed, reference=reference, max_trials=self.max_trials,
+                       log_bound=self.log_bound, block_size=self.block_size,
+                       progress_bar=self.progress_bar)
 
     def run(self, key, model, *args, **kwargs) -> SmoothingPosterior:
         """Run PPG on ``model(*args, **kwargs)``; returns a :class:`SmoothingPosterior`
@@ -143,7 +151,7 @@ class PPG:
         out = self._runs(check_key(key), model, args, kwargs)
         steps = jax.tree.map(lambda a: np.asarray(a).reshape(-1, *np.shape(a)[2:]), out.steps)
         check_paris_run(steps, np.zeros(()), "ppg")
-        kept = slice(self.burn_in, None)
+        kept = slice(self.num_warmup, None)
         samples = {FUNCTIONAL_SITE: out.sweep_estimates[kept]}
         samples.update({n: v[kept] for n, v in out.paths.items()})
         return SmoothingPosterior(
@@ -158,7 +166,7 @@ class PPG:
                 "num_particles": self.num_particles,
                 "num_backward": self.num_backward,
                 "num_sweeps": self.num_sweeps,
-                "burn_in": self.burn_in,
+                "num_warmup": self.num_warmup,
                 "backward": self.backward,
             },
         )
@@ -166,21 +174,23 @@ class PPG:
     def __repr__(self):
         return (
             f"ppg(num_particles={self.num_particles}, num_backward={self.num_backward}, "
-            f"num_sweeps={self.num_sweeps}, burn_in={self.burn_in}, "
+            f"num_sweeps={self.num_sweeps}, num_warmup={self.num_warmup}, "
             f"functional={self.functional!r}, backward={self.backward!r})"
         )
 
 
-def ppg(num_particles: int, num_backward=2, num_sweeps=10, burn_in=2, functional=None,
-        backward="exact", max_trials=16, log_bound=None, block_size=256, params=None):
+def ppg(num_particles: int, num_backward=2, num_sweeps=10, num_warmup=2, functional=None,
+        backward="exact", max_trials=16, log_bound=None, block_size=256, fixed=None,
+        progress_bar=False):
     """PaRIS particle Gibbs (Cardoso et al. 2023): bias-reduced smoothing of an additive
     functional ``psi(t, x_prev, x, params)`` summed over the program's ``markov`` steps
     (same convention as :func:`~ppl.inference.smoothing.paris`).
 
     ``num_sweeps`` (k) conditional PaRIS sweeps with ``num_particles`` (N) particles and
     ``num_backward`` (Ñ) backward draws each; the estimate averages the sweeps after the
-    first ``burn_in`` (k0). ``backward``, ``max_trials``, ``log_bound``, ``block_size`` as
-    in :func:`~ppl.inference.smoothing.paris`; ``params`` fixes the global latent sites.
+    first ``num_warmup`` (k0). ``backward``, ``max_trials``, ``log_bound``, ``block_size``
+    as in :func:`~ppl.inference.smoothing.paris`; ``fixed`` (site -> value) holds the
+    global latent sites. ``progress_bar=True`` shows a tqdm bar over the sweeps.
 
     ``.run(key, model, *args, **kwargs)`` returns a :class:`SmoothingPosterior`:
     ``estimate`` the bias-reduced estimate; ``samples`` hold, for each kept sweep, its
@@ -188,7 +198,7 @@ def ppg(num_particles: int, num_backward=2, num_sweeps=10, burn_in=2, functional
     site, (k - k0, T, ...)), unweighted, so ``post.mean("functional") == post.estimate``;
     ``online_estimates`` are the kept sweeps' mean estimates after each step; ``info``
     has ``sweep_estimates`` (all k), ``reference`` (the last path). ``.core(key, model,
-    args, kwargs, params, reference)`` is the pure jittable run for learning loops.
+    args, kwargs, fixed, reference)`` is the pure jittable run for learning loops.
     """
-    return PPG(num_particles, num_backward, num_sweeps, burn_in, functional, backward,
-               max_trials, log_bound, block_size, params)
+    return PPG(num_particles, num_backward, num_sweeps, num_warmup, functional, backward,
+               max_trials, log_bound, block_size, fixed, progress_bar)

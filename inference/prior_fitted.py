@@ -42,7 +42,7 @@ Target modes: ``target="y"`` (default) predicts the observed site at query point
 ``target="<latent site>"`` predicts a scalar latent of the program (one extra query token
 without an input) from the training set: its posterior ``p(theta | D)``.
 
-``infer.pfn(...)`` configures one; ``.fit(key, model, steps=...)`` trains it;
+``infer.pfn(...)`` configures one; ``.fit(key, model, num_steps=...)`` trains it;
 ``.run(key, model, x, y, x_query=...)`` returns a :class:`~ppl.Posterior` with draws from
 the predicted distribution (site ``y`` at the query points, or the latent's site), whose
 ``info`` holds the bucket log-probabilities, the borders, the predictive mean and the
@@ -597,10 +597,11 @@ class PFN:
 
     # ------------------------------------------------------------------- training
 
-    def fit(self, key, model, steps=1000, checkpoint=None, max_seconds=None, resume=False):
-        """Train on ``steps`` fresh prior batches; returns ``self``.
+    def fit(self, key, model, num_steps=1000, checkpoint=None, max_seconds=None,
+            resume=False):
+        """Train on ``num_steps`` fresh prior batches; returns ``self``.
 
-        The loop is ``ceil(steps / chunk)`` calls of the jitted :func:`train_chunk` (each a
+        The loop is ``ceil(num_steps / chunk)`` calls of the jitted :func:`train_chunk` (each a
         ``lax.scan`` over ``chunk`` Adam steps) under a tqdm bar. Adam with global-norm
         clipping at 1 and a linear warm-up then cosine decay of the learning rate (Müller
         et al. 2022, appendix: Adam with warm-up and cosine annealing). ``self.history``
@@ -608,13 +609,13 @@ class PFN:
         the first one including compilation) and the number of short batches. With
         ``checkpoint=path`` the network is saved there after every chunk (so an interrupted
         run leaves its latest state). With ``max_seconds`` training stops after the first
-        chunk that ends past that wall time (``history["steps"]`` says how many were run).
+        chunk that ends past that wall time (``history["num_steps"]`` says how many were run).
         With ``resume=True`` training continues from the current network (trained or
         loaded from a checkpoint, for the same program) with a fresh optimizer and learning
         rate schedule, keeping its normalisation and bucket borders.
         """
         check_key(key)
-        steps = check_count("steps", steps)
+        num_steps = check_count("num_steps", num_steps)
         k_check, k_acc, k_stats, k_init, k_train = jax.random.split(key, 5)
         x0 = self._check_program(k_check, model)
         rate = self._acceptance(k_acc, model)
@@ -635,8 +636,8 @@ class PFN:
             net = PFNNetwork(num_features, self.num_buckets, self.width, self.depth,
                              self.heads, self.hidden, k_init, sink=self.sink,
                              decoder=self.decoder)
-        chunk = min(self.chunk, steps)
-        num_chunks = -(-steps // chunk)
+        chunk = min(self.chunk, num_steps)
+        num_chunks = -(-num_steps // chunk)
         total = num_chunks * chunk
         warmup = max(min(total // 10, 500) if self.warmup is None else int(self.warmup), 1)
         schedule = optax.warmup_cosine_decay_schedule(
@@ -672,7 +673,7 @@ class PFN:
             self.history = {"loss": np.concatenate(losses),
                             "seconds": time.perf_counter() - start, "short_batches": short,
                             "acceptance": rate, "oversample": oversample,
-                            "steps": len(losses) * chunk}
+                            "num_steps": len(losses) * chunk}
             self._predict = {}
             if checkpoint is not None:
                 self.save(checkpoint)
@@ -950,7 +951,7 @@ def pfn(num_points=50, inputs=None, target="y", observed="y", num_buckets=100, w
         observed: name of the program's observed site.
         num_buckets, width, depth, heads: bar distribution and transformer sizes.
         **options: ``hidden`` (MLP width, default 2 * width), ``batch_size=64``,
-            ``learning_rate=1e-3``, ``warmup`` (default min(steps / 10, 500)),
+            ``learning_rate=1e-3``, ``warmup`` (default min(num_steps / 10, 500)),
             ``chunk=100`` (steps per jitted scan), ``min_train=1``, ``sink=True`` (a learned
             token every token attends to, so the network can tell the training-set size;
             see :class:`PFNNetwork`), ``decoder=0`` (hidden units of a 2-layer MLP decoder

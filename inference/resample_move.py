@@ -22,12 +22,12 @@ steps (steps after t contribute 0), so a move costs O(T), as in monad-bayes. One
    the new step's values are written into each particle's path at index t;
 2. :func:`~ppl.inference.filtering.resample_step` — adaptive resampling (ESS below
    ``ess_threshold * N``), which permutes the paths with the same ancestor indices;
-3. :func:`rejuvenate` — ``steps`` MH moves per particle, each invariant for p_t.
+3. :func:`rejuvenate` — ``num_mcmc_steps`` MH moves per particle, each invariant for p_t.
 
 Moves do not change the weights (an MH kernel invariant for p_t maps a weighted sample of
 p_t to one), so the evidence estimate is SMC's, ``log Z = l_init + sum_t l_t``, and stays
-unbiased. The moves (the ``move=infer.mh(...)`` option; only its ``proposal``, ``steps``
-and ``step_size`` count):
+unbiased. The moves (the ``move=infer.mh(...)`` option; only its ``proposal``,
+``num_mcmc_steps`` and ``step_size`` count):
 
 * ``proposal="prior"``: regenerate one block from the prior given the rest. The blocks
   are the global latent sites (one each) and, with ``regenerate="all"`` (default) or
@@ -72,6 +72,7 @@ from ppl.inference.filtering import (
     resample_step,
     smc_info,
 )
+from ppl.inference.progress import progress_scan
 from ppl.inference.resampling import ess, get_scheme
 from ppl.inference.sharding import shard_particles, to_host
 from ppl.inference.trace_mh import (
@@ -250,7 +251,7 @@ def move_particle(key, params, path, t, model, args, kwargs, move: MH, regenerat
 
 def rejuvenate(key, params, paths, t, model, args, kwargs, move: MH, regenerate: str,
                num_globals: int, num_particles: int):
-    """``move.steps`` MH moves of every particle (``vmap`` over particles, ``lax.scan``
+    """``move.num_mcmc_steps`` MH moves of every particle (``vmap`` over particles, ``lax.scan``
     over moves); returns ``(params, paths, carries, accepted fraction, accept prob)``, the
     carries recomputed after step t from the moved particles."""
 
@@ -261,7 +262,7 @@ def rejuvenate(key, params, paths, t, model, args, kwargs, move: MH, regenerate:
             return (m.params, m.path), (m.accepted, m.accept_prob)
 
         (params_n, path_n), (accepted, prob) = jax.lax.scan(
-            body, (params_n, path_n), jax.random.split(k, move.steps)
+            body, (params_n, path_n), jax.random.split(k, move.num_mcmc_steps)
         )
         ssm = _state_space(model, args, kwargs, params=params_n)
         carry = path_log_joint(ssm, path_n, t).carry
@@ -318,13 +319,15 @@ def _check_move_sites(move: MH, regenerate: str, global_sites):
 
 
 def run_rmsmc(key, model, args, kwargs, num_particles, move: MH, scheme="systematic",
-              ess_threshold=0.5, proposal=None, regenerate="all", mesh=None) -> RMSMCOutput:
+              ess_threshold=0.5, proposal=None, regenerate="all", mesh=None,
+              progress_bar=False) -> RMSMCOutput:
     """Resample-move SMC (Gilks & Berzuini 2001): one ``lax.scan`` over the T steps of the
     program's ``markov`` whose body is :func:`~ppl.inference.filtering.advance`, then
     :func:`~ppl.inference.filtering.resample_step` (adaptive), then :func:`rejuvenate`. The
     particles carry their paths as (N, T, ...) arrays, so no genealogy is traced back.
     ``mesh`` (a :func:`ppl.inference.sharding.particle_mesh`) splits the particles, with
-    their paths, across its devices."""
+    their paths, across its devices. ``progress_bar`` shows a tqdm bar over the time steps
+    (:func:`~ppl.inference.progress.progress_scan`)."""
     num_steps, global_sites = _markov_program_info(model, args, kwargs)
     _check_move_sites(move, regenerate, global_sites)
     key_init, key_steps = jax.random.split(key)
@@ -364,8 +367,8 @@ def run_rmsmc(key, model, args, kwargs, num_particles, move: MH, scheme="systema
         return (state, paths), (record_t, accepted.mean(), prob.mean())
 
     steps = (jnp.arange(num_steps), jax.random.split(key_steps, num_steps))
-    (state, paths), (records, accept_rate, accept_prob) = jax.lax.scan(
-        body, (state, paths), steps
+    (state, paths), (records, accept_rate, accept_prob) = progress_scan(
+        body, (state, paths), steps, desc="rmsmc", enable=progress_bar
     )
     log_evidence = log_z_init + jnp.sum(records.log_evidence_increment)
     global_values, step_det, loglik, data, factors = replay_lineages(
@@ -393,7 +396,8 @@ class RMSMC:
     :func:`rmsmc`."""
 
     def __init__(self, num_particles: int, move=None, resample="systematic",
-                 ess_threshold=0.5, proposal=None, regenerate="all", devices=None):
+                 ess_threshold=0.5, proposal=None, regenerate="all", devices=None,
+                 progress_bar=False):
         base = SMC(num_particles, resample, ess_threshold, proposal,
                    devices=devices)  # checks the options
         self.num_particles = base.num_particles
@@ -402,11 +406,12 @@ class RMSMC:
         self.proposal = base.proposal
         self.devices, self.mesh = devices, base.mesh
         if move is None:
-            move = MH(steps=1)
+            move = MH(num_mcmc_steps=1)
         if not isinstance(move, MH):
             raise TypeError(f"move must be an infer.mh(...) combinator, got {move!r}")
         self.move = move
         self.regenerate = check_option("regenerate", regenerate, REGENERATE)
+        self.progress_bar = bool(progress_bar)
         get_scheme(self.resample)
         self._runs = CompiledRuns(self.core)
 
@@ -414,7 +419,7 @@ class RMSMC:
         """The pure, jittable run (:func:`run_rmsmc` with this combinator's options)."""
         return run_rmsmc(key, model, args, kwargs, self.num_particles, self.move,
                          self.resample, self.ess_threshold, self.proposal, self.regenerate,
-                         mesh=self.mesh)
+                         mesh=self.mesh, progress_bar=self.progress_bar)
 
     def run(self, key, model, *args, **kwargs) -> Posterior:
         """Run resample-move SMC on ``model(*args, **kwargs)`` (one ``ppl.markov`` call
@@ -452,19 +457,20 @@ class RMSMC:
 
 
 def rmsmc(num_particles: int, move=None, resample="systematic", ess_threshold=0.5,
-          proposal=None, regenerate="all", devices=None) -> RMSMC:
+          proposal=None, regenerate="all", devices=None, progress_bar=False) -> RMSMC:
     """Resample-move SMC (Gilks & Berzuini 2001; monad-bayes' ``rmsmc``) over a program
     with one ``ppl.markov`` call.
 
     Each step advances the ``num_particles`` particles (bootstrap, or the guided
     ``proposal(t, carry, x)`` as in :func:`ppl.inference.filtering`), resamples when the ESS
     falls below ``ess_threshold * num_particles`` (``resample`` scheme), then applies
-    ``move.steps`` MH moves to every particle, each invariant for the posterior of the
-    globals and the path so far (``move`` defaults to ``infer.mh(steps=1)``; only its
-    ``proposal``, ``steps`` and ``step_size`` count). With ``proposal="prior"`` a move
-    regenerates one block chosen uniformly: a global latent site or one past step
-    (``regenerate="all"``, monad-bayes), a global site only (``"globals"``) or a step
-    only (``"steps"``). ``"random_walk"`` and proposal programs move the globals.
+    ``move.num_mcmc_steps`` MH moves to every particle, each invariant for the posterior of
+    the globals and the path so far (``move`` defaults to ``infer.mh(num_mcmc_steps=1)``;
+    only its ``proposal``, ``num_mcmc_steps`` and ``step_size`` count). With
+    ``proposal="prior"`` a move regenerates one block chosen uniformly: a global latent site
+    or one past step (``regenerate="all"``, monad-bayes), a global site only
+    (``"globals"``) or a step only (``"steps"``). ``"random_walk"`` and proposal programs
+    move the globals.
 
     ``.run(key, model, *args, **kwargs)`` returns a weighted :class:`~ppl.Posterior` laid
     out as :func:`ppl.inference.filtering`'s (globals (N, ...), paths (N, T, ...), final log
@@ -476,5 +482,7 @@ def rmsmc(num_particles: int, move=None, resample="systematic", ess_threshold=0.
     :class:`~ppl.errors.UnsupportedModelError` (use ``infer.tempered_smc``).
     ``devices="all"`` (or a list of devices) splits the particles and their paths across
     devices (:mod:`ppl.inference.sharding`; ``num_particles`` a multiple of their number).
+    ``progress_bar=True`` shows a tqdm bar over the time steps without leaving jit.
     """
-    return RMSMC(num_particles, move, resample, ess_threshold, proposal, regenerate, devices)
+    return RMSMC(num_particles, move, resample, ess_threshold, proposal, regenerate, devices,
+                 progress_bar)

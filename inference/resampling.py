@@ -42,11 +42,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
 
+from ppl import weights
 from ppl.errors import NonFiniteWeightError, UnknownOptionError
 
 __all__ = [
     "SCHEMES",
     "adaptive_resample",
+    "categorical",
     "ess",
     "get_scheme",
     "log_normalise",
@@ -106,15 +108,6 @@ def _num_samples(num_samples, n: int, where: str) -> int:
     return int(num_samples)
 
 
-def _normalise(lw: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Normalised log weights and ``logsumexp(lw)``; uniform if the total is not finite."""
-    lse = logsumexp(lw)
-    n = lw.shape[-1]
-    safe = jnp.isfinite(lse)
-    log_w = jnp.where(safe, lw - jnp.where(safe, lse, 0.0), -math.log(n))
-    return log_w, lse
-
-
 def _cdf(w: jax.Array) -> jax.Array:
     """Cumulative sum of non-negative ``w``, monotone, with last entry exactly 1.
 
@@ -155,21 +148,21 @@ def _validated(log_weights, num_samples, where: str) -> tuple[jax.Array, int]:
 
 @partial(jax.jit, static_argnums=2)
 def _multinomial(key, lw, m):
-    w = jnp.exp(_normalise(lw)[0])
+    w = jnp.exp(log_normalise(lw))
     u = jax.random.uniform(key, (m,), dtype=w.dtype)
     return _invert(_cdf(w), u)
 
 
 @partial(jax.jit, static_argnums=2)
 def _stratified(key, lw, m):
-    w = jnp.exp(_normalise(lw)[0])
+    w = jnp.exp(log_normalise(lw))
     u = (jnp.arange(m, dtype=w.dtype) + jax.random.uniform(key, (m,), dtype=w.dtype)) / m
     return _invert(_cdf(w), u)
 
 
 @partial(jax.jit, static_argnums=2)
 def _systematic(key, lw, m):
-    w = jnp.exp(_normalise(lw)[0])
+    w = jnp.exp(log_normalise(lw))
     u = (jnp.arange(m, dtype=w.dtype) + jax.random.uniform(key, (), dtype=w.dtype)) / m
     return _invert(_cdf(w), u)
 
@@ -177,7 +170,7 @@ def _systematic(key, lw, m):
 @partial(jax.jit, static_argnums=2)
 def _residual(key, lw, m):
     n = lw.shape[0]
-    w = jnp.exp(_normalise(lw)[0])
+    w = jnp.exp(log_normalise(lw))
     scaled = m * w
     # M w_i that should be an integer k can come out as k - 1 ulp (uniform weights, N = 7
     # say); a few-ulp tolerance keeps those k deterministic copies. Bias: O(eps) per particle.
@@ -295,25 +288,26 @@ def log_normalise(log_weights) -> jax.Array:
     entry) that row is returned as uniform, ``-log N``, rather than NaN; check
     ``logsumexp(log_weights)`` to detect that case.
     """
-    lw = jnp.asarray(log_weights)
-    lse = logsumexp(lw, axis=-1, keepdims=True)
-    safe = jnp.isfinite(lse)
-    return jnp.where(safe, lw - jnp.where(safe, lse, 0.0), -math.log(lw.shape[-1]))
+    log_w, total = weights.normalise(log_weights)
+    uniform = -math.log(log_w.shape[-1])
+    return jnp.where(jnp.isfinite(total)[..., None], log_w, uniform)
 
 
-def ess(log_weights) -> jax.Array:
-    """Kish effective sample size ``(sum w)^2 / sum w^2`` along the last axis.
+#: Kish's effective sample size along the last axis (:func:`ppl.weights.ess`): in ``[1, N]``,
+#: 0 when every log weight is ``-inf`` and NaN when one is NaN or ``+inf``.
+ess = weights.ess
 
-    Computed in log space as ``exp(2 logsumexp(lw) - logsumexp(2 lw))`` (on the normalised
-    weights, for stability). Lies in ``[1, N]``; it is 0 when every log weight is ``-inf``
-    and NaN if a log weight is NaN or ``+inf``.
-    """
-    lw = jnp.asarray(log_weights)
-    lse = logsumexp(lw, axis=-1)
-    finite = jnp.isfinite(lse)
-    log_w = lw - jnp.where(finite, lse, 0.0)[..., None]
-    val = jnp.exp(-logsumexp(2.0 * log_w, axis=-1))
-    return jnp.where(finite, val, jnp.where(jnp.isneginf(lse), 0.0, jnp.nan))
+
+def categorical(key, log_weights, shape=()):
+    """Indices drawn i.i.d. from ``Categorical(softmax(log_weights))`` by inverting the
+    CDF at uniforms (``O(N + M log N)``; weights normalised in log space first): the one
+    categorical draw of the backward kernels, conditional SMC and PaRIS. A weight of zero
+    is never drawn. Returns int32 of ``shape``."""
+    lw = log_weights - logsumexp(log_weights)
+    cdf = jnp.cumsum(jnp.exp(lw))
+    u = jax.random.uniform(key, shape, dtype=cdf.dtype) * cdf[-1]
+    idx = jnp.searchsorted(cdf, u, side="right")
+    return jnp.clip(idx, 0, lw.shape[0] - 1).astype(jnp.int32)
 
 
 # --------------------------------------------------------------------------- resampling

@@ -14,7 +14,7 @@ given ``infer.smc`` combinator run with theta^m fixed), at every time t:
     normalised theta weights before the update);
 (c) if the ESS of the theta weights falls below ``ess_threshold * M``: resample the theta
     particles (each with its whole inner particle system and its running likelihood
-    estimate), then rejuvenate each by ``num_moves`` PMMH moves: propose theta* by a
+    estimate), then rejuvenate each by ``num_mcmc_steps`` PMMH moves: propose theta* by a
     Gaussian random walk on unconstrained coordinates (covariance ``scale^2`` times the
     weighted covariance of the population before resampling), rerun its inner filter on
     y_{1:t} (:func:`ppl.inference.marginal_mh.particle_filter` stopped after t + 1 steps: every
@@ -94,7 +94,7 @@ class SMC2Output(NamedTuple):
     log_likelihood: jnp.ndarray  # (M,) log p-hat(y_{1:T} | theta^m)
     ess: jnp.ndarray  # (T,) theta ESS after reweighting at step t
     resampled: jnp.ndarray  # (T,) bool: rejuvenated at step t
-    acceptance_rate: jnp.ndarray  # (T,) mean acceptance prob. of the moves at step t
+    accept_rate: jnp.ndarray  # (T,) mean acceptance prob. of the moves at step t
     log_evidence_increments: jnp.ndarray  # (T,)
 
 
@@ -188,9 +188,9 @@ def pmmh_move(key, t, particles: ThetaParticles, chol, likelihood: SMC, space):
 
 
 def rejuvenate(key, t, particles: ThetaParticles, log_weights, likelihood: SMC, space,
-               scheme, num_moves, scale):
+               scheme, num_mcmc_steps, scale):
     """Step (c): resample the theta particles (``scheme``; each keeps its inner particle
-    system and estimate) to uniform weights, then ``num_moves`` :func:`pmmh_move` with the
+    system and estimate) to uniform weights, then ``num_mcmc_steps`` :func:`pmmh_move` with the
     proposal covariance of the population before resampling. Returns ``(particles,
     uniform log weights, mean acceptance probability)``."""
     key_resample, key_moves = jax.random.split(key)
@@ -203,16 +203,16 @@ def rejuvenate(key, t, particles: ThetaParticles, log_weights, likelihood: SMC, 
         particles, accept = carry
         particles, accept_prob = pmmh_move(jax.random.fold_in(key_moves, i), t, particles,
                                            chol, likelihood, space)
-        return particles, accept + jnp.mean(accept_prob) / num_moves
+        return particles, accept + jnp.mean(accept_prob) / num_mcmc_steps
 
     particles, accept = jax.lax.fori_loop(
-        0, num_moves, move, (particles, jnp.zeros((), log_weights.dtype))
+        0, num_mcmc_steps, move, (particles, jnp.zeros((), log_weights.dtype))
     )
     return particles, jnp.full_like(log_weights, -math.log(num_theta)), accept
 
 
 def run_smc2(key, model, args, kwargs, params, likelihood: SMC, num_theta, ess_threshold=0.5,
-             resample="systematic", num_moves=1, scale=None,
+             resample="systematic", num_mcmc_steps=1, scale=None,
              progress_bar=False) -> SMC2Output:
     """The SMC^2 driver: :func:`init_theta`, then one ``lax.scan`` over the T steps whose
     body is :func:`advance_theta` and, when the theta ESS is below ``ess_threshold *
@@ -238,7 +238,7 @@ def run_smc2(key, model, args, kwargs, params, likelihood: SMC, num_theta, ess_t
         def yes(operand):
             p, lw = operand
             return rejuvenate(key_rejuvenate, t, p, lw, likelihood, space, resample,
-                              num_moves, scale)
+                              num_mcmc_steps, scale)
 
         def no(operand):
             p, lw = operand
@@ -261,7 +261,7 @@ def run_smc2(key, model, args, kwargs, params, likelihood: SMC, num_theta, ess_t
         log_likelihood=particles.log_likelihood,
         ess=ess_t,
         resampled=resampled,
-        acceptance_rate=accept,
+        accept_rate=accept,
         log_evidence_increments=increments,
     )
 
@@ -273,7 +273,7 @@ class SMC2:
     """``smc2(params, num_theta, likelihood, ...)``; see :func:`smc2`."""
 
     def __init__(self, params, num_theta: int, likelihood, ess_threshold=0.5,
-                 resample="systematic", num_moves: int = 1, scale=None,
+                 resample="systematic", num_mcmc_steps: int = 1, scale=None,
                  progress_bar=False):
         self.params = check_param_names(params, "smc2")
         self.progress_bar = bool(progress_bar)
@@ -294,7 +294,7 @@ class SMC2:
         self.ess_threshold = float(t)
         get_scheme(resample)  # UnknownOptionError naming `resample`
         self.resample = resample
-        self.num_moves = check_count("num_moves", num_moves)
+        self.num_mcmc_steps = check_count("num_mcmc_steps", num_mcmc_steps)
         if scale is not None and not (
             np.ndim(scale) == 0 and np.isfinite(scale) and float(scale) > 0
         ):
@@ -305,8 +305,8 @@ class SMC2:
     def core(self, key, model, args, kwargs) -> SMC2Output:
         """The pure, jittable run (:func:`run_smc2` with this combinator's options)."""
         return run_smc2(key, model, args, kwargs, self.params, self.likelihood,
-                        self.num_theta, self.ess_threshold, self.resample, self.num_moves,
-                        self.scale, self.progress_bar)
+                        self.num_theta, self.ess_threshold, self.resample,
+                        self.num_mcmc_steps, self.scale, self.progress_bar)
 
     def run(self, key, model, *args, **kwargs) -> Posterior:
         """Run SMC^2 on ``model(*args, **kwargs)``; a weighted :class:`~ppl.Posterior` of
@@ -325,7 +325,7 @@ class SMC2:
                 "log_evidence_increments": out.log_evidence_increments,
                 "log_evidence_init": out.log_evidence_init,
                 "move_steps": np.flatnonzero(resampled),
-                "acceptance_rate": np.asarray(out.acceptance_rate)[resampled],
+                "accept_rate": np.asarray(out.accept_rate)[resampled],
                 "log_likelihood_estimates": out.log_likelihood,
                 "num_theta": self.num_theta,
                 "num_particles": self.likelihood.num_particles,
@@ -336,7 +336,8 @@ class SMC2:
         return (
             f"smc2(params={list(self.params)}, num_theta={self.num_theta}, "
             f"likelihood={self.likelihood!r}, ess_threshold={self.ess_threshold}, "
-            f"resample={self.resample!r}, num_moves={self.num_moves}, scale={self.scale})"
+            f"resample={self.resample!r}, num_mcmc_steps={self.num_mcmc_steps}, "
+            f"scale={self.scale})"
         )
 
 
@@ -355,7 +356,7 @@ def _check(out: SMC2Output):
 
 
 def smc2(params, num_theta: int, likelihood, ess_threshold=0.5, resample="systematic",
-         num_moves: int = 1, scale=None, progress_bar=False) -> SMC2:
+         num_mcmc_steps: int = 1, scale=None, progress_bar=False) -> SMC2:
     """SMC^2 (Chopin, Jacob & Papaspiliopoulos 2013) over the global latent sites
     ``params`` of a program with one ``ppl.markov`` call.
 
@@ -363,7 +364,7 @@ def smc2(params, num_theta: int, likelihood, ess_threshold=0.5, resample="system
     filter ``likelihood`` (an ``infer.smc(...)`` combinator: its ``num_particles``,
     ``resample``, ``ess_threshold`` and ``proposal``), advanced together one time step at
     a time. When the ESS of the theta weights falls below ``ess_threshold * num_theta``
-    the theta particles are resampled (``resample`` scheme) and each gets ``num_moves``
+    the theta particles are resampled (``resample`` scheme) and each gets ``num_mcmc_steps``
     PMMH moves: a Gaussian random walk on unconstrained coordinates (NumPyro's
     ``biject_to``) with covariance ``scale^2`` (default ``2.38^2 / dim``) times the
     weighted covariance of the population, the inner filter rerun on the data so far. Other
@@ -374,9 +375,10 @@ def smc2(params, num_theta: int, likelihood, ess_threshold=0.5, resample="system
     log_evidence``) with ``log_evidence`` the (unbiased on the natural scale) estimate of
     log p(y). ``info``: per step ``ess`` (of the theta weights, before any resampling),
     ``resampled``, ``log_evidence_increments``; ``move_steps`` (the steps that
-    rejuvenated) and their ``acceptance_rate``; ``log_likelihood_estimates`` (each final
-    theta particle's log p-hat(y | theta)). ``progress_bar=True`` shows a tqdm bar over
-    the time steps, updated from inside the jitted run by host callbacks.
+    rejuvenated) and their ``accept_rate`` (mean acceptance probability);
+    ``log_likelihood_estimates`` (each final theta particle's log p-hat(y | theta)).
+    ``progress_bar=True`` shows a tqdm bar over the time steps, updated from inside the
+    jitted run by host callbacks.
     """
-    return SMC2(params, num_theta, likelihood, ess_threshold, resample, num_moves, scale,
-                progress_bar)
+    return SMC2(params, num_theta, likelihood, ess_threshold, resample, num_mcmc_steps,
+                scale, progress_bar)

@@ -2,9 +2,9 @@
 
 Olsson & Westerborn (2017), "Efficient particle-based online smoothing in general hidden
 Markov models: the PaRIS algorithm", Bernoulli 23(3), 1951-1996. For a ``ppl.markov``
-program with its global sites fixed to ``params`` (the state-space model of
-:class:`~ppl.semantics.Sequential`, time steps t = 0..T-1, carry c_t after step t and
-c_{-1} the ``init`` carry) and an additive functional
+program with its global sites fixed to ``params`` (the ``fixed=`` option; the state-space
+model of :class:`~ppl.semantics.Sequential`, time steps t = 0..T-1, carry c_t after step
+t and c_{-1} the ``init`` carry) and an additive functional
 
     h(c_{-1:T-1}) = sum_t psi(t, c_{t-1}, c_t, params)        (vector-valued allowed),
 
@@ -65,6 +65,7 @@ from ppl.inference.conditional import (
     shared_state_space,
 )
 from ppl.inference.filtering import _REPLAY_KEY, particle_key
+from ppl.inference.progress import progress_scan
 from ppl.inference.resampling import get_scheme
 from ppl.semantics.trace import LATENT, record
 
@@ -337,7 +338,7 @@ class ParisOutput(NamedTuple):
 def run_paris(key, model, args, kwargs, num_particles: int, num_backward: int,
               functional: Callable, backward="exact", params=None, reference=None,
               resample="multinomial", max_trials=16, log_bound=None, block_size=256,
-              draw_path=False) -> ParisOutput:
+              draw_path=False, progress_bar=False) -> ParisOutput:
     """The PaRIS driver: one ``lax.scan`` over the steps whose body is
     :func:`~ppl.inference.conditional.forward_step` (resample every step, move, reweight), the
     backward draws (:func:`exact_backward_indices` or :func:`reject_backward_indices`) and
@@ -348,7 +349,8 @@ def run_paris(key, model, args, kwargs, num_particles: int, num_backward: int,
     0, multinomial resampling forced): the conditional PaRIS sweep of PPG (Cardoso et al.
     2023, Algorithm 2). ``draw_path=True`` keeps the backward indices (T N Ñ integers) and
     returns a path drawn through them (:func:`path_from_backward_indices`). Pure JAX, one
-    trace: jit it, vmap it over keys, scan it over PPG sweeps.
+    trace: jit it, vmap it over keys, scan it over PPG sweeps. ``progress_bar`` shows a
+    tqdm bar over the time steps (:func:`~ppl.inference.progress.progress_scan`).
     """
     ssm = shared_state_space(model, args, kwargs, params, who="paris")
     fparams = global_values(ssm)
@@ -397,7 +399,8 @@ def run_paris(key, model, args, kwargs, num_particles: int, num_backward: int,
 
     keys = jax.random.split(key, ssm.num_steps + 1)
     xs = (jnp.arange(ssm.num_steps), keys[1:], reference)
-    (population, tau), (steps, values) = jax.lax.scan(body, (population, tau), xs)
+    (population, tau), (steps, values) = progress_scan(body, (population, tau), xs,
+                                                       desc="paris", enable=progress_bar)
     path = None
     if draw_path:
         path, _ = path_from_backward_indices(keys[0], steps.values, steps.backward,
@@ -481,19 +484,19 @@ def _check_log_bound(log_bound):
 
 
 def check_backward_options(functional, backward, max_trials, log_bound, block_size,
-                           params) -> dict:
+                           fixed) -> dict:
     """The validated options shared by :class:`PaRIS` and PPG (its conditional sweeps are
     PaRIS runs): the functional, the backward sampler and its budget, the density bound,
     the block size and the fixed global values, each error naming its argument."""
-    if params is not None and not isinstance(params, dict):
-        raise TypeError(f"params must be a dict global site -> value, got {params!r}")
+    if fixed is not None and not isinstance(fixed, dict):
+        raise TypeError(f"fixed must be a dict global site -> value, got {fixed!r}")
     return {
         "functional": _check_functional(functional),
         "backward": check_option("backward", backward, BACKWARD),
         "max_trials": check_count("max_trials", max_trials),
         "log_bound": _check_log_bound(log_bound),
         "block_size": check_count("block_size", block_size),
-        "params": params,
+        "fixed": fixed,
     }
 
 
@@ -502,26 +505,27 @@ class PaRIS:
 
     def __init__(self, num_particles: int, num_backward=2, functional=None, backward="exact",
                  resample="multinomial", max_trials=16, log_bound=None, block_size=256,
-                 params=None):
+                 fixed=None, progress_bar=False):
         self.num_particles = check_count("num_particles", num_particles)
         self.num_backward = check_count("num_backward", num_backward)
         vars(self).update(check_backward_options(functional, backward, max_trials, log_bound,
-                                                 block_size, params))
+                                                 block_size, fixed))
         get_scheme(resample)
         self.resample = resample
+        self.progress_bar = bool(progress_bar)
         self._runs = CompiledRuns(self.core)
 
-    def core(self, key, model, args, kwargs, params=None, reference=None,
+    def core(self, key, model, args, kwargs, fixed=None, reference=None,
              draw_path=False) -> ParisOutput:
         """The pure, jittable run (:func:`run_paris` with this combinator's options).
-        ``params`` (default: the combinator's) fixes the global sites; a ``reference``
+        ``fixed`` (default: the combinator's) holds the global sites; a ``reference``
         path makes it a conditional sweep (PPG); ``draw_path`` returns a new path."""
-        params = self.params if params is None else params
+        fixed = self.fixed if fixed is None else fixed
         return run_paris(key, model, args, kwargs, self.num_particles, self.num_backward,
-                         self.functional, self.backward, params=params, reference=reference,
+                         self.functional, self.backward, params=fixed, reference=reference,
                          resample=self.resample, max_trials=self.max_trials,
                          log_bound=self.log_bound, block_size=self.block_size,
-                         draw_path=draw_path)
+                         draw_path=draw_path, progress_bar=self.progress_bar)
 
     def run(self, key, model, *args, **kwargs) -> SmoothingPosterior:
         """Run PaRIS on ``model(*args, **kwargs)``; returns a :class:`SmoothingPosterior`
@@ -565,7 +569,7 @@ class PaRIS:
 
 def paris(num_particles: int, num_backward=2, functional=None, backward="exact",
           resample="multinomial", max_trials=16, log_bound=None, block_size=256,
-          params=None):
+          fixed=None, progress_bar=False):
     """PaRIS (Olsson & Westerborn 2017): online smoothing of an additive functional.
 
     ``functional`` is ``psi(t, x_prev, x, params) -> array`` (any fixed shape), summed
@@ -577,7 +581,8 @@ def paris(num_particles: int, num_backward=2, functional=None, backward="exact",
     blocks of ``block_size`` rows) or ``"reject"`` (hybrid accept-reject with
     ``max_trials`` proposals per draw, linear in N; needs a bound: automatic for Gaussian
     transitions, else ``log_bound(t, x, params)``). ``resample`` is the forward filter's
-    scheme (every step). ``params`` fixes the program's global latent sites.
+    scheme (every step). ``fixed`` (site -> value) holds the program's global latent sites.
+    ``progress_bar=True`` shows a tqdm bar over the time steps without leaving jit.
 
     ``.run(key, model, *args, **kwargs)`` returns a :class:`SmoothingPosterior`: its
     ``estimate`` is the estimate of E[sum_t psi | y], ``online_estimates`` (T, ...) the
@@ -585,8 +590,8 @@ def paris(num_particles: int, num_backward=2, functional=None, backward="exact",
     (site ``"functional"``, (N, ...)) and last-step latent values, weighted by the final
     filter weights, so ``post.mean("functional") == post.estimate``. ``info`` has the
     per-step ``ess``, ``log_evidence_increments``, and for ``"reject"`` the
-    ``accepted`` / ``fallbacks`` counts. ``.core(key, model, args, kwargs, params,
+    ``accepted`` / ``fallbacks`` counts. ``.core(key, model, args, kwargs, fixed,
     reference, draw_path)`` is the pure jittable run for composition (PPG, score ascent).
     """
     return PaRIS(num_particles, num_backward, functional, backward, resample, max_trials,
-                 log_bound, block_size, params)
+                 log_bound, block_size, fixed, progress_bar)

@@ -371,7 +371,7 @@ def mutate(key, particles: Particle, parts, beta, move, precond, step_size, num_
 
 
 def mutate_mh(key, particles: Particle, parts, beta, move, model, args, kwargs, unravel):
-    """``move.steps`` moves of an ``infer.mh(...)`` trace kernel on every particle, made
+    """``move.num_mcmc_steps`` moves of an ``infer.mh(...)`` trace kernel on every particle, made
     invariant for ``pi_b`` by giving it the tempered program (:func:`tempered_program`):
     each particle's unconstrained position becomes a trace of that program, the kernel
     runs on the trace (``lax.scan``), and the new latent values go back to unconstrained
@@ -386,7 +386,7 @@ def mutate_mh(key, particles: Particle, parts, beta, move, model, args, kwargs, 
         def body(tr, k_i):
             return kernel(k_i, tr, args, kwargs)
 
-        trace, accepted = jax.lax.scan(body, trace, jax.random.split(k, move.steps))
+        trace, accepted = jax.lax.scan(body, trace, jax.random.split(k, move.num_mcmc_steps))
         _, _, raw = record(model, _KEY, args, kwargs, substitutions=trace.select(LATENT))
         x_new = ravel_pytree(_unconstrain(raw, trace.latent_names))[0].astype(x.dtype)
         return x_new, jnp.mean(accepted.astype(x.dtype))
@@ -411,7 +411,7 @@ class TemperedOutput(NamedTuple):
     num_steps: jnp.ndarray  # int32: number of tempering steps T
     betas: jnp.ndarray  # (max_steps + 1,): b_0 = 0, ..., b_T = 1, then NaN
     ess: jnp.ndarray  # (max_steps,): ESS of the incremental weights of each step
-    acceptance_rate: jnp.ndarray  # (max_steps,): mean MCMC acceptance of each step
+    accept_rate: jnp.ndarray  # (max_steps,): mean MCMC acceptance of each step
     log_evidence_increments: jnp.ndarray  # (max_steps,)
     step_size: jnp.ndarray  # (max_steps,): the kernel's step size used at each step
     forced_final: jnp.ndarray  # bool: the last step was forced to b = 1 by max_steps
@@ -585,7 +585,7 @@ class TemperedSMC:
             )
         self.num_mcmc_steps = check_count("num_mcmc_steps", num_mcmc_steps)
         if isinstance(move, MH):
-            self.num_mcmc_steps = move.steps
+            self.num_mcmc_steps = move.num_mcmc_steps
         self.step_size = _check_step_size(step_size)
         self.target_ess = _check_fraction("target_ess", target_ess)
         self.resample = check_option("resample", resample, tuple(SCHEMES))
@@ -628,7 +628,7 @@ class TemperedSMC:
                 "betas": out.betas,
                 "schedule": np.asarray(out.betas[: n + 1]),
                 "ess": out.ess,
-                "acceptance_rate": out.acceptance_rate,
+                "accept_rate": out.accept_rate,
                 "log_evidence_increments": out.log_evidence_increments,
                 "step_size": out.step_size,
                 "forced_final": bool(out.forced_final),
@@ -692,18 +692,19 @@ def tempered_smc(num_particles: int, move="random_walk", num_mcmc_steps=5, step_
 
     ``move`` may also be an ``infer.mh(...)`` combinator: its trace kernel (``proposal``
     ``"prior"``, ``"random_walk"`` with its own fixed ``step_size``, or a proposal
-    program) is run ``steps`` times per tempering step on the tempered program ``p(x)
-    L(x)^b`` (every observe/factor site scaled by b); as with ``rmsmc``, only its
-    ``proposal``, ``steps`` and ``step_size`` count, and ``num_mcmc_steps``, ``step_size``
-    and ``adapt_step_size`` here are ignored. Programs with ``ppl.markov`` or discrete
-    latent sites raise :class:`~ppl.UnsupportedModelError`.
+    program) is run its own ``num_mcmc_steps`` times per tempering step on the tempered
+    program ``p(x) L(x)^b`` (every observe/factor site scaled by b); as with ``rmsmc``,
+    only its ``proposal``, ``num_mcmc_steps`` and ``step_size`` count, and the
+    ``num_mcmc_steps``, ``step_size`` and ``adapt_step_size`` given here are ignored.
+    Programs with ``ppl.markov`` or discrete latent sites raise
+    :class:`~ppl.UnsupportedModelError`.
 
     ``.run(key, model, *args, **kwargs)`` returns an *equally weighted*
     :class:`~ppl.Posterior` (the final population is resampled and moved;
     ``log_weights=None``) with ``log_evidence`` (unbiased for p(data) on the natural
     scale) and ``info``: ``num_steps`` T, ``schedule`` (b_0 = 0 < ... < b_T = 1),
     ``betas`` (the schedule padded with NaN to ``max_steps + 1``), and per step, padded to
-    ``max_steps``: ``ess``, ``acceptance_rate``, ``log_evidence_increments``,
+    ``max_steps``: ``ess``, ``accept_rate``, ``log_evidence_increments``,
     ``step_size``; also ``forced_final``.
     """
     return TemperedSMC(num_particles, move, num_mcmc_steps, step_size, target_ess, resample,

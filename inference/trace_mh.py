@@ -279,7 +279,7 @@ class Draw(NamedTuple):
     log_likelihood: dict  # observed site -> pointwise log density
     site_log_probs: dict  # latent/observed/factor site -> summed log density
     log_joint: jnp.ndarray
-    accept_prob: jnp.ndarray  # mean over the `steps` kernel applications
+    accept_prob: jnp.ndarray  # mean over the `num_mcmc_steps` kernel applications
     accepted: jnp.ndarray  # fraction accepted among them
 
 
@@ -296,12 +296,13 @@ def _draw(trace: Trace, accepted, accept_prob) -> Draw:
     )
 
 
-def run_chain(key, step, init, num_warmup: int, num_samples: int, steps: int = 1,
+def run_chain(key, step, init, num_warmup: int, num_samples: int, num_mcmc_steps: int = 1,
               step_size=0.5, adapt: bool = False, target_accept: float = TARGET_ACCEPT,
               progress_bar: bool = False):
     """One MH chain from the trace ``init``: ``(draws, final step size, warmup rate)``.
 
-    ``step(key, trace, step_size) -> MHStep``; an iteration applies it ``steps`` times.
+    ``step(key, trace, step_size) -> MHStep``; an iteration applies it ``num_mcmc_steps``
+    times.
     One ``lax.scan`` runs ``num_warmup + num_samples`` iterations; during the first
     ``num_warmup`` (discarded) ones, with ``adapt``, ``log step_size`` follows the
     Robbins-Monro recursion of Andrieu & Thoms 2008, section 5.1, towards acceptance
@@ -310,7 +311,7 @@ def run_chain(key, step, init, num_warmup: int, num_samples: int, steps: int = 1
     ``progress_bar`` a tqdm bar follows the iterations through host callbacks."""
 
     def iteration(trace, key_i, step_size):
-        if steps == 1:
+        if num_mcmc_steps == 1:
             result = step(key_i, trace, step_size)
             return result.trace, result.accepted.astype(result.accept_prob.dtype), (
                 result.accept_prob
@@ -320,7 +321,9 @@ def run_chain(key, step, init, num_warmup: int, num_samples: int, steps: int = 1
             result = step(k, tr, step_size)
             return result.trace, (result.accepted, result.accept_prob)
 
-        trace, (accepted, prob) = jax.lax.scan(one, trace, jax.random.split(key_i, steps))
+        trace, (accepted, prob) = jax.lax.scan(
+            one, trace, jax.random.split(key_i, num_mcmc_steps)
+        )
         return trace, accepted.astype(prob.dtype).mean(), prob.mean()
 
     def body(carry, step_i):
@@ -368,17 +371,18 @@ def _check_positive(argument, value) -> float:
 
 
 class MH:
-    """``mh(num_samples, num_warmup, num_chains, proposal, steps, ...)``; see :func:`mh`."""
+    """``mh(num_samples, num_warmup, num_chains, proposal, num_mcmc_steps, ...)``; see
+    :func:`mh`."""
 
     def __init__(self, num_samples: int = 1000, num_warmup: int = 0, num_chains: int = 1,
-                 proposal="prior", steps: int = 1, step_size=0.5, adapt_step_size=True,
-                 progress_bar: bool = False):
+                 proposal="prior", num_mcmc_steps: int = 1, step_size=0.5,
+                 adapt_step_size=True, progress_bar: bool = False):
         self.progress_bar = bool(progress_bar)
         self.num_samples = check_count("num_samples", num_samples)
         self.num_warmup = check_nonnegative("num_warmup", num_warmup)
         self.num_chains = check_count("num_chains", num_chains)
         self.proposal = _check_proposal(proposal)
-        self.steps = check_count("steps", steps)
+        self.num_mcmc_steps = check_count("num_mcmc_steps", num_mcmc_steps)
         self.step_size = _check_positive("step_size", step_size)
         self.adapt_step_size = bool(adapt_step_size)
         self._runs = CompiledRuns(self.core)
@@ -403,7 +407,7 @@ class MH:
             init = Traced(model)(key_init, *args, **kwargs)
             return run_chain(
                 key_run, partial(_bind, step, args, kwargs), init, self.num_warmup,
-                self.num_samples, self.steps, self.step_size, self.adapts,
+                self.num_samples, self.num_mcmc_steps, self.step_size, self.adapts,
                 progress_bar=self.progress_bar,
             )
 
@@ -437,7 +441,7 @@ class MH:
                 "warmup_accept_rate": np.asarray(warmup_rate),
                 "step_size": np.asarray(step_size) if self.proposal == "random_walk" else None,
                 "proposal": self.proposal,
-                "steps": self.steps,
+                "num_mcmc_steps": self.num_mcmc_steps,
                 "num_warmup": self.num_warmup,
             },
         )
@@ -445,8 +449,8 @@ class MH:
     def __repr__(self):
         return (
             f"mh(num_samples={self.num_samples}, num_warmup={self.num_warmup}, "
-            f"num_chains={self.num_chains}, proposal={self.proposal!r}, steps={self.steps}, "
-            f"step_size={self.step_size})"
+            f"num_chains={self.num_chains}, proposal={self.proposal!r}, "
+            f"num_mcmc_steps={self.num_mcmc_steps}, step_size={self.step_size})"
         )
 
 
@@ -455,7 +459,8 @@ def _bind(step, args, kwargs, key, trace, step_size):
 
 
 def mh(num_samples: int = 1000, num_warmup: int = 0, num_chains: int = 1, proposal="prior",
-       steps: int = 1, step_size=0.5, adapt_step_size=True, progress_bar=False) -> MH:
+       num_mcmc_steps: int = 1, step_size=0.5, adapt_step_size=True,
+       progress_bar=False) -> MH:
     """Trace Metropolis-Hastings.
 
     ``proposal``: ``"prior"`` (default; single-site MH regenerating one uniformly chosen
@@ -465,16 +470,17 @@ def mh(num_samples: int = 1000, num_warmup: int = 0, num_chains: int = 1, propos
     ``adapt_step_size=False``), or a program ``proposal(current_values, *args, **kwargs)``
     sampling some of the model's latent sites (see the module docstring for the reverse-move
     convention). Each of the ``num_warmup + num_samples`` iterations applies the kernel
-    ``steps`` times. Chains start from a prior draw and are run in parallel (``vmap``).
+    ``num_mcmc_steps`` times. Chains start from a prior draw and are run in parallel (``vmap``).
     ``progress_bar=True`` shows a tqdm bar (one for all chains) without leaving jit.
 
     ``.run(key, model, *args, **kwargs)`` returns an unweighted :class:`~ppl.Posterior`
     with ``num_chains * num_samples`` draws, chain-major; ``sample_stats`` has
-    ``accept_prob`` (mean MH acceptance probability over the iteration's ``steps``) and
+    ``accept_prob`` (mean MH acceptance probability over the iteration's ``num_mcmc_steps``) and
     ``log_joint``; ``info`` has ``accept_rate`` (fraction of accepted proposals over all
     sampling iterations and chains), ``accept_rate_per_chain``, ``warmup_accept_rate`` and
     the final ``step_size`` per chain (random walk). As a ``move`` inside
-    :func:`ppl.inference.resample_move` only ``proposal``, ``steps`` and ``step_size`` count.
+    :func:`ppl.inference.resample_move` only ``proposal``, ``num_mcmc_steps`` and ``step_size``
+    count.
     """
-    return MH(num_samples, num_warmup, num_chains, proposal, steps, step_size, adapt_step_size,
-              progress_bar)
+    return MH(num_samples, num_warmup, num_chains, proposal, num_mcmc_steps, step_size,
+              adapt_step_size, progress_bar)

@@ -41,11 +41,11 @@ the length of a chain for sites inside ``markov``). So ``(theta_s, z_s) ~ q(thet
 theta, y)``. A discrete site without finite support is refused with
 :class:`~ppl.errors.UnsupportedModelError` naming the site.
 
-The whole run (NumPyro's ``SVI.init``, the ``steps`` updates in one ``lax.scan``, and the
+The whole run (NumPyro's ``SVI.init``, the ``num_steps`` updates in one ``lax.scan``, and the
 ``num_samples`` draws from the fitted guide, replayed through the model under ``vmap``) is
 one ``jax.jit`` per model and argument structure. The result is an unweighted
 :class:`~ppl.Posterior` of draws from q; ``info`` holds ``elbo`` (the ELBO estimate of
-every step, shape ``(steps,)``), ``params`` (the fitted variational parameters, constrained
+every step, shape ``(num_steps,)``), ``params`` (the fitted variational parameters, constrained
 as NumPyro's ``SVI.get_params`` gives them) and ``guide``. ``log_likelihood`` and
 ``observed_data`` are filled as for the other methods, so ArviZ conversion works.
 """
@@ -210,9 +210,9 @@ def check_latent_names(model, args, kwargs) -> list[str]:
     return record(model, _TRACE_KEY, args, kwargs)[1].latent_names
 
 
-def fit(key, model, guide, optimizer, args, kwargs, steps: int, num_particles: int = 1,
+def fit(key, model, guide, optimizer, args, kwargs, num_steps: int, num_particles: int = 1,
         progress_bar: bool = False, desc: str = "svi", enumerate_sites: bool = False):
-    """NumPyro's ``SVI.init`` then ``steps`` updates in one ``lax.scan``.
+    """NumPyro's ``SVI.init`` then ``num_steps`` updates in one ``lax.scan``.
 
     Each update is one stochastic gradient step on the ``Trace_ELBO`` estimate with
     ``num_particles`` reparameterised draws (Kingma & Welling 2014, eq. 7); with
@@ -232,7 +232,8 @@ def fit(key, model, guide, optimizer, args, kwargs, steps: int, num_particles: i
         state, loss = engine.update(state, *args, **kwargs)
         return state, -loss
 
-    state, elbo = progress_scan(body, state, length=steps, desc=desc, enable=progress_bar)
+    state, elbo = progress_scan(body, state, length=num_steps, desc=desc,
+                               enable=progress_bar)
     return engine.get_params(state), elbo
 
 
@@ -240,10 +241,10 @@ def fit(key, model, guide, optimizer, args, kwargs, steps: int, num_particles: i
 
 
 class SVI:
-    """``svi(guide="normal", steps=1000, optimizer=None, num_samples=1000, ...)``; see
+    """``svi(guide="normal", num_steps=1000, optimizer=None, num_samples=1000, ...)``; see
     :func:`svi`."""
 
-    def __init__(self, guide="normal", steps: int = 1000, optimizer=None,
+    def __init__(self, guide="normal", num_steps: int = 1000, optimizer=None,
                  num_samples: int = 1000, *, learning_rate: float = 1e-2,
                  num_particles: int = 1, init_scale: float = 0.1, progress_bar: bool = False):
         if isinstance(guide, str):
@@ -254,7 +255,7 @@ class SVI:
                 f"got {guide!r}"
             )
         self.guide = guide
-        self.steps = check_count("steps", steps)
+        self.num_steps = check_count("num_steps", num_steps)
         self.num_samples = check_count("num_samples", num_samples)
         self.num_particles = check_count("num_particles", num_particles)
         if not float(init_scale) > 0.0:
@@ -269,8 +270,8 @@ class SVI:
         k_fit, k_draw = jax.random.split(key)
         sites = classify_latents(model, args, kwargs)
         guide = make_guide(self.guide, model, self.init_scale, hide=sites.discrete)
-        params, elbo = fit(k_fit, model, guide, self.optimizer, args, kwargs, self.steps,
-                           self.num_particles, self.progress_bar,
+        params, elbo = fit(k_fit, model, guide, self.optimizer, args, kwargs,
+                           self.num_steps, self.num_particles, self.progress_bar,
                            enumerate_sites=bool(sites.discrete))
         samples, log_likelihood = draw_from_guide(
             k_draw, model, guide, params, args, kwargs, self.num_samples, sites
@@ -284,22 +285,23 @@ class SVI:
         samples, log_likelihood, elbo, params, observed = self._runs(key, model, args, kwargs)
         guide_name = self.guide if isinstance(self.guide, str) else getattr(
             self.guide, "__name__", repr(self.guide))
-        info = {"elbo": elbo, "params": params, "guide": guide_name, "steps": self.steps,
+        info = {"elbo": elbo, "params": params, "guide": guide_name,
+                "num_steps": self.num_steps,
                 "discrete_sites": list(sites.discrete)}
         return Posterior(samples, observed_data=observed, log_likelihood=log_likelihood,
                          method="svi", info=info)
 
     def __repr__(self):
-        return (f"svi(guide={self.guide!r}, steps={self.steps}, num_samples={self.num_samples}, "
-                f"num_particles={self.num_particles})")
+        return (f"svi(guide={self.guide!r}, num_steps={self.num_steps}, "
+                f"num_samples={self.num_samples}, num_particles={self.num_particles})")
 
 
-def svi(guide="normal", steps: int = 1000, optimizer=None, num_samples: int = 1000,
+def svi(guide="normal", num_steps: int = 1000, optimizer=None, num_samples: int = 1000,
         **options) -> SVI:
     """Stochastic variational inference lowered to NumPyro's ``SVI`` (module notes).
 
     ``guide``: ``"normal"`` (mean-field ``AutoNormal``), ``"mvn"``
-    (``AutoMultivariateNormal``) or a guide program; ``steps``: optimisation steps (one
+    (``AutoMultivariateNormal``) or a guide program; ``num_steps``: optimisation steps (one
     ``lax.scan``); ``optimizer``: an optax transformation (default
     ``optax.adam(learning_rate)``); ``num_samples``: draws from the fitted guide. Keyword
     options: ``learning_rate=1e-2`` (for the default optimiser), ``num_particles=1``
@@ -310,4 +312,4 @@ def svi(guide="normal", steps: int = 1000, optimizer=None, num_samples: int = 10
     with ``info["elbo"]`` (per step), ``info["params"]`` and ``info["guide"]``. Same key,
     same answer.
     """
-    return SVI(guide, steps, optimizer, num_samples, **options)
+    return SVI(guide, num_steps, optimizer, num_samples, **options)

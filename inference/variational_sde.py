@@ -325,15 +325,15 @@ def _one_path(phi, fixed, structure, static_controls, model, args, kwargs, conte
 
 
 class VSDE:
-    """``vsde(steps, num_paths, ...)``; see :func:`vsde`."""
+    """``vsde(num_steps, num_paths, ...)``; see :func:`vsde`."""
 
-    def __init__(self, steps=1000, num_paths=16, learning_rate=1e-2, optimizer=None,
+    def __init__(self, num_steps=1000, num_paths=16, learning_rate=1e-2, optimizer=None,
                  control="mlp", width=64, depth=2, num_features=8, num_samples=1000,
-                 context=None, learn_params=True, init_scale=0.1, progress=True, bound="elbo",
-                 learn_noise_scale=False):
+                 context=None, learn_params=True, init_scale=0.1, progress_bar=True,
+                 bound="elbo", learn_noise_scale=False):
         self.bound = check_option("bound", bound, _BOUNDS)
         self.learn_noise_scale = bool(learn_noise_scale)
-        self.steps = check_count("steps", steps)
+        self.num_steps = check_count("num_steps", num_steps)
         self.num_paths = check_count("num_paths", num_paths)
         self.num_samples = check_count("num_samples", num_samples)
         if isinstance(control, str):
@@ -354,7 +354,7 @@ class VSDE:
         self.context = None if context is None else jnp.asarray(context)
         self.learn_params = bool(learn_params)
         self.init_scale = float(init_scale)
-        self.progress = bool(progress)
+        self.progress_bar = bool(progress_bar)
         self._cache = {}
 
     # -- setup ----------------------------------------------------------------------
@@ -386,8 +386,9 @@ class VSDE:
             return fn
         treedef, is_array, static_leaves = split.treedef, split.is_array, split.static
         optimizer, context, bound = self.optimizer, self.context, self.bound
-        num_paths, num_samples, steps, progress = (self.num_paths, self.num_samples,
-                                                   self.steps, self.progress)
+        num_paths, num_samples, num_steps, progress_bar = (
+            self.num_paths, self.num_samples, self.num_steps, self.progress_bar
+        )
 
         def run(key, phi, fixed, arrays):
             it = iter(arrays)
@@ -413,8 +414,8 @@ class VSDE:
 
             key_fit, key_draw = jax.random.split(key)
             (phi, _), (elbos, param_trace) = progress_scan(step, (phi, optimizer.init(phi)),
-                                            jax.random.split(key_fit, steps), desc="vsde",
-                                            enable=progress)
+                                            jax.random.split(key_fit, num_steps), desc="vsde",
+                                            enable=progress_bar)
             draws = jax.vmap(path, in_axes=(None, 0))(phi, jax.random.split(key_draw,
                                                                             num_samples))
             return phi, elbos, param_trace, draws
@@ -469,17 +470,18 @@ class VSDE:
         )
 
     def __repr__(self):
-        return (f"vsde(steps={self.steps}, num_paths={self.num_paths}, control="
+        return (f"vsde(num_steps={self.num_steps}, num_paths={self.num_paths}, control="
                 f"{self.control!r}, num_samples={self.num_samples})")
 
 
-def vsde(steps=1000, num_paths=16, learning_rate=1e-2, optimizer=None, control="mlp",
+def vsde(num_steps=1000, num_paths=16, learning_rate=1e-2, optimizer=None, control="mlp",
          width=64, depth=2, num_features=8, num_samples=1000, context=None, learn_params=True,
-         init_scale=0.1, progress=True, bound="elbo", learn_noise_scale=False) -> VSDE:
+         init_scale=0.1, progress_bar=True, bound="elbo", learn_noise_scale=False) -> VSDE:
     """Variational inference for SDE paths (Daems et al., ICLR 2024), Brownian or fractional.
 
-    ``steps`` Adam steps (``optimizer=`` any optax optimizer, default ``adam(learning_rate)``)
-    on a Monte Carlo ELBO of ``num_paths`` controlled paths per step. ``control`` is
+    ``num_steps`` Adam steps (``optimizer=`` any optax optimizer, default
+    ``adam(learning_rate)``) on a Monte Carlo ELBO of ``num_paths`` controlled paths per
+    step. ``control`` is
     ``"mlp"`` (:class:`MLPControl`, ``width`` x ``depth``, ``num_features`` Fourier time
     features, last layer zero), ``"affine"`` (:class:`AffineControl`), a callable
     ``u(t, state, context)`` (an equinox module's float arrays are trained) or a dict sde
@@ -493,8 +495,9 @@ def vsde(steps=1000, num_paths=16, learning_rate=1e-2, optimizer=None, control="
     ``learn_noise_scale=True`` lets the built-in controls also scale each standardised
     increment (a discrete-time extension of the paper's family, which fixes it at 1: it
     removes the O(dt) gap that the unit variance leaves next to precise observations; the
-    per-step KL becomes ``1/2 [u^2 dt + s^2 - 1 - log s^2]``).
+    per-step KL becomes ``1/2 [u^2 dt + s^2 - 1 - log s^2]``). ``progress_bar=True``
+    (default) shows a tqdm bar over the optimisation steps.
     """
-    return VSDE(steps, num_paths, learning_rate, optimizer, control, width, depth, num_features,
-                num_samples, context, learn_params, init_scale, progress, bound,
+    return VSDE(num_steps, num_paths, learning_rate, optimizer, control, width, depth, num_features,
+                num_samples, context, learn_params, init_scale, progress_bar, bound,
                 learn_noise_scale)

@@ -10,6 +10,9 @@ Models with exact answers (float64 numpy/scipy, independent of the inference cod
   moments, E[x_{t-1} x_t^T | y]; :func:`lgssm_1d_log_smoothing_density` and
   :func:`lgssm_2d_log_smoothing_density` give the exact density of a whole smoothed path);
   the general-form :func:`kalman_filter`, :func:`rts_smoother`, :func:`log_smoothing_density`;
+* :func:`lgssm_1d_x0` / :func:`lgssm_1d_x0_exact` and :func:`lgssm_2d_x0` /
+  :func:`lgssm_2d_x0_exact`: the same with the initial law, x_0 a latent site ``"x0"`` ~
+  N(m0, P0) passed as the ``init`` carry (also the smoothed law of x_0 and E[x_0 x_1^T | y]);
 * :func:`discrete_hmm` / :func:`discrete_hmm_exact` (forward-backward, Rabiner 1989; the
   generic :func:`forward_backward`);
 * :func:`sprinkler` / :func:`sprinkler_exact` (enumeration of the 8 joint states);
@@ -31,7 +34,8 @@ Simulators: :func:`simulate_lgssm_1d`, :func:`simulate_lgssm_2d`,
 :func:`simulate_monad_bayes_logreg_data`, :func:`simulate_monad_bayes_hmm_data`,
 :func:`simulate_monad_bayes_lda_data`.
 
-State-space convention: the ``init`` carry of ``ppl.markov`` is a fixed x_0; with T
+State-space convention: the ``init`` carry of ``ppl.markov`` is x_0, fixed or (in the
+``*_x0`` models) a latent site ``"x0"`` drawn before the ``markov`` call; with T
 observations the latent states are x_1..x_T (site ``"x"``, stacked over time) and the
 observations are site ``"y"``.
 """
@@ -59,6 +63,7 @@ from .hmm import (
 from .lgssm import (
     LGSSM_2D_A,
     LGSSM_2D_C,
+    LGSSM_2D_P0,
     LGSSM_2D_Q,
     LGSSM_2D_R,
     LGSSM_2D_X0,
@@ -67,9 +72,13 @@ from .lgssm import (
     lgssm_1d_exact,
     lgssm_1d_log_smoothing_density,
     lgssm_1d_unknown_rho,
+    lgssm_1d_x0,
+    lgssm_1d_x0_exact,
     lgssm_2d,
     lgssm_2d_exact,
     lgssm_2d_log_smoothing_density,
+    lgssm_2d_x0,
+    lgssm_2d_x0_exact,
     log_smoothing_density,
     rts_smoother,
     simulate_lgssm_1d,
@@ -115,6 +124,7 @@ __all__ = [
     "HMM_TRANS",
     "LGSSM_2D_A",
     "LGSSM_2D_C",
+    "LGSSM_2D_P0",
     "LGSSM_2D_Q",
     "LGSSM_2D_R",
     "LGSSM_2D_X0",
@@ -137,9 +147,13 @@ __all__ = [
     "lgssm_1d_exact",
     "lgssm_1d_log_smoothing_density",
     "lgssm_1d_unknown_rho",
+    "lgssm_1d_x0",
+    "lgssm_1d_x0_exact",
     "lgssm_2d",
     "lgssm_2d_exact",
     "lgssm_2d_log_smoothing_density",
+    "lgssm_2d_x0",
+    "lgssm_2d_x0_exact",
     "log_smoothing_density",
     "logistic_regression",
     "monad_bayes_hmm",

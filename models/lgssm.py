@@ -22,6 +22,13 @@ The exact answers are float64 numpy computations. The ppl programs :func:`lgssm_
 :func:`lgssm_1d_unknown_rho` and :func:`lgssm_2d` follow the zoo's state-space convention:
 the ``init`` carry is the fixed x_0, and with T observations there are T latent states
 x_1..x_T (site ``"x"``, stacked over time) and T observations (site ``"y"``).
+
+:func:`lgssm_1d_x0` and :func:`lgssm_2d_x0` are the same models with the initial law: x_0
+is a latent site ``"x0"`` drawn from N(m0, P0) before the ``markov`` call and passed as its
+``init`` carry (the way most users write a state-space model; the inference engine reads it
+as the state at time 0, the initial law M0). Their exact answers,
+:func:`lgssm_1d_x0_exact` and :func:`lgssm_2d_x0_exact`, add the smoothed law of x_0 and
+E[x_0 x_1^T | y] to the usual ones.
 """
 
 from __future__ import annotations
@@ -297,6 +304,66 @@ def lgssm_1d_exact(ys, rho=0.9, sigma_x=1.0, sigma_y=0.5):
     }
 
 
+@ppl.model
+def lgssm_1d_x0(ys, rho=0.9, sigma_x=1.0, sigma_y=0.5, m0=0.0, p0=1.0):
+    """:func:`lgssm_1d` with the initial law: ``x_0 ~ Normal(m0, sqrt(p0))`` (site
+    ``"x0"``, ``p0 > 0`` a variance) drawn before the time loop and passed as the ``init``
+    carry, then ``x_t ~ Normal(rho x_{t-1}, sigma_x)`` (site ``"x"``), observed ``y_t ~
+    Normal(x_t, sigma_y)`` (site ``"y"``), t = 1..T. Returns the stacked states x_{1:T}.
+    Exact answer: :func:`lgssm_1d_x0_exact`.
+    """
+    x0 = ppl.sample("x0", dist.Normal(m0, jnp.sqrt(p0)))
+
+    def step(x, y):
+        x = ppl.sample("x", dist.Normal(rho * x, sigma_x))
+        ppl.observe("y", dist.Normal(x, sigma_y), y)
+        return x
+
+    return ppl.markov(step, init=x0, xs=jnp.asarray(ys))
+
+
+def lgssm_1d_x0_exact(ys, rho=0.9, sigma_x=1.0, sigma_y=0.5, m0=0.0, p0=1.0):
+    """Exact posterior of :func:`lgssm_1d_x0` (x_0 ~ N(m0, p0), p0 a variance >= 0; p0 = 0
+    is :func:`lgssm_1d_exact` with x_0 = m0) by Kalman filtering and RTS smoothing over the
+    time axis 0..T, where x_0 is a latent state without an observation.
+
+    Returns a dict of float64 values, the keys of :func:`lgssm_1d_exact` and three more:
+
+    * ``log_evidence``: log p(y_{1:T}) (x_0 integrated out);
+    * ``filter_means``, ``filter_vars`` (T,): of p(x_t | y_{1:t}), t = 1..T;
+    * ``smoothed_means``, ``smoothed_vars`` (T,): of p(x_t | y_{1:T}), t = 1..T;
+    * ``e_xprev_x`` (T,): E[x_{t-1} x_t | y_{1:T}] for t = 1..T; the first entry is
+      E[x_0 x_1 | y], so ``e_xprev_x.sum()`` is the smoothed sum over the program's T steps
+      of ``x_prev * x`` with ``x_prev`` of the first step the time-0 state;
+    * ``smoothed_mean0``, ``smoothed_var0``: mean and variance of p(x_0 | y_{1:T});
+    * ``e_x0_x1``: E[x_0 x_1 | y_{1:T}] (= ``e_xprev_x[0]``);
+    * ``log_smoothing_density``: ``path -> log p(x_{1:T} = path | y_{1:T})`` (x_0
+      integrated out; ``path`` of shape (..., T)).
+    """
+    p0 = float(p0)
+    if not p0 >= 0.0:
+        raise ValueError(f"p0 must be a variance >= 0, got {p0!r}")
+    ys = np.asarray(ys, np.float64)
+    A, Q, C, R = _lgssm_1d_matrices(rho, sigma_x, sigma_y)
+    m0v, P0 = np.array([float(m0)]), np.array([[p0]])
+    out = rts_smoother(ys[:, None], A, Q, C, R, m0=m0v, P0=P0)
+    e_xprev_x = out["e_xprev_x"][:, 0, 0]
+    return {
+        "log_evidence": out["log_evidence"],
+        "filter_means": out["filter_means"][:, 0],
+        "filter_vars": out["filter_covs"][:, 0, 0],
+        "smoothed_means": out["smoothed_means"][:, 0],
+        "smoothed_vars": out["smoothed_covs"][:, 0, 0],
+        "e_xprev_x": e_xprev_x,
+        "smoothed_mean0": float(out["smoothed_mean0"][0]),
+        "smoothed_var0": float(out["smoothed_cov0"][0, 0]),
+        "e_x0_x1": float(e_xprev_x[0]),
+        "log_smoothing_density": lambda path: log_smoothing_density(
+            np.asarray(path, np.float64)[..., None], ys[:, None], A, Q, C, R, m0=m0v, P0=P0
+        ),
+    }
+
+
 # ---------------------------------------------------------------------------------------
 # 2-D model
 # ---------------------------------------------------------------------------------------
@@ -321,6 +388,9 @@ LGSSM_2D_C = _frozen([[1.0, 0.0], [0.5, 1.0]])
 LGSSM_2D_R = _frozen([[0.50, 0.10], [0.10, 0.40]])
 #: Default fixed initial state x_0 of :func:`lgssm_2d`.
 LGSSM_2D_X0 = _frozen([1.0, 0.0])
+#: Default prior covariance of the initial state x_0 of :func:`lgssm_2d_x0` (whose prior
+#: mean defaults to :data:`LGSSM_2D_X0`).
+LGSSM_2D_P0 = _frozen([[0.50, 0.15], [0.15, 0.30]])
 
 
 @ppl.model
@@ -410,5 +480,70 @@ def lgssm_2d_exact(
     res = {k: out[k] for k in keys}
     res["log_smoothing_density"] = lambda path: lgssm_2d_log_smoothing_density(
         path, ys, A, Q, C, R, x0
+    )
+    return res
+
+
+@ppl.model
+def lgssm_2d_x0(
+    ys, A=LGSSM_2D_A, Q=LGSSM_2D_Q, C=LGSSM_2D_C, R=LGSSM_2D_R, m0=LGSSM_2D_X0, P0=LGSSM_2D_P0
+):
+    """:func:`lgssm_2d` with the initial law: ``x_0 ~ MultivariateNormal(m0, P0)`` (site
+    ``"x0"``, shape (d,); ``P0`` positive definite) drawn before the time loop and passed
+    as the ``init`` carry, then ``x_t ~ MultivariateNormal(A x_{t-1}, Q)`` (site ``"x"``,
+    shape (T, d)), observed ``y_t ~ MultivariateNormal(C x_t, R)`` (site ``"y"``). Returns
+    the states (T, d). Exact answer: :func:`lgssm_2d_x0_exact`.
+    """
+    A, Q, C, R, m0, P0 = (jnp.asarray(v) for v in (A, Q, C, R, m0, P0))
+    x0 = ppl.sample("x0", dist.MultivariateNormal(m0, covariance_matrix=P0))
+
+    def step(x, y):
+        x = ppl.sample("x", dist.MultivariateNormal(A @ x, covariance_matrix=Q))
+        ppl.observe("y", dist.MultivariateNormal(C @ x, covariance_matrix=R), y)
+        return x
+
+    return ppl.markov(step, init=x0, xs=jnp.asarray(ys))
+
+
+def lgssm_2d_x0_exact(
+    ys,
+    A=LGSSM_2D_A,
+    Q=LGSSM_2D_Q,
+    C=LGSSM_2D_C,
+    R=LGSSM_2D_R,
+    m0=LGSSM_2D_X0,
+    P0=LGSSM_2D_P0,
+):
+    """Exact posterior of :func:`lgssm_2d_x0` (x_0 ~ N(m0, P0); ``P0`` = 0 is
+    :func:`lgssm_2d_exact` with x_0 = m0) by Kalman filtering and RTS smoothing over the
+    time axis 0..T, where x_0 is a latent state without an observation.
+
+    Returns a dict of float64 values, the keys of :func:`lgssm_2d_exact` and three more:
+    ``log_evidence``, ``filter_means`` (T, d), ``filter_covs`` (T, d, d),
+    ``smoothed_means`` (T, d), ``smoothed_covs`` (T, d, d), ``cross_covs`` (T, d, d;
+    Cov(x_{t-1}, x_t | y), t = 1..T, the first Cov(x_0, x_1 | y)), ``e_xprev_x`` (T, d, d;
+    E[x_{t-1} x_t^T | y], t = 1..T, the first E[x_0 x_1^T | y]), ``smoothed_mean0`` (d,),
+    ``smoothed_cov0`` (d, d) (of p(x_0 | y)), ``e_x0_x1`` (d, d; = ``e_xprev_x[0]``) and
+    ``log_smoothing_density`` (``path -> log p(x_{1:T} = path | y)``, x_0 integrated out).
+    """
+    out = rts_smoother(ys, A, Q, C, R, m0=m0, P0=P0)
+    m0, P0 = out["m0"], out["P0"]
+    if not np.all(np.linalg.eigvalsh(_sym(P0)) >= -1e-12 * max(1.0, np.abs(P0).max())):
+        raise ValueError(f"P0 must be a covariance matrix (positive semi-definite), got {P0}")
+    keys = (
+        "log_evidence",
+        "filter_means",
+        "filter_covs",
+        "smoothed_means",
+        "smoothed_covs",
+        "cross_covs",
+        "e_xprev_x",
+        "smoothed_mean0",
+        "smoothed_cov0",
+    )
+    res = {k: out[k] for k in keys}
+    res["e_x0_x1"] = out["e_xprev_x"][0]
+    res["log_smoothing_density"] = lambda path: log_smoothing_density(
+        path, ys, A, Q, C, R, m0=m0, P0=P0
     )
     return res

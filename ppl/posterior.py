@@ -46,6 +46,7 @@ import numpy as np
 from jax.scipy.special import logsumexp
 
 from ppl.errors import NonFiniteWeightError, UnknownOptionError
+from ppl.weights import ess, normalise
 
 __all__ = ["Posterior"]
 
@@ -310,8 +311,8 @@ class Posterior:
         """
         if self._log_weights is None:
             return jnp.full((self._total,), 1.0 / self._total)
-        lw = self._log_weights
-        return jnp.exp(lw - logsumexp(lw))
+        log_w, _ = normalise(self._log_weights)
+        return jnp.exp(log_w)
 
     @property
     def ess(self) -> float:
@@ -322,8 +323,7 @@ class Posterior:
         """
         if self._log_weights is None:
             return float(self._total)
-        lw = self._log_weights
-        return float(jnp.exp(2.0 * logsumexp(lw) - logsumexp(2.0 * lw)))
+        return float(ess(self._log_weights))
 
     # ----------------------------------------------------------------------- summaries
 

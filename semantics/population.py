@@ -11,22 +11,16 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.special import logsumexp
 from ppl.semantics.trace import Trace
 from ppl.semantics.weighted import Weighted
 
 from ppl.errors import check_count
+from ppl.weights import ess, log_mean_exp
 
-
-def log_evidence(log_weights):
-    """log of the mean weight: ``logsumexp(lw) - log N`` (the evidence estimate)."""
-    n = jnp.shape(log_weights)[-1]
-    return logsumexp(log_weights, axis=-1) - jnp.log(n)
-
-
-def effective_sample_size(log_weights):
-    """Kish's effective sample size, ``(sum w)^2 / sum w^2``, computed in log space."""
-    return jnp.exp(2 * logsumexp(log_weights, axis=-1) - logsumexp(2 * log_weights, axis=-1))
+#: log of the mean weight, ``logsumexp(lw) - log N``: the evidence estimate
+log_evidence = log_mean_exp
+#: Kish's effective sample size ``(sum w)^2 / sum w^2``
+effective_sample_size = ess
 
 
 class Particles(NamedTuple):

@@ -14,6 +14,19 @@ the step's ``observe``/``factor`` terms. :class:`StateSpace` exposes the transit
 and density of given values), the per-step log weight, and the whole-path log joint, so
 an algorithm can advance a population one step at a time inside ``lax.scan``.
 
+The state at time 0. A global latent site whose value the step never reads (it only flows
+into the ``init`` carry, as ``x0 = sample("x0", ...)`` in ``markov(step, init=x0, ...)``)
+belongs to the initial law M0, not to the parameters: :func:`step_reads` finds, by following
+the step's jaxpr, which global sites the step depends on, and :meth:`Sequential.initial_sites`
+names the others. So the program reads as the Feynman-Kac model (Del Moral 2004; Chopin &
+Papaspiliopoulos 2020, section 5.1, the ``FeynmanKac`` of their ``particles``)
+
+    M0(d(z, c_{-1})) = p(z | theta) with c_{-1} = init(theta, z),  G0 = global observe terms,
+    M_t(c_{t-1}, dx_t) = m_theta(c_{t-1}, x_t),                     G_t = g_theta(x_t, y_t),
+
+with z the initial sites and theta the parameters (the other global sites, held fixed by a
+smoother or drawn per particle by SMC).
+
 Restrictions, checked with clear errors: exactly one ``markov`` call, and no ``sample`` or
 ``observe`` site after it (a deterministic site after it is dropped: it would depend on
 the path, which this reading does not build).
@@ -25,11 +38,18 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from numpyro.primitives import _PYRO_STACK
 from ppl.semantics.trace import DETERMINISTIC, LATENT, Trace, _Recorder, from_numpyro, record
 
 from ppl.errors import UnsupportedModelError
 from ppl.primitives import check_carry, intercept_markov, step_index
+
+
+def replay_key():
+    """The key of replays and of structure-only runs (every draw substituted or unused);
+    built on call, in the default PRNG implementation, so no key exists at import time."""
+    return jax.random.PRNGKey(0)
 
 
 class StepResult(NamedTuple):
@@ -80,7 +100,7 @@ class StateSpace:
 
     def replay_step(self, t, carry, values) -> StepResult:
         """Run step ``t`` from ``carry`` with its latent sites fixed to ``values``."""
-        return self._run(jax.random.PRNGKey(0), t, carry, values)
+        return self._run(replay_key(), t, carry, values)
 
     def log_transition(self, t, carry, values):
         """log m(carry, values): density of step ``t``'s latent values given ``carry``."""
@@ -150,6 +170,14 @@ class Sequential:
             globals_trace, value,
         )
 
+    def initial_sites(self, *args, fixed=None, **kwargs) -> tuple[str, ...]:
+        """The global latent sites (not in ``fixed``) that form the state at time 0: those
+        the markov step does not read (see :func:`step_reads`), in program order."""
+        fixed = dict(fixed or {})
+        ssm = self.state_space(replay_key(), *args, params=fixed, **kwargs)
+        read = set(step_reads(self.model, args, kwargs, fixed))
+        return tuple(n for n in ssm.globals.names(LATENT) if n not in fixed and n not in read)
+
     @staticmethod
     def _global_sites(raw, sites_before) -> Trace:
         trace = from_numpyro(raw)
@@ -166,3 +194,71 @@ class Sequential:
         values = {n: trace.values[n] for n, _ in kinds}
         log_probs = {n: lp for n, lp in trace.log_probs.items() if n in before}
         return Trace(values, log_probs, kinds)
+
+
+# --------------------------------------------------------------------------- dependencies
+
+
+def _is_literal(var) -> bool:
+    return type(var).__name__ == "Literal"
+
+
+def _reaches_outputs(jaxpr, dependent_inputs) -> bool:
+    """Whether any output of ``jaxpr`` depends on the flagged inputs (forward reachability
+    over the equations; an equation with one dependent input taints all its outputs, so a
+    nested scan or cond counts as a whole: conservative, never a false "independent")."""
+    tainted = {v for v, d in zip(jaxpr.invars, dependent_inputs, strict=True) if d}
+    for eqn in jaxpr.eqns:
+        if any(not _is_literal(v) and v in tainted for v in eqn.invars):
+            tainted.update(eqn.outvars)
+    return any(not _is_literal(v) and v in tainted for v in jaxpr.outvars)
+
+
+def _abstract(tree):
+    """Array leaves as ``ShapeDtypeStruct`` (so tracers of an enclosing jit can be read)."""
+    return jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a))
+        if isinstance(a, (jax.Array, np.ndarray)) else a, tree
+    )
+
+
+def step_reads(model, args, kwargs, fixed=None) -> tuple[str, ...]:
+    """The global latent sites (not in ``fixed``) whose values the markov step reads.
+
+    Traces the program with its global values as inputs and its first step from an
+    independent carry, and follows the jaxpr: a site is read when the step's draws, log
+    densities or new carry depend on it other than through the carry. The others only flow
+    into the ``init`` carry (or nowhere): they are the state at time 0.
+    """
+    fixed = dict(fixed or {})
+    ssm = Sequential(model).state_space(replay_key(), *args, params=fixed, **kwargs)
+    free = [n for n in ssm.globals.names(LATENT) if n not in fixed]
+    if not free:
+        return ()
+    values = {n: ssm.globals.values[n] for n in free}
+    leaves, treedef = jax.tree.flatten((args, kwargs))
+    arrays = [i for i, leaf in enumerate(leaves) if isinstance(leaf, (jax.Array, np.ndarray))]
+
+    def first_step(values, carry, array_leaves):
+        full = list(leaves)
+        for i, a in zip(arrays, array_leaves, strict=True):
+            full[i] = a
+        a, k = jax.tree.unflatten(treedef, full)
+        inner = Sequential(model).state_space(replay_key(), *a, params={**fixed, **values}, **k)
+        result = inner.step(replay_key(), 0, carry)
+        return result.carry, result.log_weight, result.log_transition, result.values
+
+    closed = jax.make_jaxpr(first_step)(
+        _abstract(values), _abstract(ssm.init), _abstract([leaves[i] for i in arrays])
+    )
+    counts = [len(jax.tree.leaves(values[n])) for n in free]
+    num_rest = len(closed.jaxpr.invars) - sum(counts)
+    read = []
+    start = 0
+    for name, count in zip(free, counts, strict=True):
+        flags = [False] * len(closed.jaxpr.invars)
+        flags[start:start + count] = [True] * count
+        start += count
+        if _reaches_outputs(closed.jaxpr, flags[: len(flags) - num_rest] + [False] * num_rest):
+            read.append(name)
+    return tuple(read)

@@ -50,7 +50,7 @@ def adam(steps, lr=1e-2):
 
 @pytest.fixture(scope="module")
 def nn_guide():
-    alg = amortized(hidden=(16,), steps=500, batch_size=64, optimizer=adam(500))
+    alg = amortized(hidden=(16,), num_steps=500, batch_size=64, optimizer=adam(500))
     return alg.fit(KEY, zoo.normal_normal, jnp.zeros(N_OBS))
 
 
@@ -138,7 +138,7 @@ def test_guide_posterior_run_and_arviz(nn_guide, held_out):
 
 @pytest.fixture(scope="module")
 def lgssm_proposal():
-    alg = amortized_step(hidden=(16,), steps=300, batch_size=16, optimizer=adam(300))
+    alg = amortized_step(hidden=(16,), num_steps=300, batch_size=16, optimizer=adam(300))
     return alg.fit(KEY, zoo.lgssm_1d, jnp.zeros(T))
 
 
@@ -179,8 +179,8 @@ def test_guided_smc_beats_bootstrap_and_stays_exact(lgssm_proposal):
 
 
 def test_errors():
-    with pytest.raises(ValueError, match="steps"):
-        amortized(steps=0)
+    with pytest.raises(ValueError, match="num_steps"):
+        amortized(num_steps=0)
     with pytest.raises(ValueError, match="hidden"):
         amortized(hidden=(0,))
     with pytest.raises(ValueError, match="batch_size"):
@@ -196,6 +196,6 @@ def test_errors():
         ppl.observe("y", dist.Normal(z * 1.0, 1.0), ys)
 
     with pytest.raises(UnsupportedModelError, match="'z'"):
-        amortized(steps=2).fit(KEY, coin, jnp.zeros(3))
+        amortized(num_steps=2).fit(KEY, coin, jnp.zeros(3))
     with pytest.raises(UnsupportedModelError, match="rho"):
-        amortized_step(steps=2).fit(KEY, zoo.lgssm_1d_unknown_rho, jnp.zeros(4))
+        amortized_step(num_steps=2).fit(KEY, zoo.lgssm_1d_unknown_rho, jnp.zeros(4))

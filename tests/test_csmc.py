@@ -42,8 +42,8 @@ def chain_check(sampler, check=True):
                      jax.random.PRNGKey(0), num_replicates=12, check=check)
 
 
-BACKWARD = csmc(30, num_samples=120, num_warmup=10)
-ANCESTOR = csmc(30, num_samples=120, num_warmup=10, new_path="ancestor")
+BACKWARD = csmc(30, num_sweeps=130, num_warmup=10)
+ANCESTOR = csmc(30, num_sweeps=130, num_warmup=10, new_path="ancestor")
 
 
 @pytest.mark.parametrize("new_path", ["backward", "ancestor"])
@@ -56,7 +56,7 @@ def test_backward_sampling_without_filter_weights_is_detected(monkeypatch):
         return jax.vmap(lambda c: ssm.log_transition(t, c, values))(population.carry)
 
     monkeypatch.setattr(csmc_module, "backward_log_weights_row", broken)
-    report = chain_check(csmc(30, num_samples=120, num_warmup=10), check=False)
+    report = chain_check(csmc(30, num_sweeps=130, num_warmup=10), check=False)
     print(report)
     assert not report.ok
 
@@ -77,7 +77,7 @@ def test_result_and_reference_in_out():
     assert post.samples["x"].shape == (120, T) and post.num_chains == 1
     assert post.info["reference"]["x"].shape == (1, T)
     assert "x" in post.to_arviz().posterior
-    sampler = csmc(16, num_samples=5, num_warmup=0)
+    sampler = csmc(16, num_sweeps=5, num_warmup=0)
     out = jax.jit(lambda k, r: sampler.core(k, lgssm_1d, (ys,), {}, reference=r))(
         jax.random.PRNGKey(1), {"x": jnp.zeros(T)})
     assert out.paths["x"].shape == (5, T)
@@ -100,9 +100,11 @@ def test_bad_input():
         csmc(8, new_path="forward")
     with pytest.raises(ValueError, match="num_particles"):
         csmc(0)
+    with pytest.raises(ValueError, match="num_warmup"):
+        csmc(8, num_sweeps=5, num_warmup=5)
     with pytest.raises(UnsupportedModelError, match="rho"):
-        csmc(8, num_samples=2, num_warmup=0).run(jax.random.PRNGKey(0), lgssm_1d_unknown_rho, ys)
-    sampler = csmc(8, num_samples=2, num_warmup=0)
+        csmc(8, num_sweeps=2, num_warmup=0).run(jax.random.PRNGKey(0), lgssm_1d_unknown_rho, ys)
+    sampler = csmc(8, num_sweeps=2, num_warmup=0)
     with pytest.raises(ShapeMismatchError, match="shape"):
         sampler.core(jax.random.PRNGKey(0), lgssm_1d, (ys,), {}, reference={"x": np.zeros(3)})
     with pytest.raises(ShapeMismatchError, match="site"):

@@ -52,6 +52,8 @@ def test_importance_posterior_converts_to_arviz():
     assert idata.log_likelihood["y"].shape == (1, 64, 12)
     assert idata.observed_data["y"].shape == (12,)
     assert idata.sample_stats["log_weight"].shape == (1, 64)
+    assert post.info["ess"].shape == (1,)  # per step, as SMC's: importance is one step
+    np.testing.assert_allclose(float(post.info["ess"][0]), post.ess, rtol=1e-4)
     resampled = post.to_arviz(weights="resample", key=KEY)
     assert "log_weight" not in resampled.sample_stats
     assert az.summary(resampled, var_names=["x"]).shape[0] == 12

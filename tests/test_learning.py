@@ -159,7 +159,7 @@ def test_ppg_score_matches_the_kalman_score(short_data):
 
     def one(key):
         score, _ = learning.fisher_score(key, lgssm_params, (ys,), {}, THETA0,
-                                         num_particles=32, num_sweeps=3, burn_in=1)
+                                         num_particles=32, num_sweeps=3, num_warmup=1)
         return score
 
     keys = jax.random.split(KEY, 8)
@@ -184,7 +184,7 @@ def check_mle(result, ys):
 
 
 def test_score_ascent_finds_the_mle_on_short_data(short_data):
-    algo = learning.score_ascent(num_particles=32, num_iterations=120, step_size=0.05)
+    algo = learning.score_ascent(num_particles=32, num_steps=120, step_size=0.05)
     result = algo.run(KEY, lgssm_params, short_data)
     check_mle(result, short_data)
     assert result.trajectory["rho"].shape == (121,)
@@ -196,7 +196,7 @@ def test_score_ascent_finds_the_mle_on_short_data(short_data):
 @pytest.mark.slow
 def test_score_ascent_finds_the_mle_on_500_steps():
     ys = data(500, seed=2)
-    algo = learning.score_ascent(num_particles=100, num_iterations=300, step_size=0.05,
+    algo = learning.score_ascent(num_particles=100, num_steps=300, step_size=0.05,
                                  backward="reject")
     check_mle(algo.run(KEY, lgssm_params, ys), ys)
 
@@ -220,7 +220,7 @@ def test_particle_gibbs_matches_the_kalman_grid(grid_posterior):
     ys, mean, sd, w = grid_posterior
     assert w[0] < 1e-8  # the grid covers the posterior (which the prior truncates at 1)
     algo = learning.particle_gibbs(num_particles=16, num_samples=400, num_warmup=100,
-                                   num_chains=4, step_size=0.5, mh_steps=2)
+                                   num_chains=4, step_size=0.5, num_mcmc_steps=2)
     post = algo.run(KEY, zoo.lgssm_1d_unknown_rho, ys)
     idata = post.to_arviz()
     draws = idata.posterior["rho"].values.ravel()
@@ -267,7 +267,7 @@ def kl_optimum(ys):
 def test_score_climbing_matches_the_kl_optimum():
     ys = data(100, seed=4)
     exact = kl_optimum(ys)
-    algo = learning.score_climbing(ar_guide, num_particles=32, num_iterations=300,
+    algo = learning.score_climbing(ar_guide, num_particles=32, num_steps=300,
                                    step_size=0.05)
     keys = jax.random.split(KEY, 6)
     runs = [algo.run(k, zoo.lgssm_1d, ys).estimate for k in keys]
@@ -282,12 +282,12 @@ def test_score_climbing_matches_the_kl_optimum():
 def test_bad_options_are_named():
     with pytest.raises(UnknownOptionError, match="backward"):
         learning.score_ascent(backward="nope")
-    with pytest.raises(ValueError, match="burn_in"):
-        learning.score_ascent(num_sweeps=2, burn_in=2)
+    with pytest.raises(ValueError, match="num_warmup"):
+        learning.score_ascent(num_sweeps=2, num_warmup=2)
     with pytest.raises(TypeError, match="optax"):
         learning.score_ascent(optimizer="adam")
 
 
 def test_a_program_without_params_is_rejected(short_data):
     with pytest.raises(UnsupportedModelError, match="param"):
-        learning.score_ascent(num_iterations=2).run(KEY, zoo.lgssm_1d, short_data)
+        learning.score_ascent(num_steps=2).run(KEY, zoo.lgssm_1d, short_data)

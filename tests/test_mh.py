@@ -221,7 +221,7 @@ def test_mh_sprinkler_marginals():
 
 def test_mh_posterior_layout():
     """Chain-major draws, per-draw ``accept_prob``, overall rates in ``info``, ArviZ."""
-    algo = infer.mh(50, num_warmup=10, num_chains=3, proposal=asymmetric_proposal, steps=2)
+    algo = infer.mh(50, num_warmup=10, num_chains=3, proposal=asymmetric_proposal, num_mcmc_steps=2)
     post = algo.run(KEY, zoo.normal_normal, NN_DATA)
     assert post.samples["mu"].shape == (150,) and post.num_chains == 3
     prob = np.asarray(post.sample_stats["accept_prob"])

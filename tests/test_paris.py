@@ -118,7 +118,7 @@ def test_global_sites_need_params():
     ys, _ = data_1d(T)
     with pytest.raises(UnsupportedModelError, match="rho"):
         EXACT.run(jax.random.PRNGKey(0), lgssm_1d_unknown_rho, ys)
-    fixed = paris(300, 2, psi_1d, params={"rho": 0.9})
+    fixed = paris(300, 2, psi_1d, fixed={"rho": 0.9})
     post = fixed.run(jax.random.PRNGKey(0), lgssm_1d_unknown_rho, ys)
     plain = EXACT.run(jax.random.PRNGKey(0), lgssm_1d, ys)
     np.testing.assert_allclose(post.estimate, plain.estimate, rtol=1e-4)

@@ -59,7 +59,7 @@ def per_task_nll(net, key, num_tasks, num_points):
 def small_pfn():
     net = pfn(num_points=N_POINTS, inputs=gp_inputs, num_buckets=50, width=32, depth=2,
               heads=4, batch_size=32, chunk=75, progress_bar=False, learning_rate=2e-3)
-    return net.fit(jax.random.PRNGKey(0), gp_regression, steps=150)
+    return net.fit(jax.random.PRNGKey(0), gp_regression, num_steps=150)
 
 
 def test_bar_distribution_normalised_and_uniform_in_bucket():
@@ -177,16 +177,16 @@ def test_resume_training_from_checkpoint(small_pfn, tmp_path):
     small_pfn.save(path)
     resumed = load(path, inputs=gp_inputs, batch_size=32, learning_rate=2e-4, chunk=75,
                    warmup=1)
-    resumed.fit(jax.random.PRNGKey(9), gp_regression, steps=75, resume=True)
+    resumed.fit(jax.random.PRNGKey(9), gp_regression, num_steps=75, resume=True)
     start, before = small_pfn.history["loss"][:75], small_pfn.history["loss"][-75:]
     after = resumed.history["loss"]
     se = np.sqrt(before.var(ddof=1) / before.size + after.var(ddof=1) / after.size)
     assert abs(after.mean() - before.mean()) < 5 * se, (after.mean(), before.mean(), se)
     assert start.mean() - after.mean() > 10 * se, (start.mean(), after.mean(), se)
     with pytest.raises(RuntimeError, match="no network to resume"):
-        pfn(num_points=5).fit(jax.random.PRNGKey(0), gp_regression, steps=1, resume=True)
+        pfn(num_points=5).fit(jax.random.PRNGKey(0), gp_regression, num_steps=1, resume=True)
     with pytest.raises(UnsupportedModelError, match="trained on"):
-        resumed.fit(jax.random.PRNGKey(0), normal_normal, steps=1, resume=True)
+        resumed.fit(jax.random.PRNGKey(0), normal_normal, num_steps=1, resume=True)
     with pytest.raises(ValueError, match="come from the checkpoint"):
         load(path, width=8)
 
@@ -207,7 +207,7 @@ def test_decoder_added_to_trained_network_keeps_then_learns(small_pfn, tmp_path)
     np.testing.assert_array_equal(np.asarray(net.logits(x, y, n)), before)
     with pytest.raises(ValueError, match="already has a decoder"):
         net.add_decoder(jax.random.PRNGKey(5), 32)
-    net.fit(jax.random.PRNGKey(9), gp_regression, steps=75, resume=True)
+    net.fit(jax.random.PRNGKey(9), gp_regression, num_steps=75, resume=True)
     z = jax.vmap(net.network.norm)(jnp.ones((3, small_pfn.config.width)))
     assert float(jnp.abs(jax.vmap(net.network.decoder)(z)).max()) > 1e-3
     end, after = small_pfn.history["loss"][-75:], net.history["loss"]
@@ -229,7 +229,7 @@ def test_decoder_added_to_trained_network_keeps_then_learns(small_pfn, tmp_path)
     np.testing.assert_array_equal(np.asarray(old.logits(x, y, n)), before)
     fresh = pfn(num_points=N_POINTS, inputs=gp_inputs, num_buckets=50, width=16, depth=1,
                 decoder=24, chunk=5, progress_bar=False)
-    fresh.fit(jax.random.PRNGKey(1), gp_regression, steps=5)
+    fresh.fit(jax.random.PRNGKey(1), gp_regression, num_steps=5)
     assert fresh.network.decoder is not None and np.all(np.isfinite(fresh.history["loss"]))
     with pytest.raises(ValueError, match="decoder"):
         pfn(decoder=-3)
@@ -260,7 +260,7 @@ def test_loss_weighting_point_and_dataset(small_pfn):
     for weighting in ("point", "dataset"):
         net = pfn(num_points=N_POINTS, inputs=gp_inputs, num_buckets=20, width=8, depth=1,
                   heads=2, chunk=1, loss_weighting=weighting, progress_bar=False)
-        first[weighting] = net.fit(jax.random.PRNGKey(3), gp_regression, steps=1).history
+        first[weighting] = net.fit(jax.random.PRNGKey(3), gp_regression, num_steps=1).history
     assert abs(first["point"]["loss"][0] - first["dataset"]["loss"][0]) > 1e-4
     with pytest.raises(ValueError, match="loss_weighting"):
         pfn(loss_weighting="query")
@@ -301,9 +301,9 @@ def test_shipped_lc_network_extrapolates():
 
 def test_bad_input_errors(small_pfn):
     with pytest.raises(UnsupportedModelError, match="no observed site 'z'"):
-        pfn(num_points=5, observed="z").fit(jax.random.PRNGKey(0), gp_regression, steps=1)
+        pfn(num_points=5, observed="z").fit(jax.random.PRNGKey(0), gp_regression, num_steps=1)
     with pytest.raises(UnsupportedModelError, match="target='theta'"):
-        pfn(num_points=5, target="theta").fit(jax.random.PRNGKey(0), gp_regression, steps=1)
+        pfn(num_points=5, target="theta").fit(jax.random.PRNGKey(0), gp_regression, num_steps=1)
     with pytest.raises(ValueError, match="divisible"):
         pfn(width=30, heads=4)
     with pytest.raises(RuntimeError, match="not trained"):
@@ -334,7 +334,7 @@ def mu_pfn():
     net = pfn(num_points=LATENT_POINTS, target="mu", num_buckets=40,
               width=32, depth=1, heads=4, batch_size=32, chunk=500, learning_rate=3e-3,
               progress_bar=False)
-    return net.fit(jax.random.PRNGKey(0), normal_normal, steps=1000)
+    return net.fit(jax.random.PRNGKey(0), normal_normal, num_steps=1000)
 
 
 def normal_normal_tasks(seed, num_tasks, num_points):

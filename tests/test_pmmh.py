@@ -132,7 +132,7 @@ def test_the_current_estimate_is_kept(posterior):
     accept = np.asarray(posterior.sample_stats["accept_prob"])
     assert accept.shape == (3200,) and np.all((accept >= 0) & (accept <= 1))
     assert posterior.num_chains == 4 and posterior.method == "pmmh"
-    assert posterior.info["acceptance_rate"].shape == (4,)
+    assert posterior.info["accept_rate"].shape == (4,)
 
 
 # --------------------------------------------------------------------------- wrong variants

@@ -69,7 +69,7 @@ def test_result_and_reference_in_out():
 
 
 def test_bad_input():
-    with pytest.raises(ValueError, match="burn_in"):
+    with pytest.raises(ValueError, match="num_warmup"):
         ppg(16, 2, 4, 4, psi)
     with pytest.raises(ValueError, match="num_particles"):
         ppg(1, 2, 4, 1, psi)

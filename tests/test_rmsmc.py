@@ -93,10 +93,10 @@ def rho_proposal(current, ys):
 def rho_runs(rho_problem):
     ys, _ = rho_problem
     algos = [
-        infer.rmsmc(300, move=infer.mh(steps=2), regenerate="globals"),
+        infer.rmsmc(300, move=infer.mh(num_mcmc_steps=2), regenerate="globals"),
         infer.rmsmc(300),  # monad-bayes: a global site or a past step, uniformly
-        infer.rmsmc(300, move=infer.mh(proposal="random_walk", steps=2, step_size=0.3)),
-        infer.rmsmc(300, move=infer.mh(proposal=rho_proposal, steps=2)),
+        infer.rmsmc(300, move=infer.mh(proposal="random_walk", num_mcmc_steps=2, step_size=0.3)),
+        infer.rmsmc(300, move=infer.mh(proposal=rho_proposal, num_mcmc_steps=2)),
         infer.smc(300),  # no moves, for comparison
     ]
     return runs(algos, zoo.lgssm_1d_unknown_rho, (ys,))
@@ -165,7 +165,7 @@ def test_discrete_hmm_evidence_and_smoothing():
         for k in range(3):
             targets[f"P(x_{t + 1}={k})"] = exact["smoothed"][t, k]
             tests[f"P(x_{t + 1}={k})"] = lambda s, t=t, k=k: (s["x"][:, t] == k)
-    algo = infer.rmsmc(200, move=infer.mh(steps=2))
+    algo = infer.rmsmc(200, move=infer.mh(num_mcmc_steps=2))
     posts = []
 
     def run(k):
@@ -192,9 +192,9 @@ def test_discrete_hmm_evidence_and_smoothing():
 
 
 def test_smc_with_move_is_rmsmc():
-    algo = infer.smc(50, resample="multinomial", ess_threshold=0.7, move=infer.mh(steps=3))
+    algo = infer.smc(50, resample="multinomial", ess_threshold=0.7, move=infer.mh(num_mcmc_steps=3))
     assert isinstance(algo, infer.RMSMC)
-    assert (algo.num_particles, algo.resample, algo.ess_threshold, algo.move.steps) == (
+    assert (algo.num_particles, algo.resample, algo.ess_threshold, algo.move.num_mcmc_steps) == (
         50, "multinomial", 0.7, 3
     )
 

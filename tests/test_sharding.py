@@ -140,7 +140,7 @@ RMSMC_CHILD = textwrap.dedent(
     key = jax.random.PRNGKey(20261128)
     outs = {}
     for name, devices in (("sharded", "all"), ("plain", None)):
-        algo = infer.smc(64, move=infer.mh(steps=1), devices=devices)
+        algo = infer.smc(64, move=infer.mh(num_mcmc_steps=1), devices=devices)
         outs[name] = algo.run(key, zoo.lgssm_1d_unknown_rho, ys)
     a, b = outs["sharded"], outs["plain"]
     print(json.dumps({

@@ -110,7 +110,7 @@ def test_run_output_and_same_key(data):
     info = post.info
     assert info["ess"].shape == (T,) and info["resampled"].shape == (T,)
     assert 0 < len(info["move_steps"]) < T  # it rejuvenated, not at every step
-    assert np.all((info["acceptance_rate"] > 0) & (info["acceptance_rate"] <= 1))
+    assert np.all((info["accept_rate"] > 0) & (info["accept_rate"] <= 1))
     assert post.to_arviz().sample_stats["log_evidence"].shape == ()
 
 
@@ -155,7 +155,7 @@ def test_larger_run_matches_the_kalman_grid():
     """T = 50, 400 theta particles, 100 inner particles, 3 moves per rejuvenation."""
     _, ys = zoo.simulate_lgssm_1d(jax.random.PRNGKey(1), 50, rho=0.9)
     exact = grid_answers(ys)
-    algo = infer.smc2(["rho"], num_theta=400, likelihood=infer.smc(100), num_moves=3)
+    algo = infer.smc2(["rho"], num_theta=400, likelihood=infer.smc(100), num_mcmc_steps=3)
     report, z_log = check(algo, ys, exact)
     report.assert_ok()
     assert abs(z_log) < 4.0, z_log
@@ -176,7 +176,7 @@ def test_errors_name_the_argument_or_site(data):
         infer.smc2(["rho"], 10, smc, ess_threshold=1.5)
     with pytest.raises(ppl.UnknownOptionError, match="resample"):
         infer.smc2(["rho"], 10, smc, resample="bogus")
-    with pytest.raises(ValueError, match="num_moves"):
-        infer.smc2(["rho"], 10, smc, num_moves=0)
+    with pytest.raises(ValueError, match="num_mcmc_steps"):
+        infer.smc2(["rho"], 10, smc, num_mcmc_steps=0)
     with pytest.raises(ValueError, match="scale"):
         infer.smc2(["rho"], 10, smc, scale=-1.0)

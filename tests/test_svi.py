@@ -55,7 +55,7 @@ def optimizer():
 
 
 def fitted(guide, model, *args, steps=STEPS, key=KEY):
-    alg = svi(guide, steps=steps, optimizer=optimizer(), num_samples=N, num_particles=4)
+    alg = svi(guide, num_steps=steps, optimizer=optimizer(), num_samples=N, num_particles=4)
     return alg.run(key, model, *args)
 
 
@@ -205,7 +205,7 @@ def test_wrong_guide_program_is_detected():
         ppl.sample("mu", dist.Normal(0.0, 1.0))
 
     exact = zoo.normal_normal_exact(NN_DATA)
-    alg = svi(prior_guide, steps=10, num_samples=N)
+    alg = svi(prior_guide, num_steps=10, num_samples=N)
     post = alg.run(KEY, zoo.normal_normal, NN_DATA)
     with pytest.raises(AssertionError):
         assert_moments(post, "mu", exact["mean"], exact["var"])
@@ -280,7 +280,7 @@ def test_discrete_sites_enumerated_and_recovered():
 
 
 def test_same_key_same_answer_progress_bar_and_arviz(capsys):
-    alg = svi("normal", steps=200, num_samples=100, progress_bar=True)
+    alg = svi("normal", num_steps=200, num_samples=100, progress_bar=True)
     a = alg.run(KEY, zoo.normal_normal, NN_DATA)
     assert "svi" in capsys.readouterr().err  # the tqdm bar of the optimisation scan
     b = alg.run(KEY, zoo.normal_normal, NN_DATA)
@@ -300,16 +300,16 @@ def test_errors():
         svi("laplace")
     with pytest.raises(TypeError, match="guide"):
         svi(3)
-    with pytest.raises(ValueError, match="steps"):
-        svi("normal", steps=0)
-    with pytest.raises(TypeError, match="steps"):
-        svi("normal", steps=1.5)
+    with pytest.raises(ValueError, match="num_steps"):
+        svi("normal", num_steps=0)
+    with pytest.raises(TypeError, match="num_steps"):
+        svi("normal", num_steps=1.5)
     with pytest.raises(ValueError, match="num_samples"):
         svi("normal", num_samples=0)
     with pytest.raises(TypeError, match="optimizer"):
         svi("normal", optimizer="adam")
     with pytest.raises(TypeError, match="key"):
-        svi("normal", steps=5).run(0, zoo.normal_normal, NN_DATA)
+        svi("normal", num_steps=5).run(0, zoo.normal_normal, NN_DATA)
 
     @ppl.model
     def counts(ys):
@@ -317,5 +317,5 @@ def test_errors():
         ppl.observe("y", dist.Normal(n * 1.0, 1.0), ys)
 
     with pytest.raises(UnsupportedModelError, match="'n'"):
-        svi("normal", steps=5).run(KEY, counts, np.array([1.0, 2.0]))
+        svi("normal", num_steps=5).run(KEY, counts, np.array([1.0, 2.0]))
     assert isinstance(svi(), SVI)

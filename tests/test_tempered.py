@@ -85,8 +85,8 @@ TARGET_ESS = 0.5
 
 
 MH_MOVES = {
-    "mh_prior": infer.mh(proposal="prior", steps=3),
-    "mh_random_walk": infer.mh(proposal="random_walk", steps=5, step_size=0.3),
+    "mh_prior": infer.mh(proposal="prior", num_mcmc_steps=3),
+    "mh_random_walk": infer.mh(proposal="random_walk", num_mcmc_steps=5, step_size=0.3),
 }
 
 
@@ -144,7 +144,7 @@ def test_schedule_is_increasing_and_ends_at_one():
         ess_steps = np.asarray(out.ess[r, :t])
         np.testing.assert_allclose(ess_steps[:-1], TARGET_ESS * NUM_PARTICLES, rtol=1e-3)
         assert ess_steps[-1] >= TARGET_ESS * NUM_PARTICLES * (1 - 1e-3)
-        acc = np.asarray(out.acceptance_rate[r, :t])
+        acc = np.asarray(out.accept_rate[r, :t])
         assert np.all((acc > 0) & (acc <= 1))
         increments = np.asarray(out.log_evidence_increments[r, :t], np.float64)
         np.testing.assert_allclose(increments.sum(), out.log_evidence[r], rtol=1e-5)

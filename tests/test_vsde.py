@@ -181,8 +181,8 @@ def ou_fit():
     jax.config.update("jax_enable_x64", True)
     try:
         ys = jnp.asarray(_data())
-        algo = vsde(steps=400, num_paths=32, learning_rate=0.05, control="affine",
-                    num_samples=3000, progress=False)
+        algo = vsde(num_steps=400, num_paths=32, learning_rate=0.05, control="affine",
+                    num_samples=3000, progress_bar=False)
         post = algo.run(jax.random.PRNGKey(1), ou_model, ys)
         yield post, ys
     finally:
@@ -246,9 +246,9 @@ def test_learned_noise_scale_beats_the_unit_variance_family(x64):
     and the ELBO estimator match their exact values (z-scores), and the exact ELBO comes
     closer to log Z than the best member of the unit-variance family can (gap < KL* / 2)."""
     ys = jnp.asarray(_data())
-    post = vsde(steps=600, num_paths=32, learning_rate=0.05, control="affine",
+    post = vsde(num_steps=600, num_paths=32, learning_rate=0.05, control="affine",
                 learn_noise_scale=True, num_samples=2000,
-                progress=False).run(jax.random.PRNGKey(1), ou_model, ys)
+                progress_bar=False).run(jax.random.PRNGKey(1), ou_model, ys)
     n = post.num_draws
     log_z, smooth_mean, smooth_var = kalman_rts(ys)
     control, guide = post.info["controls"]["x"], post.info["guide"]["x0"]
@@ -277,8 +277,8 @@ def test_broken_girsanov_term_is_detected(monkeypatch, x64):
 
     monkeypatch.setattr(vsde_module._Controller, "report", report_without_cost)
     ys = jnp.asarray(_data())
-    post = vsde(steps=60, num_paths=16, learning_rate=0.05, control="affine",
-                num_samples=500, progress=False).run(jax.random.PRNGKey(2), ou_model, ys)
+    post = vsde(num_steps=60, num_paths=16, learning_rate=0.05, control="affine",
+                num_samples=500, progress_bar=False).run(jax.random.PRNGKey(2), ou_model, ys)
     log_z = kalman_rts(ys)[0]
     z = (post.info["elbo_final"] - log_z) / post.info["elbo_std_error"]
     assert z > K_SIGMA, (post.info["elbo_final"], log_z)
@@ -311,8 +311,8 @@ def test_mlp_control_elbo_below_and_near_evidence(x64):
     """The default MLP control on the OU problem: ELBO below log Z (MC error) and the
     importance-sampling evidence consistent with Kalman."""
     ys = jnp.asarray(_data())
-    post = vsde(steps=400, num_paths=16, learning_rate=1e-2, width=32, depth=2,
-                num_samples=2000, progress=False).run(jax.random.PRNGKey(3), ou_model, ys)
+    post = vsde(num_steps=400, num_paths=16, learning_rate=1e-2, width=32, depth=2,
+                num_samples=2000, progress_bar=False).run(jax.random.PRNGKey(3), ou_model, ys)
     log_z = kalman_rts(ys)[0]
     elbo, se = post.info["elbo_final"], post.info["elbo_std_error"]
     print(f"MLP control: log Z {log_z:.4f} ELBO {elbo:.4f} +- {se:.4f} "
@@ -371,8 +371,8 @@ def test_params_are_learned_and_reported(x64):
         ppl.observe("y", dist.Normal(x[4::4], 0.1), ys)
 
     ys = jnp.exp(-3.0 * times[4::4])[:, None] * jnp.array([2.0, 1.0])
-    post = vsde(steps=200, num_paths=8, learning_rate=0.05, control="affine", num_samples=10,
-                progress=False).run(jax.random.PRNGKey(0), model, ys)
+    post = vsde(num_steps=200, num_paths=8, learning_rate=0.05, control="affine", num_samples=10,
+                progress_bar=False).run(jax.random.PRNGKey(0), model, ys)
     rate = float(post.info["params"]["rate"])
     assert post.samples["x"].shape == (10, 41, 2)
     assert post.info["param_trace"]["rate"].shape == (200,)
@@ -390,18 +390,18 @@ def test_errors():
         ppl.sample("z", dist.Normal(0.0, 1.0))
 
     with pytest.raises(UnsupportedModelError, match="no ppl.sde"):
-        vsde(steps=2, progress=False).run(jax.random.PRNGKey(0), no_sde)
+        vsde(num_steps=2, progress_bar=False).run(jax.random.PRNGKey(0), no_sde)
 
     def discrete():
         ppl.sample("k", dist.Bernoulli(0.5))
         sde("x", lambda t, x, p: -x, lambda t, x, p: 1.0, 0.0, times)
 
     with pytest.raises(UnsupportedModelError, match="'k' is discrete"):
-        vsde(steps=2, progress=False).run(jax.random.PRNGKey(0), discrete)
+        vsde(num_steps=2, progress_bar=False).run(jax.random.PRNGKey(0), discrete)
     with pytest.raises(UnknownOptionError, match="control"):
         vsde(control="spline")
-    with pytest.raises(ValueError, match="steps"):
-        vsde(steps=0)
+    with pytest.raises(ValueError, match="num_steps"):
+        vsde(num_steps=0)
     with pytest.raises(TypeError, match="control"):
         vsde(control=3)
 
@@ -460,8 +460,8 @@ def test_fractional_ou_bridge_variance(x64, hurst):
                 noise=fbm(hurst, num_ou, gamma_max, "II"))
         ppl.observe("y", dist.Normal(x[-1], pin_sd), y)
 
-    post = vsde(steps=400, num_paths=16, learning_rate=0.05, control="affine",
-                num_samples=2000, progress=False).run(jax.random.PRNGKey(0), model,
+    post = vsde(num_steps=400, num_paths=16, learning_rate=0.05, control="affine",
+                num_samples=2000, progress_bar=False).run(jax.random.PRNGKey(0), model,
                                                        jnp.array(0.0))
     cov_euler, _, _ = _euler_fbm_covariance(hurst, num_ou, gamma_max, "II",
                                             horizon / num_steps, num_steps, 1.0, theta)
@@ -534,9 +534,9 @@ def test_hurst_recovery(x64, hurst):
                    times, noise=fbm(h, 5, 20.0, "II"))
         ppl.observe("y", dist.Normal(path[idx], obs_sd), ys)
 
-    post = vsde(steps=3000, num_paths=16, learning_rate=0.1, control="affine",
+    post = vsde(num_steps=3000, num_paths=16, learning_rate=0.1, control="affine",
                 learn_noise_scale=True, num_samples=16,
-                progress=False).run(jax.random.PRNGKey(0), model, jnp.asarray(ys))
+                progress_bar=False).run(jax.random.PRNGKey(0), model, jnp.asarray(ys))
     learned = float(post.info["params"]["hurst"])
     print(f"true H {hurst}: vsde {learned:.3f}, maximum likelihood {ml:.3f}")
     assert abs(learned - hurst) < 0.05
