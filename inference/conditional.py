@@ -23,8 +23,12 @@ their index N moved to 0 (Chopin & Papaspiliopoulos 2020, *An Introduction to SM
 Algorithm 12.1 uses index 1: the position is immaterial under multinomial resampling).
 
 Time steps are 0-based: step ``t`` (t = 0..T-1) maps the carry c_{t-1} to c_t, with
-c_{-1} the ``init`` carry of the ``markov`` call. A *path* is a dict step latent site ->
-array of shape (T, ...), the layout of one draw of ``Posterior.samples`` of :func:`smc`.
+c_{-1} the ``init`` carry of the ``markov`` call. A global site the step does not read
+(``x0`` in ``markov(step, init=x0)``) is the state at time 0: each particle draws it from
+its prior (M0 of :class:`~ppl.inference.engine.FeynmanKac`), the reference keeps its own,
+and the backward pass goes down to the initial particles. A *path* is a dict: each step
+latent site -> array (T, ...) and each time-0 state site -> its value, the layout of one
+draw of ``Posterior.samples`` of :func:`smc`.
 
 Backward sampling and the Markov assumption
 -------------------------------------------
@@ -36,22 +40,20 @@ every model of the zoo: ``x = sample(...); observe(..., x); return x``). Every f
 step checks this cheaply by replaying each particle's values from another particle's
 previous carry (``markov_gap``); ``run`` raises a clear error when it fails.
 
-Building blocks (each a pure function, jittable, with explicit keys):
+The algorithm is a composition over the particle engine (:mod:`ppl.inference.engine`):
 
-* :func:`shared_state_space` — the program's state space with its global sites fixed;
-* :func:`draw_indices` — categorical draws by inverse CDF (log weights in, indices out);
-* :func:`conditional_ancestors` — resampling with the reference's ancestor frozen;
-* :func:`propagate` — the bootstrap move of every particle, the reference replayed;
-* :func:`forward_step` — resample, move, reweight (one step of the forward filter);
-* :func:`csmc_sweep` — the forward pass over all steps (``lax.scan``);
-* :func:`ancestor_path`, :func:`backward_path` — a new path from a sweep;
+* :func:`conditional_model` — the program as a Feynman–Kac model given ``fixed``;
+* :func:`csmc_sweep` — the engine's time driver with conditional resampling (the engine's
+  ``resample(conditional=True)`` and ``propagate`` with the reference replayed) and the
+  :class:`SweepCollector`, which keeps the particle system;
+* :func:`ancestor_path`, :func:`backward_path` — a new path from a sweep (categorical draws
+  of :func:`ppl.inference.resampling.categorical`, backward weights of the engine);
 * :func:`csmc_kernel` — one particle Gibbs update reference -> new reference;
 * :func:`run_particle_gibbs` — the chain (``lax.scan`` over iterations).
 """
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import jax
@@ -64,9 +66,18 @@ from ppl.inference.base import (
     check_nonnegative,
     check_option,
 )
-from ppl.inference.filtering import _draw_step, _state_space, normalise
-from ppl.inference.progress import progress_scan
-from ppl.inference.resampling import get_scheme
+from ppl.inference.engine import (
+    REFERENCE_INDEX,
+    FeynmanKac,
+    ParticleState,
+    RunOutput,
+    backward_log_weights,
+    markov_gap,
+    run_particles,
+    take,
+)
+from ppl.inference.kernels import sample_chain
+from ppl.inference.resampling import categorical
 from ppl.semantics.trace import LATENT, PARAM
 
 from ppl.errors import NonFiniteWeightError, ShapeMismatchError, UnsupportedModelError
@@ -75,236 +86,124 @@ from ppl.posterior import Posterior
 __all__ = [
     "CSMC",
     "REFERENCE_INDEX",
-    "Population",
+    "SweepCollector",
     "SweepRecord",
     "ancestor_path",
     "backward_path",
     "check_markov_gap",
     "check_reference",
-    "conditional_ancestors",
+    "conditional_model",
     "csmc",
     "csmc_kernel",
     "csmc_sweep",
-    "draw_indices",
-    "forward_step",
     "global_values",
-    "initial_population",
-    "propagate",
+    "path_at",
+    "path_shapes",
     "run_particle_gibbs",
-    "shared_state_space",
 ]
 
-#: Particle index of the frozen reference path at every step (see the module docstring).
-REFERENCE_INDEX = 0
 #: Relative tolerance of the Markov-state check (:func:`markov_gap`).
 MARKOV_TOLERANCE = 1e-4
 NEW_PATHS = ("backward", "ancestor")
 
 
-# --------------------------------------------------------------------------- state space
+# --------------------------------------------------------------------------- model
 
 
-def shared_state_space(model, args, kwargs, params=None, who="csmc"):
-    """The :class:`~ppl.semantics.sequential.StateSpace` of ``model(*args, **kwargs)`` with
-    its global latent sites fixed to ``params`` (a dict site -> value), shared by every
-    particle.
+def conditional_model(model, args, kwargs, fixed=None, who="csmc") -> FeynmanKac:
+    """The :class:`~ppl.inference.engine.FeynmanKac` model of ``model(*args, **kwargs)``
+    given the global sites held ``fixed`` (a dict site -> value): the smoothers' reading.
 
-    Smoothing is conditional on the parameters, so every global latent site must be given:
-    a missing one raises :class:`UnsupportedModelError` naming it (the check is static,
-    made when the core is traced). ``ppl.param`` sites keep their ``init`` value unless
-    ``params`` gives them one.
-    """
-    params = dict(params or {})
-    ssm = _state_space(model, args, kwargs, params=params)
-    missing = [n for n in ssm.globals.names(LATENT) if n not in params]
-    if missing:
-        raise UnsupportedModelError(
-            f"{who}: the program draws global latent site(s) {missing} before its markov "
-            f"call; smoothing is conditional on them: pass fixed={{...}} holding "
-            f"{', '.join(repr(n) for n in missing)} (for Bayesian inference on them use "
-            "particle Gibbs on the parameters or infer.pmmh)"
-        )
-    return ssm
+    Smoothing is conditional on the parameters, so every global latent site the markov
+    step reads must be fixed: a missing one raises :class:`UnsupportedModelError` naming it
+    (static, at trace time). A global site the step does not read (the initial state, as
+    ``x0`` in ``markov(step, init=x0)``) is drawn per particle from its prior: it is the
+    state at time 0 and part of every path. ``ppl.param`` sites keep their ``init`` value
+    unless ``fixed`` gives them one."""
+    return FeynmanKac(model, args, kwargs, fixed=fixed, states_only=True, who=who)
 
 
-def global_values(ssm) -> dict:
-    """The values of the global latent and ``ppl.param`` sites: the ``params`` dict the
-    user's functional receives."""
-    return ssm.globals.select(LATENT, PARAM)
+def global_values(fk: FeynmanKac) -> dict:
+    """The values of the held global latent and ``ppl.param`` sites: the ``params`` dict
+    the user's functional receives (the time-0 state sites are not among them)."""
+    values = fk.shared.globals.select(LATENT, PARAM)
+    return {n: v for n, v in values.items() if n not in fk.per_particle}
 
 
-class Population(NamedTuple):
-    """The particles of one step: carries (N, ...) and normalised log weights (N,)."""
-
-    carry: object
-    log_weights: jnp.ndarray
-
-
-def initial_population(ssm, num_particles: int) -> Population:
-    """N copies of the ``init`` carry with equal weights: the population "before step 0"
-    (every particle of step 0 descends from the fixed x_{-1} = init)."""
-    carry = jax.tree.map(
-        lambda c: jnp.broadcast_to(c, (num_particles, *jnp.shape(c))), ssm.init
-    )
-    dtype = jnp.result_type(float)
-    return Population(carry, jnp.full((num_particles,), -math.log(num_particles), dtype))
+def path_shapes(fk: FeynmanKac) -> dict:
+    """``site -> ShapeDtypeStruct`` of a path: each step latent site (T, ...) and each
+    time-0 state site (...)."""
+    steps = {n: jax.ShapeDtypeStruct((fk.num_steps, *v.shape), v.dtype)
+             for n, v in fk.step_shapes().items()}
+    initial = {n: jax.ShapeDtypeStruct(jnp.shape(v), jnp.result_type(v))
+               for n, v in fk.shared.globals.values.items() if n in fk.per_particle}
+    return {**initial, **steps}
 
 
-def step_sites(ssm):
-    """``(names, shapes/dtypes)`` of the latent sites of one step (static: traced once)."""
-    shapes = jax.eval_shape(
-        lambda: ssm.step(jax.random.PRNGKey(0), 0, ssm.init).values
-    )
-    return shapes
-
-
-def check_reference(ssm, reference, who="csmc"):
+def check_reference(fk: FeynmanKac, reference, who="csmc"):
     """Raise a clear error unless ``reference`` is a path of this program: a dict with
-    exactly the step's latent sites, each of shape (T, *site_shape). Returns it with
-    arrays cast to the sites' dtypes."""
-    shapes = step_sites(ssm)
+    exactly the step's latent sites, each (T, *site_shape), and the time-0 state sites.
+    Returns it with arrays cast to the sites' dtypes."""
+    shapes = path_shapes(fk)
     if not isinstance(reference, dict):
         raise TypeError(
-            f"{who}: reference must be a dict step site -> (T, ...) array, got "
-            f"{type(reference).__name__}"
+            f"{who}: reference must be a dict site -> array (step sites (T, ...), time-0 "
+            f"state sites as drawn), got {type(reference).__name__}"
         )
     if set(reference) != set(shapes):
         raise ShapeMismatchError(
-            f"{who}: reference has site(s) {sorted(reference)} but a step of the program "
-            f"has latent site(s) {sorted(shapes)}"
+            f"{who}: reference has site(s) {sorted(reference)} but a path of the program "
+            f"has site(s) {sorted(shapes)}"
         )
     out = {}
     for name, spec in shapes.items():
         value = jnp.asarray(reference[name], dtype=spec.dtype)
-        expected = (ssm.num_steps, *spec.shape)
-        if value.shape != expected:
+        if value.shape != spec.shape:
             raise ShapeMismatchError(
                 f"{who}: reference site '{name}' has shape {value.shape}, expected "
-                f"{expected} (T = {ssm.num_steps} steps)"
+                f"{spec.shape} (T = {fk.num_steps} steps)"
             )
         out[name] = value
     return out
-
-
-# --------------------------------------------------------------------------- draws
-
-
-def draw_indices(key, log_weights, shape=()):
-    """Indices drawn i.i.d. from ``Categorical(softmax(log_weights))`` by inverting the
-    CDF at uniforms (``O(N + M log N)``; weights normalised in log space first). A weight
-    of zero is never drawn. Returns int32 of ``shape``."""
-    lw = log_weights - jax.scipy.special.logsumexp(log_weights)
-    cdf = jnp.cumsum(jnp.exp(lw))
-    u = jax.random.uniform(key, shape, dtype=cdf.dtype) * cdf[-1]
-    idx = jnp.searchsorted(cdf, u, side="right")
-    return jnp.clip(idx, 0, lw.shape[0] - 1).astype(jnp.int32)
-
-
-def conditional_ancestors(key, log_weights, conditional: bool, scheme="multinomial"):
-    """Ancestor indices of one step: ``scheme`` resampling from the weights, and with
-    ``conditional`` the reference's ancestor frozen (``a^0 = 0``; Andrieu et al. 2010,
-    conditional SMC step 2(a)). Conditional resampling must be multinomial (the other
-    N-1 ancestors i.i.d. from the weights); the combinators enforce it."""
-    idx = get_scheme(scheme)(key, log_weights)
-    if conditional:
-        idx = idx.at[REFERENCE_INDEX].set(REFERENCE_INDEX)
-    return idx
-
-
-def _take(tree, idx):
-    return jax.tree.map(lambda a: jnp.take(a, idx, axis=0), tree)
-
-
-def propagate(key, ssm, t, carry, reference_t=None):
-    """Move every particle one step through the transition (the bootstrap filter of
-    Gordon, Salmond & Smith 1993); with ``reference_t`` (the reference's latent values at
-    step t) particle :data:`REFERENCE_INDEX` is instead replayed with those values
-    (conditional SMC, Andrieu et al. 2010, step 2(b)). Returns the batched
-    :class:`~ppl.semantics.sequential.StepResult` (carry, values, log g, log m)."""
-    n = jax.tree.leaves(carry)[0].shape[0]
-    index = jnp.arange(n, dtype=jnp.uint32)
-    result = jax.vmap(lambda i, c: _draw_step(ssm, key, i, t, c))(index, carry)
-    if reference_t is None:
-        return result
-    ref = ssm.replay_step(t, _take(carry, REFERENCE_INDEX), reference_t)
-    return jax.tree.map(
-        lambda a, r: a.at[REFERENCE_INDEX].set(jnp.asarray(r, a.dtype)), result, ref
-    )
-
-
-def markov_gap(ssm, t, carry, result):
-    """How far the step is from using the carry as its Markov state: replay particle n's
-    values from particle n+1's previous carry and return the largest relative change of
-    the new carry or of log g (0 when the step only reads the previous carry through
-    its latent values, the assumption of backward sampling and PaRIS)."""
-    shifted = jax.tree.map(lambda a: jnp.roll(a, -1, axis=0), carry)
-    alt = jax.vmap(lambda c, v: ssm.replay_step(t, c, v))(shifted, result.values)
-
-    def gap(a, b):
-        a, b = jnp.asarray(a, jnp.result_type(float)), jnp.asarray(b, jnp.result_type(float))
-        d = jnp.where(a == b, 0.0, jnp.abs(a - b) / (1.0 + jnp.abs(b)))
-        return jnp.max(jnp.where(jnp.isnan(d), jnp.inf, d)) if d.size else jnp.zeros(())
-
-    gaps = [gap(a, b) for a, b in zip(jax.tree.leaves(alt.carry),
-                                      jax.tree.leaves(result.carry), strict=True)]
-    gaps.append(gap(alt.log_weight, result.log_weight))
-    return jnp.max(jnp.stack(gaps))
-
-
-def forward_step(key, ssm, t, population: Population, reference_t=None,
-                 scheme="multinomial"):
-    """One step of the (conditional) bootstrap filter: resample every step
-    (:func:`conditional_ancestors`), move (:func:`propagate`), reweight by g.
-
-    Returns ``(ancestors, result, new population, l_t, gap)``: the previous population is
-    kept by the caller (the backward kernel needs its weights). With resampling at every
-    step the new weights are ``g`` normalised and ``l_t = logsumexp(log g) - log N``
-    estimates log p(y_t | y_{0:t-1}) (Chopin & Papaspiliopoulos 2020, Algorithm 10.1)."""
-    key_resample, key_move = jax.random.split(key)
-    conditional = reference_t is not None
-    ancestors = conditional_ancestors(key_resample, population.log_weights, conditional, scheme)
-    carry = _take(population.carry, ancestors)
-    result = propagate(key_move, ssm, t, carry, reference_t)
-    log_w, total = normalise(result.log_weight)
-    n = log_w.shape[0]
-    gap = markov_gap(ssm, t, carry, result)
-    return ancestors, result, Population(result.carry, log_w), total - math.log(n), gap
 
 
 # --------------------------------------------------------------------------- sweep
 
 
 class SweepRecord(NamedTuple):
-    """One forward pass, stacked over the T steps (leading axis T)."""
+    """What a conditional sweep keeps at every step (leading axis T): the population
+    before the step (for t = 0 the initial one), the ancestors and the new latent values."""
 
+    prev: ParticleState  # (T, N, ...) the population of step t-1, normalised weights
     ancestors: jnp.ndarray  # (T, N)
     values: dict  # site -> (T, N, ...)
-    carries: object  # (T, N, ...) carries after each step
-    log_weights: jnp.ndarray  # (T, N) normalised filter weights
-    log_evidence_increments: jnp.ndarray  # (T,)
     markov_gap: jnp.ndarray  # (T,)
 
 
-def csmc_sweep(key, ssm, num_particles: int, reference=None) -> SweepRecord:
+class SweepCollector:
+    """The engine collector of conditional SMC: the whole particle system, for the path
+    draws, and the Markov-state check of every step."""
+
+    uses_key = False
+
+    def __init__(self, fk: FeynmanKac):
+        self.fk = fk
+
+    def init(self, fk, state):
+        return None
+
+    def step(self, key, t, carry, prev, out, new):
+        gap = markov_gap(self.fk, t, out.parents, out.result)
+        return carry, SweepRecord(prev, out.ancestors, out.result.values, gap)
+
+
+def csmc_sweep(key, fk: FeynmanKac, num_particles: int, reference=None) -> RunOutput:
     """The forward pass of conditional SMC (``reference`` a path) or of the bootstrap
-    filter (``reference=None``): :func:`forward_step` in a ``lax.scan`` over the steps,
-    keeping the whole particle system for the path draws."""
-    keys = jax.random.split(key, ssm.num_steps)
-    steps = jnp.arange(ssm.num_steps)
-
-    def body(population, xs):
-        t, key_t, ref_t = xs
-        ancestors, result, population, increment, gap = forward_step(
-            key_t, ssm, t, population, ref_t
-        )
-        return population, SweepRecord(
-            ancestors, result.values, result.carry, population.log_weights, increment, gap
-        )
-
-    _, record = jax.lax.scan(
-        body, initial_population(ssm, num_particles), (steps, keys, reference)
-    )
-    return record
+    filter (``reference=None``): the engine's time driver resampling multinomially at
+    every step, the reference at particle :data:`REFERENCE_INDEX`, with the
+    :class:`SweepCollector`. ``records`` is a :class:`SweepRecord`."""
+    return run_particles(key, fk, num_particles, "multinomial", 1.0,
+                         SweepCollector(fk), reference=reference)
 
 
 def _select(values, index):
@@ -312,109 +211,102 @@ def _select(values, index):
     return jax.tree.map(lambda a: jax.vmap(lambda v, i: v[i])(a, index), values)
 
 
-def ancestor_path(key, record: SweepRecord):
+def path_at(run: RunOutput, index, first):
+    """The path through the particles ``index`` (T,) whose time-0 state is initial
+    particle ``first``: step sites (T, ...) and time-0 state sites."""
+    return {**take(run.initial.params, first), **_select(run.records.values, index)}
+
+
+def ancestor_path(key, run: RunOutput):
     """A new path by ancestor tracing: draw the final index from the final weights and
-    follow the ancestors back (Andrieu et al. 2010, conditional SMC, last step; Kitagawa
-    1996). Returns ``(path, indices (T,))``."""
-    last = draw_indices(key, record.log_weights[-1])
+    follow the ancestors back to the initial particles (Andrieu et al. 2010, conditional
+    SMC, last step; Kitagawa 1996). Returns ``(path, indices (T,))``."""
+    last = categorical(key, run.final.log_weights)
 
     def body(b, ancestors_t):
         return ancestors_t[b], b
 
-    _, index = jax.lax.scan(body, last, record.ancestors, reverse=True)
-    return _select(record.values, index), index
+    first, index = jax.lax.scan(body, last, run.records.ancestors, reverse=True)
+    return path_at(run, index, first), index
 
 
-def backward_log_weights_row(ssm, t, population: Population, values):
-    """``log w_{t-1}^k + log m(c_{t-1}^k, x_t)`` for every particle k of the previous
-    step: the (unnormalised) backward kernel of FFBS (Godsill, Doucet & West 2004, JASA 99)
-    for one new state ``x_t`` (the step's latent ``values``)."""
-    log_m = jax.vmap(lambda c: ssm.log_transition(t, c, values))(population.carry)
-    return population.log_weights + log_m
-
-
-def backward_path(key, ssm, record: SweepRecord):
-    """A new path by backward sampling: ``b_{T-1} ~ w_{T-1}``, then for t = T-1..1
+def backward_path(key, fk: FeynmanKac, run: RunOutput):
+    """A new path by backward sampling: ``b_{T-1} ~ w_{T-1}``, then for t = T-1..0
     ``b_{t-1} ~ w_{t-1}^k m(c_{t-1}^k, x_t^{b_t})`` (the backward simulation smoother of
-    Godsill, Doucet & West 2004; inside particle Gibbs, Whiteley 2010 and Lindsten & Schön 2013,
-    Algorithm 5). O(N) per step. Returns ``(path, indices (T,))``."""
-    num_steps = record.log_weights.shape[0]
+    Godsill, Doucet & West 2004; inside particle Gibbs, Whiteley 2010 and Lindsten & Schön
+    2013, Algorithm 5), down to the initial particles, so the time-0 state is drawn too.
+    O(N) per step. Returns ``(path, indices (T,))``."""
     key_last, key_back = jax.random.split(key)
-    last = draw_indices(key_last, record.log_weights[-1])
-    if num_steps == 1:
-        index = last[None]
-        return _select(record.values, index), index
-    prev = Population(
-        jax.tree.map(lambda a: a[:-1], record.carries), record.log_weights[:-1]
-    )
-    new_values = jax.tree.map(lambda a: a[1:], record.values)
-    xs = (jnp.arange(1, num_steps), jax.random.split(key_back, num_steps - 1), prev, new_values)
+    last = categorical(key_last, run.final.log_weights)
+    records = run.records
+    xs = (jnp.arange(fk.num_steps), jax.random.split(key_back, fk.num_steps), records.prev,
+          records.values)
 
     def body(b, step):
         t, key_t, prev_t, values_t = step
         x_t = jax.tree.map(lambda a: a[b], values_t)
-        b_prev = draw_indices(key_t, backward_log_weights_row(ssm, t, prev_t, x_t))
-        return b_prev, b_prev
+        b_prev = categorical(key_t, backward_log_weights(fk, t, prev_t, x_t))
+        return b_prev, b
 
-    _, earlier = jax.lax.scan(body, last, xs, reverse=True)
-    index = jnp.concatenate([earlier, last[None]])
-    return _select(record.values, index), index
+    first, index = jax.lax.scan(body, last, xs, reverse=True)
+    return path_at(run, index, first), index
 
 
-def csmc_kernel(key, ssm, num_particles: int, reference, new_path="backward"):
+def csmc_kernel(key, fk: FeynmanKac, num_particles: int, reference, new_path="backward"):
     """One particle Gibbs update of the states: a conditional SMC sweep given
     ``reference`` (or a plain bootstrap sweep when ``reference`` is None, to start a
     chain), then a new path by ``new_path`` = ``"backward"`` (:func:`backward_path`) or
-    ``"ancestor"`` (:func:`ancestor_path`). Returns ``(new path, SweepRecord)``."""
+    ``"ancestor"`` (:func:`ancestor_path`). Returns ``(new path, RunOutput)``."""
     key_sweep, key_path = jax.random.split(key)
-    record = csmc_sweep(key_sweep, ssm, num_particles, reference)
+    run = csmc_sweep(key_sweep, fk, num_particles, reference)
     if new_path == "backward":
-        path, _ = backward_path(key_path, ssm, record)
+        path, _ = backward_path(key_path, fk, run)
     else:
-        path, _ = ancestor_path(key_path, record)
-    return path, record
+        path, _ = ancestor_path(key_path, run)
+    return path, run
 
 
 class CSMCOutput(NamedTuple):
     """A particle Gibbs chain (the output of the jitted core)."""
 
-    paths: dict  # site -> (num_samples, T, ...)
-    reference: dict  # the last path: site -> (T, ...), to continue the chain
+    paths: dict  # site -> (num_samples, T, ...) (time-0 state sites (num_samples, ...))
+    reference: dict  # the last path, to continue the chain
     log_evidence: jnp.ndarray  # (num_samples,) the sweeps' log evidence estimates
     markov_gap: jnp.ndarray  # largest Markov-state gap of all sweeps (0 when fine)
 
 
 def run_particle_gibbs(key, model, args, kwargs, num_particles: int, num_samples: int,
-                       num_warmup=0, new_path="backward", params=None,
+                       num_warmup=0, new_path="backward", fixed=None,
                        reference=None, progress_bar=False) -> CSMCOutput:
     """Particle Gibbs for the states (Andrieu, Doucet & Holenstein 2010, section 2.4.3):
-    ``num_warmup + num_samples`` iterations of :func:`csmc_kernel` in a ``lax.scan``,
-    keeping the last ``num_samples`` paths. Without ``reference`` the chain starts from a
-    path drawn from an unconditional bootstrap sweep. Pure and jittable; ``params`` fixes
-    the global latent sites (see :func:`shared_state_space`); ``progress_bar`` shows a
-    tqdm bar over the sweeps (:func:`~ppl.inference.progress.progress_scan`)."""
-    ssm = shared_state_space(model, args, kwargs, params, who="csmc")
+    ``num_warmup + num_samples`` iterations of the kernel :func:`csmc_kernel` run by the
+    chain driver (:func:`ppl.inference.kernels.sample_chain`), keeping the last
+    ``num_samples`` paths. Without ``reference`` the chain starts from a
+    path drawn from an unconditional bootstrap sweep. Pure and jittable; ``fixed`` holds
+    the global latent sites the step reads (see :func:`conditional_model`);
+    ``progress_bar`` shows a tqdm bar over the sweeps
+    (:func:`~ppl.inference.progress.progress_scan`)."""
+    fk = conditional_model(model, args, kwargs, fixed, who="csmc")
     key_init, key_chain = jax.random.split(key)
     gaps = []
     if reference is None:
-        reference, record = csmc_kernel(key_init, ssm, num_particles, None, new_path)
-        gaps.append(jnp.max(record.markov_gap))
+        reference, run = csmc_kernel(key_init, fk, num_particles, None, new_path)
+        gaps.append(jnp.max(run.records.markov_gap))
     else:
-        reference = check_reference(ssm, reference, who="csmc")
+        reference = check_reference(fk, reference, who="csmc")
 
-    def body(ref, key_i):
-        path, record = csmc_kernel(key_i, ssm, num_particles, ref, new_path)
-        log_z = ssm.globals.log_likelihood + jnp.sum(record.log_evidence_increments)
-        return path, (path, log_z, jnp.max(record.markov_gap))
+    def kernel(key_i, ref):
+        path, run = csmc_kernel(key_i, fk, num_particles, ref, new_path)
+        return path, (run.log_evidence, jnp.max(run.records.markov_gap))
 
-    total = num_warmup + num_samples
-    last, (paths, log_z, gap) = progress_scan(body, reference, jax.random.split(key_chain, total),
-                                              desc="csmc", enable=progress_bar)
-    gaps.append(jnp.max(gap))
+    chain = sample_chain(key_chain, kernel, reference, num_samples, num_warmup,
+                         progress_bar=progress_bar, desc="csmc")
+    log_z, gap = chain.infos
+    gaps += [jnp.max(gap), jnp.max(chain.warmup_infos[1], initial=0.0)]
     return CSMCOutput(
-        paths=jax.tree.map(lambda a: a[num_warmup:], paths),
-        reference=last,
-        log_evidence=log_z[num_warmup:],
+        paths=chain.states,
+        reference=chain.final_state,
+        log_evidence=log_z,
         markov_gap=jnp.max(jnp.stack(gaps)),
     )
 
@@ -467,7 +359,7 @@ class CSMC:
         fixed = self.fixed if fixed is None else fixed
         return run_particle_gibbs(key, model, args, kwargs, self.num_particles,
                                   self.num_samples, self.num_warmup, self.new_path,
-                                  params=fixed, reference=reference,
+                                  fixed=fixed, reference=reference,
                                   progress_bar=self.progress_bar)
 
     def _chains(self, key, model, args, kwargs):

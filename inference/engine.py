@@ -45,6 +45,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 from numpyro.primitives import Messenger
+from ppl.inference.progress import progress_scan
 from ppl.inference.resampling import adaptive_resample, get_scheme
 from ppl.inference.sharding import shard_particles
 from ppl.semantics.sequential import Sequential, StepResult, replay_key, step_reads
@@ -78,11 +79,15 @@ REFERENCE_INDEX = 0
 
 class ParticleState(NamedTuple):
     """A population between two steps: the global values drawn per particle
-    (site -> (N, ...)), the carries (N, ...) and normalised log weights (N,)."""
+    (site -> (N, ...)), the carries (N, ...) and normalised log weights (N,); ``paths``,
+    when not None, is a path buffer site -> (N, T, ...) that every step writes its latent
+    values into (at index t) and resampling permutes with the particles: the particles of
+    resample-move SMC carry their paths this way, so that a move can change them."""
 
     params: dict
     carry: object
     log_weights: jnp.ndarray
+    paths: dict | None = None
 
 
 class StepOutput(NamedTuple):
@@ -94,6 +99,7 @@ class StepOutput(NamedTuple):
     result: StepResult  # batched: new carries, the step's latent values, log g, log m
     log_potential: jnp.ndarray  # (N,) log G_t (g, or m g / q with a proposal)
     increment: jnp.ndarray  # l_t
+    move_info: object = None  # what the move reported (resample-move SMC)
 
 
 def take(tree, idx):
@@ -308,7 +314,8 @@ def resample(key, state: ParticleState, scheme, ess_threshold, conditional=False
         resampled = jnp.asarray(True)
     else:
         idx, log_w, resampled = adaptive_resample(key, lw, scheme, ess_threshold)
-    moved = ParticleState(take(state.params, idx), take(state.carry, idx), log_w)
+    moved = ParticleState(take(state.params, idx), take(state.carry, idx), log_w,
+                          None if state.paths is None else take(state.paths, idx))
     return moved, idx, resampled
 
 
@@ -339,19 +346,38 @@ def propagate(key, t, fk: FeynmanKac, state: ParticleState, proposal=None,
     return result, log_g.at[REFERENCE_INDEX].set(ref.log_weight.astype(log_g.dtype))
 
 
+def write_paths(paths, t, values):
+    """The path buffer with step ``t``'s latent values written in (None stays None)."""
+    if paths is None:
+        return None
+    return jax.tree.map(lambda p, v: p.at[:, t].set(v.astype(p.dtype)), paths, values)
+
+
 def smc_step(key, t, fk: FeynmanKac, state: ParticleState, scheme="systematic",
-             ess_threshold=0.5, proposal=None, reference_t=None):
-    """One step of SMC: :func:`resample`, :func:`propagate`, reweight. Returns the new
-    population (normalised weights) and the :class:`StepOutput`; ``l_t`` is
-    ``log sum_n W~^n G^n``, the log of the weighted mean incremental weight."""
+             ess_threshold=0.5, proposal=None, reference_t=None, move=None):
+    """One step of SMC: :func:`resample`, an optional ``move``, :func:`propagate`,
+    reweight. Returns the new population (normalised weights) and the
+    :class:`StepOutput`; ``l_t`` is ``log sum_n W~^n G^n``, the log of the weighted mean
+    incremental weight.
+
+    ``move(key, t, parents) -> (parents, info)`` is an MCMC move of the resampled
+    population that leaves the target of step t-1 invariant (resample-move SMC, Gilks &
+    Berzuini 2001; the moves of :func:`ppl.inference.kernels.as_smc_move`); it keeps the
+    weights, so the evidence estimate is unchanged. Its ``info`` goes to
+    ``StepOutput.move_info``."""
     key_resample, key_move = jax.random.split(key)
     conditional = reference_t is not None
     parents, ancestors, resampled = resample(key_resample, state, scheme, ess_threshold,
                                              conditional)
+    move_info = None
+    if move is not None:
+        key_rejuvenate, key_move = jax.random.split(key_move)
+        parents, move_info = move(key_rejuvenate, t, parents)
     result, log_g = propagate(key_move, t, fk, parents, proposal, reference_t)
     log_w, increment = weights.normalise(parents.log_weights + log_g)
-    new = ParticleState(parents.params, result.carry, log_w)
-    return new, StepOutput(ancestors, resampled, parents, result, log_g, increment)
+    new = ParticleState(parents.params, result.carry, log_w,
+                        write_paths(parents.paths, t, result.values))
+    return new, StepOutput(ancestors, resampled, parents, result, log_g, increment, move_info)
 
 
 # --------------------------------------------------------------------------- driver
@@ -377,7 +403,8 @@ def step_keys(key, num_steps):
 
 def run_particles(key, fk: FeynmanKac, num_particles: int, scheme="systematic",
                   ess_threshold=0.5, collector=None, proposal=None, reference=None,
-                  mesh=None, num_active=None) -> RunOutput:
+                  mesh=None, num_active=None, progress_bar=False, desc="smc", move=None,
+                  paths=None) -> RunOutput:
     """The time driver: M0, then :func:`smc_step` for t = 0..T-1 in one ``lax.scan``,
     with ``collector`` recording what the algorithm needs (see the module docstring).
 
@@ -385,16 +412,20 @@ def run_particles(key, fk: FeynmanKac, num_particles: int, scheme="systematic",
     conditional SMC. ``mesh`` splits the particles across devices
     (:mod:`ppl.inference.sharding`). ``num_active`` (a traced integer, no collector) runs
     only the first ``num_active`` steps in a ``fori_loop``: the filter of y_{0:t} that the
-    SMC^2 rejuvenation reruns. Pure JAX: jit it, vmap it over keys, nest it."""
+    SMC^2 rejuvenation reruns. ``move`` rejuvenates the resampled particles at every step
+    (see :func:`smc_step`); ``paths`` (site -> (N, T, ...) zeros) makes the particles carry
+    their paths (:class:`ParticleState`). ``progress_bar`` shows a tqdm bar (label
+    ``desc``) over the steps (:func:`~ppl.inference.progress.progress_scan`). Pure JAX: jit
+    it, vmap it over keys, nest it."""
     key_init, key_steps = jax.random.split(key)
     state, log_z_init = fk.initial(key_init, num_particles, reference)
-    state = shard_particles(state, mesh)
+    state = shard_particles(state._replace(paths=paths), mesh)
     step_ref = None
     if reference is not None:
         step_ref = {n: v for n, v in reference.items() if n not in fk.per_particle}
 
     def advance(key_t, t, state, ref_t):
-        new, out = smc_step(key_t, t, fk, state, scheme, ess_threshold, proposal, ref_t)
+        new, out = smc_step(key_t, t, fk, state, scheme, ess_threshold, proposal, ref_t, move)
         return shard_particles(new, mesh), out
 
     if num_active is not None:
@@ -422,7 +453,9 @@ def run_particles(key, fk: FeynmanKac, num_particles: int, scheme="systematic",
 
     collected = None if collector is None else collector.init(fk, state)
     xs = (jnp.arange(fk.num_steps), step_keys(key_steps, fk.num_steps), step_ref)
-    (final, collected), (increments, records) = jax.lax.scan(body, (state, collected), xs)
+    (final, collected), (increments, records) = progress_scan(
+        body, (state, collected), xs, desc=desc, enable=progress_bar
+    )
     log_z = log_z_init + jnp.sum(increments)
     return RunOutput(state, final, log_z, log_z_init, increments, collected, records)
 

@@ -6,24 +6,27 @@ A program read by :class:`~ppl.semantics.Sequential` is a state-space model
 
 and SMC approximates the filtering distributions p(theta, x_t | y_{1:t}) and the evidence
 p(y_{1:T}) with ``N`` weighted particles. Following Ścibior et al. (POPL 2018, section 6),
-the algorithm is the composition ``smc = sequentially (resample . advance)`` of small
-building blocks, each below with its source:
+``smc = sequentially (resample . advance)``; here that composition is the particle engine
+(:mod:`ppl.inference.engine`) with one collector:
 
-* :func:`init_particles` — each particle draws its global sites from the prior and starts
-  from the ``init`` carry; global ``observe``/``factor`` sites give the initial weights;
-* :func:`resample_step` — adaptive resampling when the ESS falls below a threshold
-  (Chopin & Papaspiliopoulos 2020, *An Introduction to Sequential Monte Carlo*,
-  Algorithm 10.3);
-* :func:`advance` — propagate every particle one step through the transition and multiply
-  its weight by the step's likelihood (the bootstrap filter of Gordon, Salmond & Smith
-  1993), or through a guided ``proposal`` with weight ``m g / q`` (Algorithm 10.1);
-* :func:`particle_key` — the per-particle keys of one draw, derived from a key shared by
-  the population (Salmon et al. 2011), so a step's randomness costs what a hand-written
-  filter's does;
-* :func:`trace_ancestry` — rebuild each final particle's path from the genealogy;
-* :func:`run_smc` — the driver: one ``lax.scan`` over time, ``vmap`` over particles;
-  ``history=False`` keeps no genealogy when only the evidence and the final filter are
-  wanted (``benchmarks/bench_pf.py`` times both against a hand-written JAX filter).
+* :class:`~ppl.inference.engine.FeynmanKac` — the program as M0 (each particle draws the
+  global sites not held ``fixed`` from the prior and starts from the ``init`` carry; global
+  ``observe``/``factor`` sites weight it), M_t and G_t (the step's transition and its
+  ``observe``/``factor`` terms);
+* :func:`~ppl.inference.engine.run_particles` — the one time driver: a ``lax.scan`` of
+  :func:`~ppl.inference.engine.smc_step` (adaptive :func:`~ppl.inference.engine.resample`,
+  Chopin & Papaspiliopoulos 2020, *An Introduction to Sequential Monte Carlo*, Algorithm
+  10.3; :func:`~ppl.inference.engine.propagate` by the bootstrap move of Gordon, Salmond &
+  Smith 1993 or a guided ``proposal`` weighted ``m g / q``, Algorithm 10.1; reweight);
+* :class:`GenealogyCollector` — what SMC keeps of each step: the particles, their
+  ancestors and weights (the genealogy), the ESS, the evidence increment and the filter
+  means (the ``collect`` of ``particles``' ``SMC``); ``history=False`` keeps only the
+  per-step scalars and the newest step's particles, nothing of size T x N
+  (``benchmarks/bench_pf.py`` times both against a hand-written JAX filter);
+* :func:`trace_ancestry` — each final particle's path read back through the genealogy;
+* :func:`replay_lineages` — each lineage replayed through the program for what the forward
+  pass does not keep (deterministic sites, pointwise log-likelihoods, the data);
+* :func:`run_smc` — the composition of the above.
 
 Order inside one time step (Chopin & Papaspiliopoulos 2020, Algorithm 10.3): at step t the
 population carried over from step t-1 is first resampled *if* its ESS is below
@@ -64,48 +67,32 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.special import logsumexp
-from numpyro.primitives import Messenger
 from ppl.inference.base import CompiledRuns, check_count, check_key, check_log_weights
-from ppl.inference.progress import progress_scan
-from ppl.inference.resampling import adaptive_resample, get_scheme
-from ppl.inference.sharding import check_divisible, particle_mesh, shard_particles, to_host
-from ppl.semantics.sequential import Sequential, StepResult
+from ppl.inference.engine import FeynmanKac, propagate, run_particles
+from ppl.inference.resampling import get_scheme
+from ppl.inference.sharding import check_divisible, particle_mesh, to_host
+from ppl.semantics.sequential import Sequential, replay_key
 from ppl.semantics.trace import DETERMINISTIC, FACTOR, LATENT, OBSERVED, record
 
-from ppl.errors import NonFiniteWeightError, UnsupportedModelError
+from ppl import weights
+from ppl.errors import NonFiniteWeightError
 from ppl.posterior import Posterior
-from ppl.primitives import check_carry, step_index
+from ppl.primitives import step_index
 
 __all__ = [
     "SMC",
-    "ParticleState",
+    "GenealogyCollector",
     "SMCOutput",
     "StepRecord",
-    "advance",
-    "init_particles",
-    "normalise",
-    "particle_key",
-    "resample_step",
+    "replay_globals",
+    "replay_lineages",
     "run_smc",
     "smc",
     "smc_info",
     "trace_ancestry",
 ]
 
-_REPLAY_KEY = jax.random.PRNGKey(0)  # globals and latents are all substituted: unused
-
-
-# --------------------------------------------------------------------------- state
-
-
-class ParticleState(NamedTuple):
-    """A population between two steps: per-particle global latent values and carries,
-    normalised log weights (``logsumexp == 0``), all with a leading N axis."""
-
-    params: dict
-    carry: object
-    log_weights: jnp.ndarray
+# --------------------------------------------------------------------------- records
 
 
 class StepRecord(NamedTuple):
@@ -134,239 +121,56 @@ class SMCOutput(NamedTuple):
     factor_log_probs: dict  # factor site -> log weight along each lineage
 
 
-# --------------------------------------------------------------------------- blocks
+class GenealogyCollector:
+    """The collector of :func:`run_smc` (see :mod:`ppl.inference.engine` for the
+    protocol): at every step a :class:`StepRecord` of the particles' latent values, their
+    ancestors, whether the step resampled, the ESS, the evidence increment ``l_t``, the
+    normalised log weights and the filter means ``sum_n W_t^n x_t^n`` (the genealogy and
+    the filter of Chopin & Papaspiliopoulos 2020, sections 10.2 and 12.1).
 
+    ``history=False`` records only the scalars and the filter means (``values``,
+    ``ancestors`` and ``log_weights`` are empty) and carries the newest step's values
+    instead, so nothing of size T x N is kept; ``proposal`` (the run's) gives their
+    shapes."""
 
-def normalise(log_weights):
-    """``(log_weights - logsumexp(log_weights), logsumexp(log_weights))``.
+    uses_key = False
 
-    If the total is not finite (all ``-inf``, or a NaN / ``+inf``) the weights are handed
-    back unchanged, so the problem reaches the final weights and the evidence estimate
-    instead of turning into NaN here; :meth:`SMC.run` then reports it.
-    """
-    total = logsumexp(log_weights)
-    finite = jnp.isfinite(total)
-    return jnp.where(finite, log_weights - jnp.where(finite, total, 0.0), log_weights), total
+    def __init__(self, history=True, proposal=None):
+        self.history = history
+        self.proposal = proposal
 
-
-def _state_space(model, args, kwargs, params=None, key=_REPLAY_KEY):
-    return Sequential(model).state_space(key, *args, params=params, **kwargs)
-
-
-def init_particles(key, model, args, kwargs, num_particles: int, params=None):
-    """Draw ``num_particles`` initial particles; returns ``(state, l_init)``.
-
-    Each particle draws the program's global sites (those before the ``markov`` call) from
-    the prior, independently (``vmap`` of :meth:`Sequential.state_space`), and starts from
-    the ``init`` carry the program builds from them. Its initial log weight is the sum of
-    the global ``observe``/``factor`` terms, i.e. importance sampling from the prior
-    (likelihood weighting); ``l_init = logsumexp(log w_0) - log N`` starts the evidence
-    estimate (0 without global observations). This is step 0 of the bootstrap filter
-    (Gordon, Salmond & Smith 1993) with the parameters as part of the state.
-
-    ``params`` (a dict site -> value, optional) fixes those global latent sites to the same
-    value in every particle; the other global sites are still drawn per particle. The run
-    then estimates p(y | params) (the likelihood PMMH and SMC^2 need).
-    """
-
-    def one(k):
-        ssm = _state_space(model, args, kwargs, params=params, key=k)
-        return ssm.params, ssm.init, ssm.globals.log_likelihood
-
-    params, carry, log_w = jax.vmap(one)(jax.random.split(key, num_particles))
-    log_w, total = normalise(log_w)
-    return ParticleState(params, carry, log_w), total - math.log(num_particles)
-
-
-def resample_step(key, state: ParticleState, scheme, ess_threshold):
-    """Adaptive resampling of the whole population: ``(state, ancestors, resampled)``.
-
-    If ``ESS(W) < ess_threshold * N`` draw ancestor indices with ``scheme`` and give every
-    particle weight ``1/N``; otherwise keep the population (ancestors ``arange(N)``).
-    Every particle field (global values, carry) is permuted with the same indices
-    (Chopin & Papaspiliopoulos 2020, Algorithm 10.3, via
-    :func:`ppl.inference.resampling.adaptive_resample`). The weights stay normalised.
-
-    A threshold known when tracing (a Python number) of 0 or of 1 decides statically:
-    0 never resamples (the population is returned as is), 1 resamples at every step
-    (the resampling step of the bootstrap filter), so neither computes the ESS nor
-    branches with ``lax.cond``. Resampling equal weights is valid, so "at every step"
-    estimates the same measure as the ESS rule ``ESS < N``, which skips only exactly
-    equal weights.
-    """
-    lw = state.log_weights
-    n = lw.shape[0]
-    static = isinstance(ess_threshold, int | float) and not isinstance(ess_threshold, bool)
-    if static and ess_threshold <= 0.0:
-        return state, jnp.arange(n, dtype=jnp.int32), jnp.asarray(False)
-    if static and ess_threshold >= 1.0:
-        idx = get_scheme(scheme)(key, lw)
-        # lw is normalised (see advance), so the new weights are 1/N: no logsumexp. (Had
-        # the weights gone non-finite, the increment of that step already carries it
-        # into the evidence estimate, which SMC.run checks.)
-        log_w = jnp.full((n,), -math.log(n), dtype=lw.dtype)
-        resampled = jnp.asarray(True)
-    else:
-        idx, log_w, resampled = adaptive_resample(key, lw, scheme, ess_threshold)
-
-    def take(a):
-        return jnp.take(a, idx, axis=0)
-
-    return (
-        ParticleState(jax.tree.map(take, state.params), jax.tree.map(take, state.carry), log_w),
-        idx,
-        resampled,
-    )
-
-
-# --------------------------------------------------------------------------- randomness
-
-
-def particle_key(key, index):
-    """The key of particle ``index`` for a draw whose key, shared by the population, is
-    ``key``: ``key`` with ``index`` XOR-ed into its last 32-bit word.
-
-    Threefry is a keyed counter-based generator (Salmon, Moraes, Dror & Shaw 2011,
-    "Parallel random numbers: as easy as 1, 2, 3", SC'11): distinct keys give streams
-    that are independent for every practical purpose, and a key made of a random part
-    and a stream identifier (here the particle index) is the parallel use it was designed
-    for, the same as ``jax.random.PRNGKey(n)`` being ``(0, n)``. Deriving the N particle
-    keys this way costs an integer XOR instead of the N threefry evaluations of
-    ``jax.random.split(key, N)``; with ``key`` fresh (one split per site and time step,
-    never used for a draw itself), every (site, step, particle) draws from its own key.
-    Same key, same answer; typed keys (``jax.random.key``) keep their implementation.
-    """
-    typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
-    data = jax.random.key_data(key) if typed else key
-    index = jnp.asarray(index).astype(data.dtype)
-    data = jnp.concatenate([data[..., :-1], (data[..., -1] ^ index)[..., None]], axis=-1)
-    return jax.random.wrap_key_data(data, impl=jax.random.key_impl(key)) if typed else data
-
-
-class _ParticleSeed(Messenger):
-    """NumPyro's ``seed`` for particle ``index`` of a population that shares ``key``.
-
-    Every message ``seed`` would give a key (``sample`` sites without a value,
-    ``prng_key``, ``plate``, ``control_flow``) gets :func:`particle_key` of a fresh split
-    of ``key``. Under ``vmap`` over the particle index, ``key`` and its splits are not
-    batched, so the per-site splits are computed once per step for the whole population
-    (NumPyro's ``seed`` would split every particle's key at every site), and each draw
-    costs the particle one threefry evaluation, as a hand-written ``normal(key, (N,))``.
-    Placed inside ``record``'s ``seed`` (it wraps the step function), it acts first, and
-    ``seed`` then leaves the keyed messages alone.
-    """
-
-    def __init__(self, fn, key, index):
-        self.key = key
-        self.index = index
-        super().__init__(fn)
-
-    def process_message(self, msg):
-        if msg["type"] not in ("sample", "prng_key", "plate", "control_flow"):
-            return
-        if msg["kwargs"].get("rng_key") is not None or msg["value"] is not None:
-            return
-        self.key, site_key = jax.random.split(self.key)
-        msg["kwargs"]["rng_key"] = particle_key(site_key, self.index)
-
-
-def _seeded(fn, key, index):
-    """``fn`` with its draws keyed per particle (:class:`_ParticleSeed`), a fresh handler
-    per call so that the same key gives the same draws."""
-
-    def seeded(*args, **kwargs):
-        return _ParticleSeed(fn, key, index)(*args, **kwargs)
-
-    return seeded
-
-
-def _draw_step(ssm, key, index, t, carry) -> StepResult:
-    """Particle ``index``'s draw of step ``t`` from the transition given ``carry``:
-    :meth:`StateSpace.step` with the population's shared ``key`` (see
-    :class:`_ParticleSeed`)."""
-    with step_index(t):
-        new_carry, trace, _ = record(
-            _seeded(ssm.step_fn, key, index), key, (carry, ssm.inputs(t))
+    def init(self, fk: FeynmanKac, state):
+        """``None`` with the genealogy; without, zeros shaped as one step's values (N, ...)."""
+        if self.history:
+            return None
+        shapes = jax.eval_shape(
+            lambda s: propagate(replay_key(), 0, fk, s, self.proposal)[0].values, state
         )
-    new_carry = jax.tree.map(jnp.asarray, new_carry)
-    check_carry(carry, new_carry)
-    return StepResult(new_carry, trace.select(LATENT), trace.log_likelihood, trace.log_prior)
+        return jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), shapes)
 
-
-def _propose(ssm, key, t, carry, proposal, index=None):
-    """One particle's move: ``(StepResult, log incremental weight)``.
-
-    Bootstrap (``proposal=None``): draw from the transition m, weight g. Guided: draw the
-    step's latent sites from ``proposal(t, carry, x)`` (x the step's input), score them
-    under the model with :meth:`StateSpace.replay_step`, weight ``m g / q``. With
-    ``index`` (particle ``index`` of a population), ``key`` is the population's and the
-    draws are keyed per particle (:class:`_ParticleSeed`); without, ``key`` is this
-    particle's own.
-    """
-    if proposal is None:
-        result = ssm.step(key, t, carry) if index is None else _draw_step(
-            ssm, key, index, t, carry
+    def step(self, key, t, carry, prev, out, new):
+        """The record of step ``t``; the carry becomes its values when ``history=False``."""
+        values = out.result.values
+        w = jnp.exp(new.log_weights)  # normalised: one exp for the ESS and the means
+        record_t = StepRecord(
+            values=values if self.history else {},
+            ancestors=out.ancestors if self.history else None,
+            resampled=out.resampled,
+            ess=weights.ess_normalised(w, out.increment),
+            log_evidence_increment=out.increment,
+            log_weights=new.log_weights if self.history else None,
+            filter_means={n: weights.weighted_mean(w, v) for n, v in values.items()},
         )
-        return result, result.log_weight
-    program = proposal if index is None else _seeded(proposal, key, index)
-    _, q_trace, _ = record(program, key, (t, carry, ssm.inputs(t)))
-    proposed = q_trace.select(LATENT)
-    result = ssm.replay_step(t, carry, proposed)
-    missing = sorted(set(result.values) - set(proposed))
-    extra = sorted(set(proposed) - set(result.values))
-    if missing or extra:
-        raise UnsupportedModelError(
-            f"smc: the proposal must sample exactly the latent sites of one markov step "
-            f"{sorted(result.values)}; it misses {missing} and samples unknown {extra}"
-        )
-    return result, result.log_weight + result.log_transition - q_trace.log_prior
+        return (None if self.history else values), record_t
 
 
-def advance(key, t, state: ParticleState, model, args, kwargs, proposal=None):
-    """Move every particle one step and reweight: ``(state, values, log G, l_t)``.
-
-    ``vmap`` over particles of :meth:`StateSpace.step` (the bootstrap filter of Gordon,
-    Salmond & Smith 1993: propose from the transition, weight by the likelihood g) or of
-    a guided proposal with weight ``m g / q`` (Chopin & Papaspiliopoulos 2020, Algorithm
-    10.1). Each particle's state space is rebuilt from its own global values
-    (``params=``), which costs only tracing. The ``vmap`` runs over the particle index
-    with ``key`` shared: particle n's draws use :func:`particle_key` of per-site splits
-    of ``key``, so no per-particle key is split. Returns the new state with normalised
-    log weights, the step's latent values, the incremental log weights and
-    ``l_t = log sum_n W^n G^n`` (the log of the weighted mean incremental weight).
-    """
-    num_particles = state.log_weights.shape[0]
-
-    def one(index, params, carry):
-        ssm = _state_space(model, args, kwargs, params=params)
-        return _propose(ssm, key, t, carry, proposal, index)
-
-    index = jnp.arange(num_particles, dtype=jnp.uint32)
-    result, log_g = jax.vmap(one)(index, state.params, state.carry)
-    log_w, increment = normalise(state.log_weights + log_g)
-    return ParticleState(state.params, result.carry, log_w), result.values, log_g, increment
+# --------------------------------------------------------------------------- paths
 
 
-def _weighted_mean(log_weights, x):
-    return _mean_under(jnp.exp(log_weights), x)
-
-
-def _mean_under(weights, x):
-    """``sum_n weights[n] x[n]`` (normalised ``weights``); integer sites as floats."""
-    x = jnp.asarray(x)
-    if not jnp.issubdtype(x.dtype, jnp.inexact):
-        x = x.astype(weights.dtype)
-    return jnp.tensordot(weights.astype(x.dtype), x, axes=(0, 0))
-
-
-def _ess_normalised(weights, total):
-    """Kish ESS ``1 / sum_n W_n^2`` of weights ``W`` normalised by :func:`normalise`, whose
-    log total was ``total``: :func:`ppl.inference.resampling.ess` without its two
-    ``logsumexp`` passes (``W <= 1`` cannot overflow). As there, 0 when every weight is
-    zero (``total = -inf``) and NaN when the total is NaN or ``+inf``."""
-    value = 1.0 / jnp.sum(weights * weights)
-    fallback = jnp.where(jnp.isneginf(total), 0.0, jnp.nan).astype(value.dtype)
-    return jnp.where(jnp.isfinite(total), value, fallback)
+def _state_space(model, args, kwargs, params=None):
+    """The state space of the program with its global latent sites set to ``params``
+    (every site substituted: the key is unused)."""
+    return Sequential(model).state_space(replay_key(), *args, params=params, **kwargs)
 
 
 def trace_ancestry(history: dict, ancestors):
@@ -395,23 +199,25 @@ def _step_trace(ssm, t, carry, values):
     per-site log densities, unlike :meth:`StateSpace.replay_step`)."""
     with step_index(t):
         new_carry, trace, _ = record(
-            ssm.step_fn, _REPLAY_KEY, (carry, ssm.inputs(t)), substitutions=values
+            ssm.step_fn, replay_key(), (carry, ssm.inputs(t)), substitutions=values
         )
     return jax.tree.map(jnp.asarray, new_carry), trace
 
 
-def replay_lineages(model, args, kwargs, params, paths):
+def replay_lineages(model, args, kwargs, params, paths, fixed=None):
     """Replay each final lineage through the program: ``(global values, step
     deterministic sites, pointwise log-likelihood, observed data, factor log weights)``.
 
-    Rebuilds each final particle's state space from its global latent values and scans
-    its path with every latent site fixed (``vmap`` over particles, ``lax.scan`` over
-    time), recovering what the forward pass does not keep: global and per-step
-    deterministic sites, the pointwise log density of every observed site (global
-    (N, ...), per step (N, T, ...)) and of every factor, and the data."""
+    Rebuilds each final particle's state space from its global latent values ``params``
+    (site -> (N, ...)) and those held ``fixed`` (shared), and scans its path with every
+    latent site fixed (``vmap`` over particles, ``lax.scan`` over time), recovering what
+    the forward pass does not keep: global (fixed ones included, replicated per particle)
+    and per-step deterministic sites, the pointwise log density of every observed site
+    (global (N, ...), per step (N, T, ...)) and of every factor, and the data."""
+    fixed = dict(fixed or {})
 
     def one(params_n, path_n):
-        ssm = _state_space(model, args, kwargs, params=params_n)
+        ssm = _state_space(model, args, kwargs, params={**fixed, **params_n})
 
         def body(carry, step):
             t, values = step
@@ -440,14 +246,16 @@ def replay_lineages(model, args, kwargs, params, paths):
     return global_values, step_det, loglik, data, factors
 
 
-def replay_globals(model, args, kwargs, params, num_particles):
-    """The global sites of each final particle, rebuilt from its global latent values:
-    ``(global latent and deterministic values, pointwise log-likelihood of the global
-    observed sites, their data, factor log weights)``, each site with a leading N axis
-    (the data without). The part of :func:`replay_lineages` that needs no path."""
+def replay_globals(model, args, kwargs, params, num_particles, fixed=None):
+    """The global sites of each final particle, rebuilt from its global latent values
+    ``params`` and the ``fixed`` ones: ``(global latent and deterministic values,
+    pointwise log-likelihood of the global observed sites, their data, factor log
+    weights)``, each site with a leading N axis (the data without). The part of
+    :func:`replay_lineages` that needs no path."""
+    fixed = dict(fixed or {})
 
     def one(params_n):
-        g = _state_space(model, args, kwargs, params=params_n).globals
+        g = _state_space(model, args, kwargs, params={**fixed, **params_n}).globals
         return (
             g.select(LATENT, DETERMINISTIC),
             {n: g.log_probs[n] for n in g.names(OBSERVED)},
@@ -459,80 +267,52 @@ def replay_globals(model, args, kwargs, params, num_particles):
     return values, loglik, jax.tree.map(lambda a: a[0], data), factors
 
 
-def run_smc(key, model, args, kwargs, num_particles, scheme="systematic",
-            ess_threshold=0.5, proposal=None, params=None, mesh=None,
-            history=True, progress_bar=False) -> SMCOutput:
-    """The SMC driver: ``sequentially (resample . advance)`` (Ścibior et al. 2018).
+# --------------------------------------------------------------------------- driver
 
-    :func:`init_particles`, then one ``lax.scan`` over the T steps of the program's
-    ``markov`` call whose body is :func:`resample_step` followed by :func:`advance`
-    (Chopin & Papaspiliopoulos 2020, Algorithm 10.3), then :func:`trace_ancestry`. Pure
-    JAX: no Python loop over time or particles, so it can be jitted, vmapped over keys or
-    nested in another algorithm (PMMH, SMC^2). ``params`` fixes global latent sites to
-    values shared by every particle (see :func:`init_particles`). ``mesh`` (a
+
+def run_smc(key, model, args, kwargs, num_particles, scheme="systematic",
+            ess_threshold=0.5, proposal=None, fixed=None, mesh=None,
+            history=True, progress_bar=False) -> SMCOutput:
+    """SMC as a composition over the engine: ``sequentially (resample . advance)``
+    (Ścibior et al. 2018; Chopin & Papaspiliopoulos 2020, Algorithm 10.3).
+
+    The :class:`~ppl.inference.engine.FeynmanKac` model of the program given ``fixed``
+    (global latent sites held at values shared by every particle: the likelihood PMMH
+    and SMC^2 need), :func:`~ppl.inference.engine.run_particles` with the
+    :class:`GenealogyCollector`, then :func:`trace_ancestry` and :func:`replay_lineages`.
+    Pure JAX: no Python loop over time or particles, so it can be jitted, vmapped over
+    keys or nested in another algorithm. ``mesh`` (a
     :func:`ppl.inference.sharding.particle_mesh`) splits the particles across its devices.
 
     ``history=False`` keeps no genealogy: the scan records only the per-step scalars
     (ESS, resampled, ``l_t``, filtering means), nothing of size T x N, and ``paths`` holds
     the final particles' last-step latent values (N, ...) instead of their paths; the
     evidence estimate and the final weighted particles are those of ``history=True``
-    (same key, same numbers). ``progress_bar`` shows a tqdm bar over the time steps
-    (:func:`~ppl.inference.progress.progress_scan`).
+    (same key, same numbers). ``progress_bar`` shows a tqdm bar over the time steps.
     """
-    key_init, key_steps = jax.random.split(key)
-    num_steps = _state_space(model, args, kwargs, params=params, key=key_init).num_steps
-    state, log_z_init = init_particles(key_init, model, args, kwargs, num_particles, params)
-    state = shard_particles(state, mesh)  # no-op when mesh is None
-
-    def body(carry, step):
-        state, _ = carry
-        t, key_t = step
-        key_resample, key_advance = jax.random.split(key_t)
-        state, ancestors, resampled = resample_step(key_resample, state, scheme, ess_threshold)
-        state = shard_particles(state, mesh)
-        state, values, _, increment = advance(
-            key_advance, t, state, model, args, kwargs, proposal
-        )
-        state = shard_particles(state, mesh)
-        weights = jnp.exp(state.log_weights)  # normalised: one exp for ESS and means
-        record_t = StepRecord(
-            values=values if history else {},
-            ancestors=ancestors if history else None,
-            resampled=resampled,
-            ess=_ess_normalised(weights, increment),
-            log_evidence_increment=increment,
-            log_weights=state.log_weights if history else None,
-            filter_means={n: _mean_under(weights, v) for n, v in values.items()},
-        )
-        return (state, None if history else values), record_t
-
-    last = None
-    if not history:  # carry the newest step's values, to return the final particles'
-        shapes = jax.eval_shape(
-            lambda s: advance(key_steps, 0, s, model, args, kwargs, proposal)[1], state
-        )
-        last = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), shapes)
-    steps = (jnp.arange(num_steps), jax.random.split(key_steps, num_steps))
-    (state, last), records = progress_scan(body, (state, last), steps, desc="smc",
-                                           enable=progress_bar)
-    log_evidence = log_z_init + jnp.sum(records.log_evidence_increment)
+    fixed = dict(fixed or {})
+    fk = FeynmanKac(model, args, kwargs, fixed=fixed)
+    run = run_particles(key, fk, num_particles, scheme, ess_threshold,
+                        GenealogyCollector(history, proposal), proposal, mesh=mesh,
+                        progress_bar=progress_bar, desc="smc")
+    records, params = run.records, run.final.params
     if history:
         paths, _ = trace_ancestry(records.values, records.ancestors)
         global_values, step_det, loglik, data, factors = replay_lineages(
-            model, args, kwargs, state.params, paths
+            model, args, kwargs, params, paths, fixed
         )
         paths = {**paths, **step_det}
     else:
-        paths = last
+        paths = run.collected
         global_values, loglik, data, factors = replay_globals(
-            model, args, kwargs, state.params, num_particles
+            model, args, kwargs, params, num_particles, fixed
         )
     return SMCOutput(
         globals=global_values,
         paths=paths,
-        log_weights=state.log_weights + log_evidence + math.log(num_particles),
-        log_evidence=log_evidence,
-        log_evidence_init=log_z_init,
+        log_weights=run.final.log_weights + run.log_evidence + math.log(num_particles),
+        log_evidence=run.log_evidence,
+        log_evidence_init=run.log_evidence_init,
         steps=records,
         log_likelihood=loglik,
         observed_data=data,
@@ -591,7 +371,7 @@ class SMC:
         """The pure, jittable run (:func:`run_smc` with this combinator's options);
         ``fixed`` (site -> value) holds global latent sites for every particle (PMMH)."""
         return run_smc(key, model, args, kwargs, self.num_particles, self.resample,
-                       self.ess_threshold, self.proposal, params=fixed, mesh=self.mesh,
+                       self.ess_threshold, self.proposal, fixed=fixed, mesh=self.mesh,
                        history=self.history, progress_bar=self.progress_bar)
 
     def run(self, key, model, *args, **kwargs) -> Posterior:
@@ -689,7 +469,8 @@ def smc(num_particles: int, resample="systematic", ess_threshold=0.5, proposal=N
 
     Cost: with ``ess_threshold`` 0 or 1 the resampling decision is static (no ESS test,
     no ``lax.cond``), and the particles' draws share one key per site and step
-    (:func:`particle_key`), so a step costs about what a hand-written filter's does.
+    (:func:`~ppl.inference.engine.particle_key`), so a step costs about what a
+    hand-written filter's does.
     ``progress_bar=True`` shows a tqdm bar over the time steps without leaving jit.
     """
     from ppl.inference.trace_mh import MH  # rmsmc builds on this module: import late

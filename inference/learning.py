@@ -58,27 +58,24 @@ import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 from numpyro.distributions import constraints
-from numpyro.distributions.transforms import biject_to
 from ppl.inference.base import CompiledRuns, check_count, check_key, check_option
 from ppl.inference.conditional import (
     check_markov_gap,
     check_reference,
+    conditional_model,
     csmc_kernel,
-    forward_step,
-    initial_population,
-    shared_state_space,
 )
-from ppl.inference.filtering import _REPLAY_KEY
+from ppl.inference.kernels import (
+    constrain,
+    init_mh_state,
+    random_walk_mh,
+    repeat,
+    sample_chain,
+    unconstrain,
+)
 from ppl.inference.progress import progress_scan
-from ppl.inference.smoothing import (
-    BACKWARD,
-    exact_backward_indices,
-    gaussian_log_bound,
-    paris_update,
-    path_from_backward_indices,
-    reject_backward_indices,
-)
-from ppl.semantics.sequential import Sequential
+from ppl.inference.smoothing import BACKWARD, ParisCollector, paris_sweep
+from ppl.semantics.sequential import Sequential, replay_key
 from ppl.semantics.trace import LATENT, PARAM, from_numpyro, record
 
 from ppl.errors import NonFiniteWeightError, UnsupportedModelError
@@ -125,7 +122,7 @@ def global_sites(model, args, kwargs, substitutions=None) -> dict:
         return jax.tree.map(lambda c: jnp.zeros((num_steps, *jnp.shape(c)), c.dtype), init)
 
     with intercept_markov(skip):
-        _, _, raw = record(model, _REPLAY_KEY, args, kwargs, substitutions=substitutions)
+        _, _, raw = record(model, replay_key(), args, kwargs, substitutions=substitutions)
     trace = from_numpyro(raw)
     out = {}
     for name in trace.names(LATENT, PARAM):
@@ -138,74 +135,51 @@ def global_sites(model, args, kwargs, substitutions=None) -> dict:
     return out
 
 
+def _supports(sites, names) -> dict:
+    return {n: sites[n].constraint for n in names}
+
+
 def _constrain(sites, names, unconstrained: dict) -> dict:
-    return {n: biject_to(sites[n].constraint)(unconstrained[n]) for n in names}
+    """The named sites at constrained values (:func:`ppl.inference.kernels.constrain`)."""
+    return constrain(_supports(sites, names), {n: unconstrained[n] for n in names})[0]
 
 
 def _unconstrain(sites, names, values: dict) -> dict:
-    return {n: biject_to(sites[n].constraint).inv(jnp.asarray(values[n])) for n in names}
-
-
-def _log_abs_det(sites, names, unconstrained: dict):
-    total = jnp.zeros(())
-    for n in names:
-        t = biject_to(sites[n].constraint)
-        u = unconstrained[n]
-        total = total + jnp.sum(t.log_abs_det_jacobian(u, t(u)))
-    return total
+    return unconstrain(_supports(sites, names), {n: values[n] for n in names})
 
 
 # --------------------------------------------------------------------------- sweeps
 
 
-def conditional_sweep(key, ssm, num_particles, num_backward, phi, reference=None,
+def conditional_sweep(key, fk, num_particles, num_backward, phi, reference=None,
                       backward="exact", max_trials=16, block_size=256):
-    """One conditional PaRIS sweep of PPG for a step functional ``phi(t, prev_carry,
-    carry, values) -> array`` (Cardoso et al. 2023, arXiv 2301.00900, Algorithm 2; PaRIS
-    update of Olsson & Westerborn 2017, eq. (3.3)): the forward filter is conditional SMC
-    on ``reference`` (a plain bootstrap filter when None), every particle draws Ñ backward
-    indices (exact or hybrid accept-reject), the statistics tau are updated, and a new path
-    is drawn through the backward indices. Returns ``(estimate, new path, markov gap,
-    bound excess)`` (the last two are diagnostics: 0 and <= 0 when all is well). Pure and
-    jittable."""
+    """One conditional PaRIS sweep of PPG for a step functional ``phi(t, z_prev, c_prev,
+    carry, values) -> array`` (``z_prev`` the previous particle's time-0 state sites;
+    Cardoso et al. 2023, arXiv 2301.00900, Algorithm 2; PaRIS update of Olsson &
+    Westerborn 2017, eq. (3.3)): :func:`~ppl.inference.smoothing.paris_sweep` with the
+    PaRIS collector, conditional on ``reference`` (a plain bootstrap filter when None),
+    drawing a new path through the backward indices. Returns ``(estimate, new path,
+    markov gap, bound excess)`` (the last two are diagnostics: 0 and <= 0 when all is
+    well). Pure and jittable."""
     if reference is not None:
-        reference = check_reference(ssm, reference, who="ppg")
+        reference = check_reference(fk, reference, who="ppg")
+    ssm = fk.shared
+    z0 = {n: ssm.globals.values[n] for n in fk.per_particle}
     spec = jax.eval_shape(
-        lambda: phi(0, ssm.init, ssm.init, ssm.step(_REPLAY_KEY, 0, ssm.init).values)
+        lambda: phi(0, z0, ssm.init, ssm.init, ssm.step(replay_key(), 0, ssm.init).values)
     )
-    tau = jnp.zeros((num_particles, *spec.shape), jnp.result_type(spec.dtype, float))
 
-    def functional(t, prev, new, _):
-        return phi(t, prev, new[0], new[1])
+    def functional(t, z_prev, prev, new):
+        return phi(t, z_prev, prev, new[0], new[1])
 
-    def body(state, xs):
-        prev, tau = state
-        t, key_t, ref_t = xs
-        key_f, key_b = jax.random.split(key_t)
-        _, result, population, _, gap = forward_step(key_f, ssm, t, prev, ref_t)
-        if backward == "exact":
-            idx = exact_backward_indices(key_b, ssm, t, prev, result.values, num_backward,
-                                         block_size)
-            excess = jnp.asarray(-jnp.inf)
-        else:
-            bound = gaussian_log_bound(ssm, t, prev.carry, result.values)
-            idx, stats = reject_backward_indices(key_b, ssm, t, prev, result.values, bound,
-                                                 num_backward, max_trials, block_size)
-            excess = stats.bound_excess
-        tau = paris_update(functional, t, prev, tau, (result.carry, result.values), idx, {})
-        return (population, tau), (result.values, idx, gap, excess)
-
-    keys = jax.random.split(key, ssm.num_steps + 1)
-    xs = (jnp.arange(ssm.num_steps), keys[1:], reference)
-    init = (initial_population(ssm, num_particles), tau)
-    (population, tau), (values, idx, gap, excess) = jax.lax.scan(body, init, xs)
-    weights = jnp.exp(population.log_weights).astype(tau.dtype)
-    estimate = jnp.tensordot(weights, tau, axes=(0, 0))
-    path, _ = path_from_backward_indices(keys[0], values, idx, population.log_weights)
-    return estimate, path, jnp.max(gap), jnp.max(excess)
+    collector = ParisCollector(fk, functional, spec, num_backward, backward, max_trials,
+                               None, block_size, draw_path=True)
+    run, path = paris_sweep(key, fk, num_particles, collector, reference)
+    return (run.records.estimate[-1], path, jnp.max(run.records.markov_gap),
+            jnp.max(run.records.bound_excess))
 
 
-def ppg_estimate(key, ssm, num_particles, num_backward, phi, reference, num_sweeps=1,
+def ppg_estimate(key, fk, num_particles, num_backward, phi, reference, num_sweeps=1,
                  num_warmup=0, backward="exact", max_trials=16, block_size=256):
     """``num_sweeps`` PPG sweeps (:func:`conditional_sweep`) from ``reference``; returns
     ``(estimate, last path, gap, bound excess)`` with the estimate the average of the sweeps
@@ -213,7 +187,7 @@ def ppg_estimate(key, ssm, num_particles, num_backward, phi, reference, num_swee
     Pi_{k0,k}). A ``lax.scan`` over sweeps."""
 
     def body(ref, key_k):
-        est, path, gap, excess = conditional_sweep(key_k, ssm, num_particles, num_backward,
+        est, path, gap, excess = conditional_sweep(key_k, fk, num_particles, num_backward,
                                                    phi, ref, backward, max_trials,
                                                    block_size)
         return path, (est, gap, excess)
@@ -228,33 +202,31 @@ def ppg_estimate(key, ssm, num_particles, num_backward, phi, reference, num_swee
 
 def score_functional(model, args, kwargs, sites, names, fixed, unravel):
     """``u -> phi``: the step functional of Fisher's identity at unconstrained parameters
-    ``u`` (flat), ``phi(t, c_prev, c, x) = grad_u log[m_theta(c_prev, x) g_theta(x, y_t)]``
+    ``u`` (flat), ``phi(t, z, c_prev, c, x) = grad_u log[m_theta(c_prev, x) g_theta(x, y_t)]``
     with theta = T(u) (Cappé, Moulines & Rydén 2005, Prop. 10.1.6; Cardoso et al. 2023,
-    section 4). The gradient is of the step's log densities at the fixed particle values;
-    at step 0 the previous carry is the init carry *as a function of theta*."""
+    section 4). The gradient is of the step's log densities at the fixed particle values.
+    At step 0 the previous carry is the init carry *as a function of theta* (and of the
+    time-0 state ``z`` the particle drew), and the step also carries the score of the
+    global terms, ``grad_u log[p_theta(z) g_theta^0(z)]`` (the density of the time-0 state
+    sites and the global observe / factor sites), so the smoothed sum is the whole score of
+    log p_theta(y)."""
 
-    def log_step(u, t, c_prev, values):
-        params = {**fixed, **_constrain(sites, names, unravel(u))}
-        ssm = shared_state_space(model, args, kwargs, params, who="score_ascent")
+    def log_step(u, t, z, c_prev, values):
+        held = {**fixed, **_constrain(sites, names, unravel(u)), **z}
+        ssm = Sequential(model).state_space(replay_key(), *args, params=held, **kwargs)
         c_prev = jax.tree.map(lambda a, b: jnp.where(t == 0, a, b), ssm.init, c_prev)
         result = ssm.replay_step(t, c_prev, values)
-        return result.log_weight + result.log_transition
+        g = ssm.globals
+        initial = g.log_likelihood + sum((jnp.sum(g.log_probs[n]) for n in z), jnp.zeros(()))
+        return result.log_weight + result.log_transition + jnp.where(t == 0, initial, 0.0)
 
     def at(u):
-        def phi(t, c_prev, c, values):
-            return jax.grad(log_step)(u, t, c_prev, values)
+        def phi(t, z, c_prev, c, values):
+            return jax.grad(log_step)(u, t, z, c_prev, values)
 
         return phi
 
-    def global_score(u):
-        def log_globals(u):
-            params = {**fixed, **_constrain(sites, names, unravel(u))}
-            ssm = shared_state_space(model, args, kwargs, params, who="score_ascent")
-            return ssm.globals.log_likelihood
-
-        return jax.grad(log_globals)(u)
-
-    return at, global_score
+    return at
 
 
 def guide_score_functional(guide, args, kwargs, sites, names, unravel):
@@ -266,12 +238,12 @@ def guide_score_functional(guide, args, kwargs, sites, names, unravel):
 
     def log_q(u, t, c_prev, values):
         params = _constrain(sites, names, unravel(u))
-        gssm = Sequential(guide).state_space(_REPLAY_KEY, *args, params=params, **kwargs)
+        gssm = Sequential(guide).state_space(replay_key(), *args, params=params, **kwargs)
         c_prev = jax.tree.map(lambda a, b: jnp.where(t == 0, a, b), gssm.init, c_prev)
         return gssm.replay_step(t, c_prev, values).log_transition
 
     def at(u):
-        def phi(t, c_prev, c, values):
+        def phi(t, z, c_prev, c, values):
             return jax.grad(log_q)(u, t, c_prev, values)
 
         return phi
@@ -293,15 +265,15 @@ def fisher_score(key, model, args, kwargs, params, num_particles=100, num_backwa
     real = {n: GlobalSite(s.kind, constraints.real, s.value) for n, s in sites.items()}
     fixed = {n: v for n, v in params.items() if n not in names}
     theta, unravel = ravel_pytree({n: jnp.asarray(params[n]) for n in names})
-    phi_at, global_score = score_functional(model, args, kwargs, real, names, fixed, unravel)
-    ssm = shared_state_space(model, args, kwargs, params, who="fisher_score")
+    phi_at = score_functional(model, args, kwargs, real, names, fixed, unravel)
+    fk = conditional_model(model, args, kwargs, params, who="fisher_score")
     key_init, key_run = jax.random.split(key)
     if reference is None:
-        _, reference, _, _ = conditional_sweep(key_init, ssm, num_particles, num_backward,
+        _, reference, _, _ = conditional_sweep(key_init, fk, num_particles, num_backward,
                                                phi_at(theta), None, backward)
-    est, last, _, _ = ppg_estimate(key_run, ssm, num_particles, num_backward, phi_at(theta),
+    est, last, _, _ = ppg_estimate(key_run, fk, num_particles, num_backward, phi_at(theta),
                                    reference, num_sweeps, num_warmup, backward)
-    return unravel(est + global_score(theta)), last
+    return unravel(est), last
 
 
 # --------------------------------------------------------------------------- schedule
@@ -335,29 +307,29 @@ class LearningOutput(NamedTuple):
     bound_excess: jnp.ndarray  # accept-reject: max log m - log bound (<= 0 if valid)
 
 
-def run_ppg_learning(key, ssm_at, phi_at, u0, optimizer, num_steps, num_particles,
+def run_ppg_learning(key, fk_at, phi_at, u0, optimizer, num_steps, num_particles,
                      num_backward=2, num_sweeps=1, num_warmup=0, backward="exact",
                      max_trials=16, block_size=256, average=0.5, extra_gradient=None,
                      progress_bar=False, desc="ppg learning"):
     """The learning loop shared by :func:`score_ascent` and :func:`score_climbing`
-    (Cardoso et al. 2023, section 4): at iteration n, build the state space at the current
-    unconstrained parameters (``ssm_at(u)``), estimate the smoothed expectation of the step
-    functional ``phi_at(u)`` by :func:`ppg_estimate` from the reference path carried over
+    (Cardoso et al. 2023, section 4): at iteration n, build the Feynman–Kac model at the
+    current unconstrained parameters (``fk_at(u)``), estimate the smoothed expectation of
+    the step functional ``phi_at(u)`` by :func:`ppg_estimate` from the reference path carried over
     from iteration n-1, and take an optimiser step on ``-estimate / T``. The first
     reference is drawn from an unconditional PaRIS sweep at u_0. One ``lax.scan`` over the
     iterations; pure and jittable. ``extra_gradient(u)`` adds a term known exactly (the
     score of global observe sites)."""
     opt_state = optimizer.init(u0)
-    ssm0 = ssm_at(u0)
+    fk0 = fk_at(u0)
     key_init, key_loop = jax.random.split(key)
-    _, reference, gap0, excess0 = conditional_sweep(key_init, ssm0, num_particles, num_backward,
+    _, reference, gap0, excess0 = conditional_sweep(key_init, fk0, num_particles, num_backward,
                                            phi_at(u0), None, backward, max_trials, block_size)
-    num_time_steps = ssm0.num_steps
+    num_time_steps = fk0.num_steps
 
     def body(carry, key_n):
         u, opt_state, ref = carry
-        ssm = ssm_at(u)
-        est, ref, gap, excess = ppg_estimate(key_n, ssm, num_particles, num_backward,
+        fk = fk_at(u)
+        est, ref, gap, excess = ppg_estimate(key_n, fk, num_particles, num_backward,
                                              phi_at(u), ref, num_sweeps, num_warmup, backward,
                                              max_trials, block_size)
         if extra_gradient is not None:
@@ -466,9 +438,9 @@ class _PPGLearner:
         self.average = _check_fraction("average", average)
         self.progress_bar = bool(progress_bar)
 
-    def _loop(self, key, ssm_at, phi_at, u0, extra_gradient=None, desc=""):
+    def _loop(self, key, fk_at, phi_at, u0, extra_gradient=None, desc=""):
         return run_ppg_learning(
-            key, ssm_at, phi_at, u0, self.optimizer, self.num_steps,
+            key, fk_at, phi_at, u0, self.optimizer, self.num_steps,
             self.num_particles, self.num_backward, self.num_sweeps, self.num_warmup,
             self.backward, self.max_trials, self.block_size, self.average, extra_gradient,
             self.progress_bar, desc,
@@ -535,13 +507,12 @@ class ScoreAscent(_PPGLearner):
         u0 = start if u0 is None else u0
         fixed = self.fixed
 
-        def ssm_at(u):
+        def fk_at(u):
             params = {**fixed, **_constrain(sites, names, unravel(u))}
-            return shared_state_space(model, args, kwargs, params, who="score_ascent")
+            return conditional_model(model, args, kwargs, params, who="score_ascent")
 
-        phi_at, global_score = score_functional(model, args, kwargs, sites, names, fixed,
-                                                unravel)
-        return self._loop(key, ssm_at, phi_at, u0, global_score, "score ascent")
+        phi_at = score_functional(model, args, kwargs, sites, names, fixed, unravel)
+        return self._loop(key, fk_at, phi_at, u0, None, "score ascent")
 
     def _core(self, key, model, args, kwargs):
         return self.core(key, model, args, kwargs)
@@ -614,9 +585,9 @@ class ScoreClimbing(_PPGLearner):
         """The pure jittable optimisation of the guide's params (model fixed)."""
         sites, names, start, unravel = self._setup(args, kwargs)
         u0 = start if u0 is None else u0
-        ssm = shared_state_space(model, args, kwargs, self.fixed, who="score_climbing")
+        fk = conditional_model(model, args, kwargs, self.fixed, who="score_climbing")
         phi_at = guide_score_functional(self.guide, args, kwargs, sites, names, unravel)
-        return self._loop(key, lambda u: ssm, phi_at, u0, None, "score climbing")
+        return self._loop(key, lambda u: fk, phi_at, u0, None, "score climbing")
 
     def _core(self, key, model, args, kwargs):
         return self.core(key, model, args, kwargs)
@@ -665,22 +636,13 @@ class PGOutput(NamedTuple):
 
 
 def mh_params_step(key, log_target, u, step_size, num_mcmc_steps):
-    """``num_mcmc_steps`` random-walk Metropolis steps (Metropolis et al. 1953) on the flat
-    unconstrained parameters ``u`` targeting ``log_target(u)`` (p(theta | x, y) in
-    unconstrained coordinates). Returns ``(u, mean acceptance probability)``."""
-
-    def body(state, key_s):
-        u, lp = state
-        k_prop, k_acc = jax.random.split(key_s)
-        proposal = u + step_size * jax.random.normal(k_prop, u.shape, u.dtype)
-        lp_prop = log_target(proposal)
-        log_ratio = jnp.where(jnp.isnan(lp_prop), -jnp.inf, lp_prop - lp)
-        accept = jnp.log(jax.random.uniform(k_acc, dtype=lp.dtype)) < log_ratio
-        return (jnp.where(accept, proposal, u), jnp.where(accept, lp_prop, lp)), jnp.minimum(
-            1.0, jnp.exp(log_ratio))
-
-    (u, _), probs = jax.lax.scan(body, (u, log_target(u)), jax.random.split(key, num_mcmc_steps))
-    return u, jnp.mean(probs)
+    """``num_mcmc_steps`` random-walk Metropolis steps (Metropolis et al. 1953;
+    :func:`ppl.inference.kernels.random_walk_mh`) on the flat unconstrained parameters ``u``
+    targeting ``log_target(u)`` (p(theta | x, y) in unconstrained coordinates). Returns
+    ``(u, mean acceptance probability)``."""
+    kernel = repeat(random_walk_mh(log_target, step_size), num_mcmc_steps)
+    state, info = kernel(key, init_mh_state(log_target, u))
+    return state.position, info.accept_prob
 
 
 def run_particle_gibbs_params(key, model, args, kwargs, num_particles, num_samples,
@@ -705,30 +667,36 @@ def run_particle_gibbs_params(key, model, args, kwargs, num_particles, num_sampl
     start = {**start, **(init or {})}
     u0, unravel = ravel_pytree(_unconstrain(sites, names, start))
 
-    def ssm_at(u):
-        return shared_state_space(model, args, kwargs, _constrain(sites, names, unravel(u)),
-                                  who="particle_gibbs")
+    supports = _supports(sites, names)
 
-    ref0, rec0 = csmc_kernel(key_init, ssm_at(u0), num_particles, None, new_path)
+    def fk_at_values(theta):
+        return conditional_model(model, args, kwargs, theta, who="particle_gibbs")
 
-    def body(carry, key_i):
-        u, ref = carry
+    def fk_at(u):
+        return fk_at_values(_constrain(sites, names, unravel(u)))
+
+    ref0, run0 = csmc_kernel(key_init, fk_at(u0), num_particles, None, new_path)
+
+    def kernel(key_i, state):
+        u, ref = state
         k_x, k_u = jax.random.split(key_i)
-        ref, record = csmc_kernel(k_x, ssm_at(u), num_particles, ref, new_path)
+        ref, run = csmc_kernel(k_x, fk_at(u), num_particles, ref, new_path)
 
         def log_target(v):
-            return ssm_at(v).log_joint(ref) + _log_abs_det(sites, names, unravel(v))
+            theta, log_det = constrain(supports, unravel(v))
+            return fk_at_values(theta).shared.log_joint(ref) + log_det
 
         u, prob = mh_params_step(k_u, log_target, u, step_size, num_mcmc_steps)
-        return (u, ref), (u, ref, prob, jnp.max(record.markov_gap))
+        return (u, ref), (prob, jnp.max(run.records.markov_gap))
 
-    total = num_warmup + num_samples
-    _, (us, paths, probs, gaps) = progress_scan(body, (u0, ref0),
-                                                jax.random.split(key_chain, total),
-                                                desc="particle_gibbs", enable=progress_bar)
-    params = jax.vmap(lambda u: _constrain(sites, names, unravel(u)))(us[num_warmup:])
-    return PGOutput(params, jax.tree.map(lambda a: a[num_warmup:], paths),
-                    probs[num_warmup:], jnp.maximum(jnp.max(rec0.markov_gap), jnp.max(gaps)))
+    chain = sample_chain(key_chain, kernel, (u0, ref0), num_samples, num_warmup,
+                         progress_bar=progress_bar, desc="particle_gibbs")
+    us, paths = chain.states
+    probs, gaps = chain.infos
+    gap = jnp.max(jnp.stack([jnp.max(run0.records.markov_gap), jnp.max(gaps),
+                             jnp.max(chain.warmup_infos[1], initial=0.0)]))
+    params = jax.vmap(lambda u: _constrain(sites, names, unravel(u)))(us)
+    return PGOutput(params, paths, probs, gap)
 
 
 class ParticleGibbs:

@@ -20,15 +20,16 @@ named global sites: ``theta = T(u)`` with ``T = numpyro.distributions.biject_to(
 of each site (read from a trace of the program's global sites), so the target density in
 ``u`` is ``p(T(u)) |det dT/du| p-hat(y | T(u))``. The SMC run is the given ``infer.smc``
 combinator with the parameters fixed in every particle: its pure core
-``SMC.core(..., fixed=theta)`` when paths are returned, otherwise the same blocks without
-the genealogy and lineage replay (:func:`particle_filter`, cheaper; the same estimator).
+``SMC.core(..., fixed=theta)`` when paths are returned, otherwise the engine's time driver
+without the genealogy and lineage replay (:func:`particle_filter`, cheaper; the same
+estimator, and from the same key the same estimate).
 
 Building blocks, each a small function:
 
 * :class:`ParamSpace` — the named global sites: validation, their unconstrained
   coordinates, the prior density plus log-Jacobian at ``u``;
-* :func:`particle_filter`, :func:`filter_step` — the SMC of ``likelihood`` for its
-  evidence only (optionally stopped after t steps, for SMC^2);
+* :func:`particle_filter` — the SMC of ``likelihood`` for its evidence only: the engine's
+  time driver with no collector (optionally stopped after t steps, for SMC^2);
 * :func:`estimate_likelihood` — one SMC run at ``theta = T(u)``: a :class:`PMMHState`;
 * :func:`random_walk` — the Gaussian random-walk proposal on ``u``;
 * :func:`mh_accept` — the Metropolis-Hastings accept/reject of a proposed state;
@@ -39,7 +40,6 @@ Building blocks, each a small function:
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 from typing import NamedTuple
 
@@ -55,6 +55,7 @@ from ppl.inference.base import (
     check_nonnegative,
     check_option,
 )
+from ppl.inference.engine import FeynmanKac, run_particles
 from ppl.inference.filtering import SMC
 from ppl.inference.progress import progress_scan
 from ppl.semantics.sequential import Sequential
@@ -64,10 +65,6 @@ from ppl.errors import NonFiniteWeightError, UnsupportedModelError
 from ppl.posterior import Posterior
 from ppl.primitives import intercept_markov
 
-# the module (``ppl.inference.filtering`` the attribute is the factory function); looked up at
-# call time, so a test can swap one of its blocks for a broken one
-smc_module = importlib.import_module("ppl.inference.filtering")
-
 __all__ = [
     "PMMH",
     "PMMHState",
@@ -75,7 +72,6 @@ __all__ = [
     "adapt_scale",
     "check_param_names",
     "estimate_likelihood",
-    "filter_step",
     "mh_accept",
     "particle_filter",
     "pmmh",
@@ -223,43 +219,21 @@ def particle_filter(key, likelihood: SMC, model, args, kwargs, params, num_activ
     """The SMC of ``likelihood`` run for its evidence only: ``(final ParticleState, log
     p-hat(y_{1:t} | params))``, with ``params`` fixed in every particle.
 
-    The composition of :mod:`ppl.inference.filtering`'s blocks that :func:`run_smc` uses
-    (:func:`init_particles`, then per step :func:`resample_step` and :func:`advance`;
-    Chopin & Papaspiliopoulos 2020, Algorithm 10.3), without the genealogy and the lineage
-    replay, which PMMH and SMC^2 do not need. With ``num_active = t + 1`` (a traced
-    integer) only the first ``t + 1`` steps are run (a ``fori_loop`` with a traced bound,
-    so every array keeps its shape): the filter of y_{1:t+1} that the SMC^2 rejuvenation
-    step reruns (Chopin, Jacob & Papaspiliopoulos 2013, section 3). Same key, same
-    answer: the key of step ``s`` is ``fold_in(key, s)`` whatever ``num_active``.
+    The engine's time driver (:func:`~ppl.inference.engine.run_particles`, Chopin &
+    Papaspiliopoulos 2020, Algorithm 10.3) on the :class:`~ppl.inference.engine.FeynmanKac`
+    model given ``params``, with no collector: no genealogy and no lineage replay, which
+    PMMH and SMC^2 do not need. With ``num_active = t + 1`` (a traced integer) only the
+    first ``t + 1`` steps are run (every array keeps its shape): the filter of y_{1:t+1}
+    that the SMC^2 rejuvenation step reruns (Chopin, Jacob & Papaspiliopoulos 2013,
+    section 3). Same key, same answer: the key of step ``s`` does not depend on
+    ``num_active``, and :meth:`SMC.core` with ``fixed=params`` estimates the same
+    evidence from the same key.
     """
-    key_init, key_steps = jax.random.split(key)
-    num_steps = Sequential(model).state_space(_KEY0, *args, params=params, **kwargs).num_steps
-    state, log_z = smc_module.init_particles(
-        key_init, model, args, kwargs, likelihood.num_particles, params
-    )
-
-    def body(t, carry):
-        state, log_z = carry
-        state, increment = filter_step(jax.random.fold_in(key_steps, t), t, state,
-                                       likelihood, model, args, kwargs)
-        return state, log_z + increment
-
-    upper = num_steps if num_active is None else num_active
-    return jax.lax.fori_loop(0, upper, body, (state, log_z))
-
-
-def filter_step(key, t, state, likelihood: SMC, model, args, kwargs):
-    """Step ``t`` of the SMC of ``likelihood``: adaptive :func:`resample_step` then
-    :func:`advance` (the body of :func:`run_smc`); ``(state, l_t)`` with ``l_t`` the log
-    incremental evidence estimate of p(y_t | y_{1:t-1})."""
-    key_resample, key_advance = jax.random.split(key)
-    state, _, _ = smc_module.resample_step(
-        key_resample, state, likelihood.resample, likelihood.ess_threshold
-    )
-    state, _, _, increment = smc_module.advance(
-        key_advance, t, state, model, args, kwargs, likelihood.proposal
-    )
-    return state, increment
+    fk = FeynmanKac(model, args, kwargs, fixed=params)
+    run = run_particles(key, fk, likelihood.num_particles, likelihood.resample,
+                        likelihood.ess_threshold, None, likelihood.proposal,
+                        num_active=num_active)
+    return run.final, run.log_evidence
 
 
 def estimate_likelihood(key, u, space: ParamSpace, likelihood: SMC, return_paths=False):

@@ -61,35 +61,35 @@ class PPGOutput(NamedTuple):
     online_estimates: jnp.ndarray  # (k, T, ...) per sweep, the estimate after every step
     paths: dict  # site -> (k, T, ...) the reference drawn after every sweep
     reference: dict  # the last reference, site -> (T, ...): pass it to the next run
-    steps: object  # ParisStep stacked over (sweeps, T) (diagnostics)
+    steps: object  # (ParisStep, increments) stacked over (sweeps, T) (diagnostics)
     log_evidence: jnp.ndarray  # (k,) of the sweeps (conditional: not an estimate of p(y))
 
 
 def run_ppg(key, model, args, kwargs, num_particles: int, num_backward: int,
-            num_sweeps: int, num_warmup: int, functional, backward="exact", params=None,
+            num_sweeps: int, num_warmup: int, functional, backward="exact", fixed=None,
             reference=None, max_trials=16, log_bound=None, block_size=256,
             progress_bar=False) -> PPGOutput:
     """PPG (Cardoso et al. 2023, Algorithm 2): ``num_sweeps`` conditional PaRIS sweeps
     (:func:`~ppl.inference.smoothing.run_paris` with ``reference``) in a ``lax.scan``, each
     handing its path drawn through the backward indices to the next; the estimate is the
     mean of the sweeps ``num_warmup + 1 .. num_sweeps``. Without ``reference`` the chain
-    starts from a path of an unconditional PaRIS sweep; ``params`` holds the global sites
-    (the combinator's ``fixed=``); ``progress_bar`` shows a tqdm bar over the sweeps. Pure
+    starts from a path of an unconditional PaRIS sweep; ``fixed`` holds the global sites
+    the step reads; ``progress_bar`` shows a tqdm bar over the sweeps. Pure
     and jittable."""
     options = dict(num_particles=num_particles, num_backward=num_backward,
-                   functional=functional, backward=backward, params=params,
+                   functional=functional, backward=backward, fixed=fixed,
                    max_trials=max_trials, log_bound=log_bound, block_size=block_size,
                    draw_path=True)
     key_init, key_sweeps = jax.random.split(key)
     init_steps = None
     if reference is None:
         first = run_paris(key_init, model, args, kwargs, reference=None, **options)
-        reference, init_steps = first.path, first.steps
+        reference, init_steps = first.path, (first.steps, first.increments)
 
     def sweep(ref, key_l):
         out = run_paris(key_l, model, args, kwargs, reference=ref, **options)
-        return out.path, (out.estimate, out.online_estimates, out.path, out.steps,
-                          out.log_evidence)
+        return out.path, (out.estimate, out.online_estimates, out.path,
+                          (out.steps, out.increments), out.log_evidence)
 
     last, (estimates, online, paths, steps, log_z) = progress_scan(
         sweep, reference, jax.random.split(key_sweeps, num_sweeps), desc="ppg",
@@ -141,7 +141,7 @@ class PPG:
         fixed = self.fixed if fixed is None else fixed
         return run_ppg(key, model, args, kwargs, self.num_particles, self.num_backward,
                        self.num_sweeps, self.num_warmup, self.functional, self.backward,
-                       params=fixed, reference=reference, max_trials=self.max_trials,
+                       fixed=fixed, reference=reference, max_trials=self.max_trials,
                        log_bound=self.log_bound, block_size=self.block_size,
                        progress_bar=self.progress_bar)
 
@@ -149,8 +149,9 @@ class PPG:
         """Run PPG on ``model(*args, **kwargs)``; returns a :class:`SmoothingPosterior`
         whose ``estimate`` is the bias-reduced smoothed expectation."""
         out = self._runs(check_key(key), model, args, kwargs)
-        steps = jax.tree.map(lambda a: np.asarray(a).reshape(-1, *np.shape(a)[2:]), out.steps)
-        check_paris_run(steps, np.zeros(()), "ppg")
+        steps, increments = jax.tree.map(
+            lambda a: np.asarray(a).reshape(-1, *np.shape(a)[2:]), out.steps)
+        check_paris_run(steps, increments, np.zeros(()), "ppg")
         kept = slice(self.num_warmup, None)
         samples = {FUNCTIONAL_SITE: out.sweep_estimates[kept]}
         samples.update({n: v[kept] for n, v in out.paths.items()})

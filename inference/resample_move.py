@@ -16,13 +16,14 @@ A particle is its global latent values ``theta``, its whole path as full (T, ...
 (entries after the current step are unused) and the carry after step t. Its partial log
 joint ``log p_t`` is evaluated by :func:`path_log_joint`, a masked ``lax.scan`` over all T
 steps (steps after t contribute 0), so a move costs O(T), as in monad-bayes. One step of
-:func:`run_rmsmc` is, from the building blocks of :mod:`ppl.inference.filtering`:
+:func:`run_rmsmc` is the engine's :func:`~ppl.inference.engine.smc_step` with a move:
 
-1. :func:`~ppl.inference.filtering.advance` — propagate and reweight (bootstrap or guided);
-   the new step's values are written into each particle's path at index t;
-2. :func:`~ppl.inference.filtering.resample_step` — adaptive resampling (ESS below
-   ``ess_threshold * N``), which permutes the paths with the same ancestor indices;
-3. :func:`rejuvenate` — ``num_mcmc_steps`` MH moves per particle, each invariant for p_t.
+1. adaptive resampling (ESS below ``ess_threshold * N``) of the particles of step t-1,
+   which permutes their paths with the same ancestor indices;
+2. :func:`rejuvenate` — ``num_mcmc_steps`` MH moves per particle, each invariant for
+   p_{t-1} (at t = 0, moves of the global sites only);
+3. propagate and reweight (bootstrap or guided); the new step's values are written into
+   each particle's path at index t.
 
 Moves do not change the weights (an MH kernel invariant for p_t maps a weighted sample of
 p_t to one), so the evidence estimate is SMC's, ``log Z = l_init + sum_t l_t``, and stays
@@ -58,23 +59,18 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 from ppl.inference.base import CompiledRuns, check_key, check_option
+from ppl.inference.engine import FeynmanKac, run_particles
 from ppl.inference.filtering import (
     SMC,
-    ParticleState,
+    GenealogyCollector,
     SMCOutput,
-    StepRecord,
     _check_weights,
     _state_space,
-    _weighted_mean,
-    advance,
-    init_particles,
     replay_lineages,
-    resample_step,
     smc_info,
 )
-from ppl.inference.progress import progress_scan
-from ppl.inference.resampling import ess, get_scheme
-from ppl.inference.sharding import shard_particles, to_host
+from ppl.inference.resampling import get_scheme
+from ppl.inference.sharding import to_host
 from ppl.inference.trace_mh import (
     MH,
     metropolis_hastings,
@@ -82,7 +78,7 @@ from ppl.inference.trace_mh import (
     random_walk_step,
     regenerate_site_step,
 )
-from ppl.semantics.sequential import StateSpace
+from ppl.semantics.sequential import StateSpace, replay_key
 from ppl.semantics.trace import LATENT, record
 
 from ppl import primitives
@@ -106,7 +102,6 @@ __all__ = [
 REGENERATE = ("all", "globals", "steps")
 #: Name of the factor site carrying the path's log density in :func:`conditioned_on_path`.
 PATH_FACTOR = "_rmsmc_path_log_joint"
-_REPLAY_KEY = jax.random.PRNGKey(0)
 
 
 # --------------------------------------------------------------------------- the target
@@ -147,7 +142,7 @@ def path_log_joint(ssm: StateSpace, path: dict, t, at=-1, key=None) -> PathScore
         carry = _where(active, result.carry, carry)
         return carry, (result.values, log_joint, log_transition)
 
-    keys = jax.random.split(_REPLAY_KEY if key is None else key, ssm.num_steps)
+    keys = jax.random.split(replay_key() if key is None else key, ssm.num_steps)
     steps = (jnp.arange(ssm.num_steps), keys)
     carry, (values, log_joint, log_transition) = jax.lax.scan(body, ssm.init, steps)
     values = jax.tree.map(lambda new, old: new.astype(old.dtype), values, path)
@@ -176,7 +171,7 @@ def conditioned_on_path(model, path: dict, t):
 def empty_paths(model, args, kwargs, num_particles: int) -> dict:
     """Zero arrays ``site -> (N, T, ...)`` for the latent sites of one markov step."""
     ssm = _state_space(model, args, kwargs)
-    values = jax.eval_shape(lambda: ssm.step(_REPLAY_KEY, 0, ssm.init).values)
+    values = jax.eval_shape(lambda: ssm.step(replay_key(), 0, ssm.init).values)
     return {
         n: jnp.zeros((num_particles, ssm.num_steps, *v.shape), v.dtype) for n, v in values.items()
     }
@@ -200,7 +195,7 @@ def global_move(key, params, path, t, model, args, kwargs, proposal, step_size=0
     on :func:`conditioned_on_path`. ``proposal="prior"`` regenerates the global site
     ``index`` (uniform if None); ``"random_walk"`` and programs as in ``mh``."""
     program = conditioned_on_path(model, path, t)
-    trace = record(program, _REPLAY_KEY, args, kwargs, substitutions=params)[1]
+    trace = record(program, replay_key(), args, kwargs, substitutions=params)[1]
     if proposal == "prior":
         if index is None:
             index = jax.random.randint(key, (), 0, len(trace.latent_names))
@@ -280,6 +275,8 @@ class RMSMCOutput(NamedTuple):
     smc: SMCOutput
     accept_rate: jnp.ndarray  # (T,) fraction of accepted moves at each step
     accept_prob: jnp.ndarray  # (T,) mean acceptance probability at each step
+    moved: jnp.ndarray  # (T,) whether step t moved its particles (not at t = 0 without
+    # global sites to move)
 
 
 def _markov_program_info(model, args, kwargs):
@@ -291,7 +288,7 @@ def _markov_program_info(model, args, kwargs):
         return jax.tree.map(lambda c: jnp.zeros((num_steps, *jnp.shape(c)), c.dtype), init)
 
     with primitives.intercept_markov(interceptor):
-        record(model, _REPLAY_KEY, args, kwargs)
+        record(model, replay_key(), args, kwargs)
     if not calls:
         raise UnsupportedModelError(
             "rmsmc runs on programs with a ppl.markov call (a state-space model); this "
@@ -318,74 +315,84 @@ def _check_move_sites(move: MH, regenerate: str, global_sites):
         )
 
 
+def rejuvenation(model, args, kwargs, move: MH, regenerate: str, num_globals: int,
+                 num_particles: int):
+    """The engine move of resample-move SMC (``move`` of
+    :func:`~ppl.inference.engine.smc_step`): at step t, after resampling, every particle
+    makes ``move.num_mcmc_steps`` MH moves (:func:`rejuvenate`) invariant for the target
+    of step t-1, p_{t-1}(theta, x_{0:t-1} | y_{0:t-1}), and its carry is rebuilt from the
+    moved path. At t = 0 only the global sites can move (none with ``regenerate="steps"``
+    or without global latent sites: the move is then skipped). Reports ``(accepted
+    fraction, acceptance probability, moved)``."""
+    moves_at_start = num_globals > 0 and regenerate != "steps"
+
+    def apply(key, t, parents):
+        params, paths, carries, accepted, prob = rejuvenate(
+            key, parents.params, parents.paths, t - 1, model, args, kwargs, move, regenerate,
+            num_globals, num_particles,
+        )
+        moved = parents._replace(params=params, paths=paths, carry=carries)
+        active = jnp.asarray(True) if moves_at_start else t > 0
+        if not moves_at_start:
+            moved = jax.tree.map(lambda a, b: jnp.where(active, a, b), moved, parents)
+        return moved, (accepted.mean(), prob.mean(), active)
+
+    return apply
+
+
+class _WithMoves:
+    """A collector that records what the engine's collector records plus the move's
+    report at every step."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.uses_key = inner.uses_key
+
+    def init(self, fk, state):
+        return self.inner.init(fk, state)
+
+    def step(self, key, t, carry, prev, out, new):
+        carry, record_t = self.inner.step(key, t, carry, prev, out, new)
+        return carry, (record_t, out.move_info)
+
+
 def run_rmsmc(key, model, args, kwargs, num_particles, move: MH, scheme="systematic",
               ess_threshold=0.5, proposal=None, regenerate="all", mesh=None,
               progress_bar=False) -> RMSMCOutput:
-    """Resample-move SMC (Gilks & Berzuini 2001): one ``lax.scan`` over the T steps of the
-    program's ``markov`` whose body is :func:`~ppl.inference.filtering.advance`, then
-    :func:`~ppl.inference.filtering.resample_step` (adaptive), then :func:`rejuvenate`. The
-    particles carry their paths as (N, T, ...) arrays, so no genealogy is traced back.
-    ``mesh`` (a :func:`ppl.inference.sharding.particle_mesh`) splits the particles, with
-    their paths, across its devices. ``progress_bar`` shows a tqdm bar over the time steps
-    (:func:`~ppl.inference.progress.progress_scan`)."""
-    num_steps, global_sites = _markov_program_info(model, args, kwargs)
+    """Resample-move SMC (Gilks & Berzuini 2001) as a composition over the engine: the
+    time driver :func:`~ppl.inference.engine.run_particles` with the particles carrying
+    their paths (a path buffer, permuted by resampling), the :func:`rejuvenation` move
+    after every resampling, and SMC's genealogy collector. So ``info["ancestors"][t]``
+    means what it means for :func:`~ppl.inference.filtering.smc`: step t resamples the
+    particles of step t-1, moves them, then propagates. ``mesh`` (a
+    :func:`ppl.inference.sharding.particle_mesh`) splits the particles, with their paths,
+    across its devices. ``progress_bar`` shows a tqdm bar over the time steps."""
+    _, global_sites = _markov_program_info(model, args, kwargs)
     _check_move_sites(move, regenerate, global_sites)
-    key_init, key_steps = jax.random.split(key)
-    state, log_z_init = init_particles(key_init, model, args, kwargs, num_particles)
-    paths = empty_paths(model, args, kwargs, num_particles)
-    state, paths = shard_particles((state, paths), mesh)  # no-op when mesh is None
-
-    def body(carry, step):
-        state, paths = carry
-        t, key_t = step
-        key_advance, key_resample, key_move = jax.random.split(key_t, 3)
-        state, values, _, increment = advance(
-            key_advance, t, state, model, args, kwargs, proposal
-        )
-        paths = jax.tree.map(
-            lambda p, v: p.at[:, t].set(v.astype(p.dtype)), paths, values
-        )
-        weights = state.log_weights
-        state, ancestors, resampled = resample_step(key_resample, state, scheme, ess_threshold)
-        paths = jax.tree.map(lambda a: jnp.take(a, ancestors, axis=0), paths)
-        params, paths, carries, accepted, prob = rejuvenate(
-            key_move, state.params, paths, t, model, args, kwargs, move, regenerate,
-            len(global_sites), num_particles,
-        )
-        state, paths = shard_particles(
-            (ParticleState(params, carries, state.log_weights), paths), mesh
-        )
-        record_t = StepRecord(
-            values=values,
-            ancestors=ancestors,
-            resampled=resampled,
-            ess=ess(weights),
-            log_evidence_increment=increment,
-            log_weights=weights,
-            filter_means={n: _weighted_mean(weights, v) for n, v in values.items()},
-        )
-        return (state, paths), (record_t, accepted.mean(), prob.mean())
-
-    steps = (jnp.arange(num_steps), jax.random.split(key_steps, num_steps))
-    (state, paths), (records, accept_rate, accept_prob) = progress_scan(
-        body, (state, paths), steps, desc="rmsmc", enable=progress_bar
-    )
-    log_evidence = log_z_init + jnp.sum(records.log_evidence_increment)
+    fk = FeynmanKac(model, args, kwargs)
+    rejuvenate_step = rejuvenation(model, args, kwargs, move, regenerate, len(global_sites),
+                                   num_particles)
+    run = run_particles(key, fk, num_particles, scheme, ess_threshold,
+                        _WithMoves(GenealogyCollector(True, proposal)), proposal, mesh=mesh,
+                        progress_bar=progress_bar, desc="rmsmc", move=rejuvenate_step,
+                        paths=empty_paths(model, args, kwargs, num_particles))
+    records, (accepted, prob, active) = run.records
+    final = run.final
     global_values, step_det, loglik, data, factors = replay_lineages(
-        model, args, kwargs, state.params, paths
+        model, args, kwargs, final.params, final.paths
     )
     out = SMCOutput(
         globals=global_values,
-        paths={**paths, **step_det},
-        log_weights=state.log_weights + log_evidence + math.log(num_particles),
-        log_evidence=log_evidence,
-        log_evidence_init=log_z_init,
+        paths={**final.paths, **step_det},
+        log_weights=final.log_weights + run.log_evidence + math.log(num_particles),
+        log_evidence=run.log_evidence,
+        log_evidence_init=run.log_evidence_init,
         steps=records,
         log_likelihood=loglik,
         observed_data=data,
         factor_log_probs=factors,
     )
-    return RMSMCOutput(out, accept_rate, accept_prob)
+    return RMSMCOutput(out, accepted, prob, active)
 
 
 # --------------------------------------------------------------------------- combinator
@@ -428,6 +435,7 @@ class RMSMC:
         out = result.smc
         _check_weights(out)
         accept_rate = np.asarray(result.accept_rate)
+        moved = np.asarray(result.moved)
         return Posterior(
             {**out.globals, **out.paths},
             log_weights=out.log_weights,
@@ -436,7 +444,7 @@ class RMSMC:
             log_likelihood=out.log_likelihood,
             method="rmsmc",
             info={
-                "accept_rate": float(accept_rate.mean()),
+                "accept_rate": float(accept_rate[moved].mean()) if moved.any() else np.nan,
                 "accept_rate_per_step": accept_rate,
                 "accept_prob_per_step": np.asarray(result.accept_prob),
                 **smc_info(out),

@@ -1,7 +1,7 @@
 """Particles spread across devices: a 1-D device mesh and sharding constraints on the
 leading particle axis.
 
-SMC is data-parallel over particles: :func:`ppl.inference.filtering.advance` is a ``vmap`` over
+SMC is data-parallel over particles: :func:`ppl.inference.engine.propagate` is a ``vmap`` over
 the N particles, so cutting the particle axis into ``D`` equal blocks, one per device, runs
 each device's ``N / D`` particles in parallel (the "parallel particle filter" of Lee,
 Yau, Giles, Doucet & Holmes 2010, *On the utility of graphics cards to perform massively
@@ -18,9 +18,10 @@ parallelization*):
   ``"particles"``;
 * :func:`shard_particles` — inside the jitted code, :func:`jax.lax.with_sharding_constraint`
   with ``NamedSharding(mesh, PartitionSpec("particles"))`` on every leaf of a particle
-  pytree that has a leading particle axis; scalars are replicated. The SMC driver calls it
-  on the particle state after initialisation and after every resample / advance, so the
-  partitioner keeps the particles sharded through the whole ``lax.scan``;
+  pytree that has a leading particle axis; scalars are replicated. The engine's time driver
+  (:func:`ppl.inference.engine.run_particles`) calls it on the particle state after
+  initialisation and after every step, so the partitioner keeps the particles sharded
+  through the whole ``lax.scan``;
 * :func:`to_host` — fetch a result whose arrays span devices of several processes
   (multi-host runs) so it can be read with NumPy on every process.
 

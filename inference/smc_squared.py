@@ -7,8 +7,8 @@ parameter particles theta^m ~ p(theta), each with an inner SMC of ``N_x`` partic
 given ``infer.smc`` combinator run with theta^m fixed), at every time t:
 
 (a) advance every inner filter one step (resample if its ESS is low, propagate, reweight:
-    :func:`ppl.inference.marginal_mh.filter_step`, ``vmap`` over theta particles); each gives the
-    estimate ``p-hat(y_t | y_{1:t-1}, theta^m)`` (its log: ``l_t^m``);
+    the engine's :func:`ppl.inference.engine.smc_step`, ``vmap`` over theta particles); each
+    gives the estimate ``p-hat(y_t | y_{1:t-1}, theta^m)`` (its log: ``l_t^m``);
 (b) multiply the theta weights by it: ``omega^m *= p-hat(y_t | y_{1:t-1}, theta^m)``; the
     evidence gains ``log p-hat(y_t | y_{1:t-1}) = log sum_m W^m exp(l_t^m)`` (W the
     normalised theta weights before the update);
@@ -17,11 +17,11 @@ given ``infer.smc`` combinator run with theta^m fixed), at every time t:
     estimate), then rejuvenate each by ``num_mcmc_steps`` PMMH moves: propose theta* by a
     Gaussian random walk on unconstrained coordinates (covariance ``scale^2`` times the
     weighted covariance of the population before resampling), rerun its inner filter on
-    y_{1:t} (:func:`ppl.inference.marginal_mh.particle_filter` stopped after t + 1 steps: every
-    array keeps its shape), and accept with the PMMH ratio of the whole estimates
-    ``p(theta*) p-hat(y_{1:t} | theta*) / (p(theta) p-hat(y_{1:t} | theta))``; an accepted
-    particle takes the new inner particle system (the PMMH kernel leaves the extended
-    target at time t invariant: Andrieu, Doucet & Holenstein 2010, section 2.4).
+    y_{1:t} (the engine's :func:`ppl.inference.engine.run_particles` stopped after t + 1
+    steps: every array keeps its shape), and accept with the PMMH ratio of the whole
+    estimates ``p(theta*) p-hat(y_{1:t} | theta*) / (p(theta) p-hat(y_{1:t} | theta))``;
+    an accepted particle takes the new inner particle system (the PMMH kernel leaves the
+    extended target at time t invariant: Andrieu, Doucet & Holenstein 2010, section 2.4).
 
 The evidence estimate ``p-hat(y_{1:T}) = prod_t sum_m W^m p-hat(y_t | y_{1:t-1},
 theta^m)`` (times the initial term from global ``observe`` sites, if any) is unbiased
@@ -40,20 +40,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
-from jax.scipy.special import logsumexp
 from ppl.inference.base import CompiledRuns, check_count, check_key
-from ppl.inference.filtering import SMC, ParticleState
+from ppl.inference.engine import FeynmanKac, ParticleState, smc_step
+from ppl.inference.filtering import SMC
 from ppl.inference.marginal_mh import (
     ParamSpace,
     check_param_names,
-    filter_step,
     mh_accept,
     particle_filter,
-    smc_module,
 )
 from ppl.inference.progress import progress_scan
-from ppl.inference.resampling import ess, get_scheme
+from ppl.inference.resampling import get_scheme
 
+from ppl import weights
 from ppl.errors import NonFiniteWeightError
 from ppl.posterior import Posterior
 
@@ -63,6 +62,7 @@ __all__ = [
     "ThetaParticles",
     "advance_theta",
     "init_theta",
+    "inner_model",
     "pmmh_move",
     "proposal_cholesky",
     "rejuvenate",
@@ -98,48 +98,47 @@ class SMC2Output(NamedTuple):
     log_evidence_increments: jnp.ndarray  # (T,)
 
 
-def _normalise(log_weights):
-    total = logsumexp(log_weights)
-    finite = jnp.isfinite(total)
-    return jnp.where(finite, log_weights - jnp.where(finite, total, 0.0), log_weights), total
+def inner_model(space: ParamSpace, theta) -> FeynmanKac:
+    """The Feynman–Kac model of the inner filter of the theta particle ``theta``: the
+    program with the params held fixed (its other global sites drawn per inner particle)."""
+    return FeynmanKac(space.model, space.args, space.kwargs, fixed=theta)
 
 
 def init_theta(key, space: ParamSpace, likelihood: SMC, num_theta: int):
     """Step 0 of SMC^2: ``theta^m ~ p(theta)`` and the initial inner particles of each
-    (:func:`ppl.inference.filtering.init_particles` with ``theta^m`` fixed); returns
-    ``(particles, normalised theta log weights, l_init)`` with the theta weights the inner
-    initial evidence (global ``observe`` sites; uniform without them) and ``l_init =
-    log mean_m p-hat_0(theta^m)``."""
-    model, args, kwargs = space.model, space.args, space.kwargs
+    (M0 and G0 of :func:`inner_model`: :meth:`~ppl.inference.engine.FeynmanKac.initial`);
+    returns ``(particles, normalised theta log weights, l_init)`` with the theta weights
+    the inner initial evidence (global ``observe`` sites; uniform without them) and
+    ``l_init = log mean_m p-hat_0(theta^m)``."""
 
     def one(k):
         key_theta, key_inner = jax.random.split(k)
         u = space.init(key_theta)
         theta, log_prior = space.constrain(u)
-        inner, log_z = smc_module.init_particles(
-            key_inner, model, args, kwargs, likelihood.num_particles, theta
-        )
+        inner, log_z = inner_model(space, theta).initial(key_inner, likelihood.num_particles)
         return ThetaParticles(u, theta, log_prior, log_z, inner)
 
     particles = jax.vmap(one)(jax.random.split(key, num_theta))
-    log_w, total = _normalise(particles.log_likelihood)
+    log_w, total = weights.normalise(particles.log_likelihood)
     return particles, log_w, total - math.log(num_theta)
 
 
 def advance_theta(key, t, particles: ThetaParticles, log_weights, likelihood: SMC, space):
-    """Steps (a) and (b): every inner filter takes step ``t`` (``vmap`` over theta of
-    :func:`filter_step`), each theta weight is multiplied by its ``p-hat(y_t | y_{1:t-1},
-    theta)``. Returns ``(particles, normalised log weights, log p-hat(y_t | y_{1:t-1}))``."""
-    model, args, kwargs = space.model, space.args, space.kwargs
+    """Steps (a) and (b): every inner filter takes step ``t`` (``vmap`` over theta of the
+    engine's :func:`~ppl.inference.engine.smc_step` with ``likelihood``'s options), each
+    theta weight is multiplied by its ``p-hat(y_t | y_{1:t-1}, theta)``. Returns
+    ``(particles, normalised log weights, log p-hat(y_t | y_{1:t-1}))``."""
     keys = jax.random.split(key, log_weights.shape[0])
 
-    def one(k, inner):
-        return filter_step(k, t, inner, likelihood, model, args, kwargs)
+    def one(k, theta, inner):
+        new, out = smc_step(k, t, inner_model(space, theta), inner, likelihood.resample,
+                            likelihood.ess_threshold, likelihood.proposal)
+        return new, out.increment
 
-    inner, increments = jax.vmap(one)(keys, particles.inner)
+    inner, increments = jax.vmap(one)(keys, particles.params, particles.inner)
     particles = particles._replace(inner=inner,
                                    log_likelihood=particles.log_likelihood + increments)
-    log_w, increment = _normalise(log_weights + increments)
+    log_w, increment = weights.normalise(log_weights + increments)
     return particles, log_w, increment
 
 
@@ -166,9 +165,10 @@ def proposal_cholesky(particles: ThetaParticles, log_weights, scale):
 def pmmh_move(key, t, particles: ThetaParticles, chol, likelihood: SMC, space):
     """One PMMH move of every theta particle at time ``t`` (step (c)): random walk
     ``u* = u + chol z``, rerun of the inner filter on y_{1:t} at ``theta* = T(u*)``
-    (:func:`particle_filter` with ``num_active = t + 1``), and :func:`mh_accept` on the
-    whole particle (params, estimate and inner particle system). Returns ``(particles,
-    accept probabilities (M,))``."""
+    (:func:`~ppl.inference.marginal_mh.particle_filter`: the engine's
+    :func:`~ppl.inference.engine.run_particles` with ``num_active = t + 1``), and
+    :func:`mh_accept` on the whole particle (params, estimate and inner particle system).
+    Returns ``(particles, accept probabilities (M,))``."""
     model, args, kwargs = space.model, space.args, space.kwargs
     _, unravel = ravel_pytree(jax.tree.map(lambda a: a[0], particles.u))
     num_theta = particles.log_prior.shape[0]
@@ -232,7 +232,7 @@ def run_smc2(key, model, args, kwargs, params, likelihood: SMC, num_theta, ess_t
         key_advance, key_rejuvenate = jax.random.split(k)
         particles, log_w, increment = advance_theta(key_advance, t, particles, log_w,
                                                     likelihood, space)
-        ess_t = ess(log_w)
+        ess_t = weights.ess(log_w)
         degenerate = ess_t < ess_threshold * num_theta
 
         def yes(operand):

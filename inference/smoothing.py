@@ -55,18 +55,24 @@ import numpy as np
 import numpyro.distributions as dist
 from ppl.inference.base import CompiledRuns, check_count, check_key, check_option
 from ppl.inference.conditional import (
-    Population,
     check_markov_gap,
     check_reference,
-    draw_indices,
-    forward_step,
+    conditional_model,
     global_values,
-    initial_population,
-    shared_state_space,
+    path_at,
 )
-from ppl.inference.filtering import _REPLAY_KEY, particle_key
-from ppl.inference.progress import progress_scan
-from ppl.inference.resampling import get_scheme
+from ppl.inference.engine import (
+    FeynmanKac,
+    ParticleState,
+    RunOutput,
+    backward_log_weights,
+    markov_gap,
+    particle_key,
+    run_particles,
+    take,
+)
+from ppl.inference.resampling import categorical, get_scheme
+from ppl.semantics.sequential import replay_key
 from ppl.semantics.trace import LATENT, record
 
 from ppl.errors import NonFiniteWeightError, UnsupportedModelError
@@ -78,15 +84,16 @@ __all__ = [
     "FUNCTIONAL_SITE",
     "PaRIS",
     "ParisOutput",
+    "ParisCollector",
     "ParisStep",
     "SmoothingPosterior",
-    "backward_log_weights",
     "exact_backward_indices",
     "gaussian_log_bound",
     "paris",
     "paris_update",
     "path_from_backward_indices",
     "reject_backward_indices",
+    "paris_sweep",
     "run_paris",
 ]
 
@@ -100,26 +107,19 @@ BOUND_TOLERANCE = 1e-4
 # --------------------------------------------------------------------------- backward kernel
 
 
-def backward_log_weights(ssm, t, population: Population, values):
-    """``log w_{t-1}^k + log m(c_{t-1}^k, x_t)`` for every particle k of step t-1: the
-    unnormalised log backward kernel Lambda_t(i, .) of one particle with latent values
-    ``values`` (Olsson & Westerborn 2017, eq. (2.6) with the particle filter plugged in)."""
-    log_m = jax.vmap(lambda c: ssm.log_transition(t, c, values))(population.carry)
-    return population.log_weights + log_m
-
-
-def exact_backward_indices(key, ssm, t, population: Population, values, num_backward,
+def exact_backward_indices(key, fk: FeynmanKac, t, prev: ParticleState, values, num_backward,
                            block_size):
-    """``J`` (N, Ñ): Ñ i.i.d. draws from Lambda_t(i, .) for every particle i, computing the
-    whole kernel (O(N^2) per step; Olsson & Westerborn 2017, Algorithm 1, line 4). Rows are
-    processed ``block_size`` at a time (``lax.map`` with ``batch_size``), so memory is
-    O(N block_size)."""
+    """``J`` (N, Ñ): Ñ i.i.d. draws from Lambda_t(i, .) ∝ w_{t-1}^k m(c_{t-1}^k, x_t^i) for
+    every particle i, computing the whole kernel (O(N^2) per step; Olsson & Westerborn
+    2017, Algorithm 1, line 4) with the engine's
+    :func:`~ppl.inference.engine.backward_log_weights`. Rows are processed ``block_size``
+    at a time (``lax.map`` with ``batch_size``), so memory is O(N block_size)."""
     n = jax.tree.leaves(values)[0].shape[0]
 
     def row(args):
         i, v = args
-        logits = backward_log_weights(ssm, t, population, v)
-        return draw_indices(particle_key(key, i), logits, (num_backward,))
+        logits = backward_log_weights(fk, t, prev, v)
+        return categorical(particle_key(key, i), logits, (num_backward,))
 
     index = jnp.arange(n, dtype=jnp.uint32)
     return jax.lax.map(row, (index, values), batch_size=min(block_size, n))
@@ -147,7 +147,7 @@ def gaussian_log_bound(ssm, t, carry, values):
 
     def one(c, v):
         with step_index(t):
-            _, trace, raw = record(ssm.step_fn, _REPLAY_KEY, (c, ssm.inputs(t)),
+            _, trace, raw = record(ssm.step_fn, replay_key(), (c, ssm.inputs(t)),
                                    substitutions=v)
         total = jnp.zeros(())
         for name in trace.names(LATENT):
@@ -181,7 +181,7 @@ class BackwardStats(NamedTuple):
 FALLBACK_BLOCK = 32  # rows of exact fallback draws per iteration of the accept-reject sampler
 
 
-def reject_backward_indices(key, ssm, t, population: Population, values, log_bound,
+def reject_backward_indices(key, fk: FeynmanKac, t, prev: ParticleState, values, log_bound,
                             num_backward, max_trials, block_size):
     """``(J, BackwardStats)``: Ñ draws from Lambda_t(i, .) per particle i by the hybrid
     accept-reject sampler (Dau & Chopin 2022, arXiv 2207.00976, section 3, "hybrid"
@@ -190,23 +190,23 @@ def reject_backward_indices(key, ssm, t, population: Population, values, log_bou
     For each of the N Ñ draws, ``max_trials`` candidates k ~ w_{t-1} (inverse CDF) are
     accepted with probability ``m(c_{t-1}^k, x_t^i) / exp(log_bound[i])``; the first
     accepted is kept. The draws with no acceptance are then made exactly
-    (:func:`backward_log_weights`), ``min(block_size, FALLBACK_BLOCK)`` at a time in a
+    (:func:`~ppl.inference.engine.backward_log_weights`), ``min(block_size,
+    FALLBACK_BLOCK)`` at a time in a
     ``lax.while_loop`` whose trip count follows the number of such draws: the result has
     law Lambda_t(i, .) exactly, whatever the budget. The fallback block is small because
     only a few per cent of the draws fall back with a useful bound, and each row of a
     block costs N transition densities whether or not it is used. ``log_bound`` has shape
     (N,) (or broadcasts to it)."""
-    n = population.log_weights.shape[0]
+    n = prev.log_weights.shape[0]
     key_cand, key_accept, key_fallback = jax.random.split(key, 3)
-    cdf = jnp.cumsum(jnp.exp(population.log_weights))
+    cdf = jnp.cumsum(jnp.exp(prev.log_weights))
     shape = (n, num_backward, max_trials)
     u = jax.random.uniform(key_cand, shape, dtype=cdf.dtype) * cdf[-1]
     candidates = jnp.clip(jnp.searchsorted(cdf, u, side="right"), 0, n - 1).astype(jnp.int32)
 
     def log_m_row(v, cand):  # one particle i, its (Ñ, K) candidates
-        carries = jax.tree.map(lambda a: jnp.take(a, cand.reshape(-1), axis=0),
-                               population.carry)
-        lm = jax.vmap(lambda c: ssm.log_transition(t, c, v))(carries)
+        params, carries = take((prev.params, prev.carry), cand.reshape(-1))
+        lm = jax.vmap(lambda p, c: fk.log_transition(t, p, c, v))(params, carries)
         return lm.reshape(cand.shape)
 
     log_m = jax.vmap(log_m_row)(values, candidates)  # (N, Ñ, K)
@@ -227,8 +227,8 @@ def reject_backward_indices(key, ssm, t, population: Population, values, log_bou
     def exact_draw(row):
         i = jnp.minimum(row // num_backward, n - 1)
         v = jax.tree.map(lambda a: a[i], values)
-        logits = backward_log_weights(ssm, t, population, v)
-        return draw_indices(particle_key(key_fallback, row.astype(jnp.uint32)), logits)
+        logits = backward_log_weights(fk, t, prev, v)
+        return categorical(particle_key(key_fallback, row.astype(jnp.uint32)), logits)
 
     def cond(state):
         start, _ = state
@@ -252,29 +252,41 @@ def reject_backward_indices(key, ssm, t, population: Population, values, log_bou
 # --------------------------------------------------------------------------- statistics
 
 
-def paris_update(functional, t, population: Population, tau, carry, backward, fparams):
+def paris_update(step_functional, t, prev: ParticleState, tau, new, backward):
     """The PaRIS statistics of step t (Olsson & Westerborn 2017, eq. (3.3)):
-    ``tau_t^i = Ñ^{-1} sum_j [tau_{t-1}^{J_ij} + psi(t, c_{t-1}^{J_ij}, c_t^i, params)]``,
-    ``vmap`` over particles i and backward draws j."""
+    ``tau_t^i = Ñ^{-1} sum_j [tau_{t-1}^{J_ij} + psi(t, c_{t-1}^{J_ij}, new^i)]``, ``vmap``
+    over particles i and backward draws j. ``new`` is the step's ``(carries, latent
+    values)`` and ``step_functional(t, prev_params, prev_carry, (carry, values))`` the
+    term psi (``prev_params``: the previous particle's per-particle global values, its
+    time-0 state)."""
 
-    def one(c, idx):
-        prev = jax.tree.map(lambda a: jnp.take(a, idx, axis=0), population.carry)
-        inc = jax.vmap(lambda cp: _psi(functional, t, cp, c, fparams, tau.dtype))(prev)
+    def one(new_i, idx):
+        prev_params, prev_carries = take((prev.params, prev.carry), idx)
+        inc = jax.vmap(
+            lambda pp, cp: _as_float(step_functional(t, pp, cp, new_i), tau.dtype)
+        )(prev_params, prev_carries)
         return jnp.mean(jnp.take(tau, idx, axis=0) + inc, axis=0)
 
-    return jax.vmap(one)(carry, backward)
+    return jax.vmap(one)(new, backward)
 
 
-def _psi(functional, t, prev, new, fparams, dtype=None):
-    value = jnp.asarray(functional(t, prev, new, fparams))
+def _as_float(value, dtype=None):
+    value = jnp.asarray(value)
     if not jnp.issubdtype(value.dtype, jnp.inexact):
         value = value.astype(jnp.result_type(float))
     return value if dtype is None else value.astype(dtype)
 
 
-def _psi_shape(functional, ssm, fparams):
+def user_functional(functional, fparams):
+    """The user's ``psi(t, x_prev, x, params)`` as a step functional of :func:`paris_update`
+    (reading the new carry, with the held global values)."""
+    return lambda t, prev_params, prev, new: functional(t, prev, new[0], fparams)
+
+
+def _psi_shape(functional, fk: FeynmanKac, fparams):
+    ssm = fk.shared
     try:
-        return jax.eval_shape(lambda: _psi(functional, 0, ssm.init, ssm.init, fparams))
+        return jax.eval_shape(lambda: _as_float(functional(0, ssm.init, ssm.init, fparams)))
     except (TypeError, ValueError, AttributeError, IndexError, KeyError) as err:
         raise TypeError(
             f"paris: the functional must be psi(t, x_prev, x, params) -> array, with x_prev "
@@ -283,25 +295,26 @@ def _psi_shape(functional, ssm, fparams):
         ) from err
 
 
-def path_from_backward_indices(key, values, backward, final_log_weights):
+def path_from_backward_indices(key, run: RunOutput):
     """A path drawn through the backward indices (Cardoso et al. 2023, arXiv 2301.00900,
     section 3, Algorithm 2, last step): ``b_{T-1} ~ W_{T-1}`` and, going back,
-    ``b_{t-1} = J_t^{b_t, j}`` with j uniform in 1..Ñ. Given the forward particles the
-    J_t^{i, .} are i.i.d. Lambda_t(i, .), so this is a backward-sampling draw (Godsill,
-    Doucet & West 2004), the new reference of PPG. ``values`` site -> (T, N, ...),
-    ``backward`` (T, N, Ñ). Returns ``(path, indices (T,))``."""
+    ``b_{t-1} = J_t^{b_t, j}`` with j uniform in 1..Ñ, down to the initial particles (so
+    the time-0 state is drawn too). Given the forward particles the J_t^{i, .} are i.i.d.
+    Lambda_t(i, .), so this is a backward-sampling draw (Godsill, Doucet & West 2004), the
+    new reference of PPG. Needs a sweep run with ``draw_path``. Returns ``(path, indices
+    (T,))``."""
+    backward = run.records.backward
     num_backward = backward.shape[-1]
     key_last, key_j = jax.random.split(key)
-    last = draw_indices(key_last, final_log_weights)
+    last = categorical(key_last, run.final.log_weights)
     js = jax.random.randint(key_j, (backward.shape[0],), 0, num_backward)
 
     def body(b, step):
         backward_t, j = step
         return backward_t[b, j], b
 
-    _, index = jax.lax.scan(body, last, (backward, js), reverse=True)
-    path = jax.tree.map(lambda a: jax.vmap(lambda v, i: v[i])(a, index), values)
-    return path, index
+    first, index = jax.lax.scan(body, last, (backward, js), reverse=True)
+    return path_at(run, index, first), index
 
 
 # --------------------------------------------------------------------------- driver
@@ -311,14 +324,84 @@ class ParisStep(NamedTuple):
     """What one step records (stacked over time by the scan)."""
 
     estimate: jnp.ndarray  # online estimate sum_i W_t^i tau_t^i, shape psi's
-    log_evidence_increment: jnp.ndarray
     ess: jnp.ndarray
     markov_gap: jnp.ndarray
     accepted: jnp.ndarray  # reject: draws accepted within the budget (exact: N Ñ)
     fallbacks: jnp.ndarray  # reject: exact fallback draws (exact: 0)
     bound_excess: jnp.ndarray  # reject: max log m - log bound (exact: -inf)
-    values: dict | None  # with draw_path: the step's latent values (N, ...)
+    values: dict  # the step's latent values (N, ...)
     backward: jnp.ndarray | None  # with draw_path: J (N, Ñ)
+
+
+class ParisCollector:
+    """The engine collector of PaRIS (Olsson & Westerborn 2017, Algorithm 1): at every
+    step the backward draws (exact or hybrid accept-reject) and the update of the
+    statistics tau, carried through the time driver; the estimate after each step and,
+    with ``draw_path``, the backward indices are recorded."""
+
+    uses_key = True
+
+    def __init__(self, fk: FeynmanKac, step_functional, spec, num_backward, backward="exact",
+                 max_trials=16, log_bound=None, block_size=256, draw_path=False):
+        """``log_bound(t, carries) -> (N,)`` bounds log m at each new carry (reject only;
+        None: derived for Gaussian steps)."""
+        self.fk, self.step_functional, self.spec = fk, step_functional, spec
+        self.num_backward, self.backward = num_backward, backward
+        self.max_trials, self.log_bound, self.block_size = max_trials, log_bound, block_size
+        self.draw_path = draw_path
+
+    def init(self, fk, state):
+        n = state.log_weights.shape[0]
+        return jnp.zeros((n, *self.spec.shape), jnp.result_type(self.spec.dtype, float))
+
+    def _backward_draws(self, key, t, prev, result):
+        fk = self.fk
+        if self.backward == "exact":
+            idx = exact_backward_indices(key, fk, t, prev, result.values, self.num_backward,
+                                         self.block_size)
+            size = idx.size
+            return idx, BackwardStats(jnp.asarray(size), jnp.asarray(0),
+                                      jnp.asarray(-jnp.inf))
+        if self.log_bound is None:
+            bound = gaussian_log_bound(fk.shared, t, prev.carry, result.values)
+        else:
+            bound = self.log_bound(t, result.carry)
+        return reject_backward_indices(key, fk, t, prev, result.values, bound,
+                                       self.num_backward, self.max_trials, self.block_size)
+
+    def step(self, key, t, tau, prev, out, new):
+        result = out.result
+        idx, stats = self._backward_draws(key, t, prev, result)
+        tau = paris_update(self.step_functional, t, prev, tau, (result.carry, result.values),
+                           idx)
+        weights = jnp.exp(new.log_weights)
+        record_t = ParisStep(
+            estimate=jnp.tensordot(weights.astype(tau.dtype), tau, axes=(0, 0)),
+            ess=1.0 / jnp.sum(weights**2),
+            markov_gap=markov_gap(self.fk, t, out.parents, result),
+            accepted=stats.accepted,
+            fallbacks=stats.fallbacks,
+            bound_excess=stats.bound_excess,
+            values=result.values,
+            backward=idx if self.draw_path else None,
+        )
+        return tau, record_t
+
+
+def paris_sweep(key, fk: FeynmanKac, num_particles: int, collector: ParisCollector,
+                reference=None, resample="multinomial", progress_bar=False,
+                desc="paris"):
+    """One PaRIS sweep: the engine's time driver (resample at every step, propagate,
+    reweight; conditional on ``reference`` if given, which forces multinomial
+    resampling) with the :class:`ParisCollector`. Returns ``(RunOutput, path)``, the path
+    drawn through the backward indices when the collector has ``draw_path`` (else None)."""
+    key_run, key_path = jax.random.split(key)
+    if reference is not None:
+        resample = "multinomial"
+    run = run_particles(key_run, fk, num_particles, resample, 1.0, collector,
+                        reference=reference, progress_bar=progress_bar, desc=desc)
+    path = path_from_backward_indices(key_path, run)[0] if collector.draw_path else None
+    return run, path
 
 
 class ParisOutput(NamedTuple):
@@ -328,93 +411,54 @@ class ParisOutput(NamedTuple):
     online_estimates: jnp.ndarray  # (T, ...) estimate at every step t (sum over s <= t)
     tau: jnp.ndarray  # (N, ...) final statistics
     log_weights: jnp.ndarray  # (N,) final normalised filter log weights
-    final_values: dict  # last step's latent values (N, ...)
+    final_values: dict  # last step's latent values (N, ...) and the time-0 state sites
     log_evidence: jnp.ndarray  # filter's log p(y) estimate (a conditional sweep: not one)
-    steps: ParisStep  # stacked over time
+    steps: ParisStep  # stacked over time (values and backward dropped)
+    increments: jnp.ndarray  # (T,) l_t
     path: dict | None  # with draw_path: a path drawn through the backward indices
     globals: dict  # the global latent / param values the functional received
 
 
 def run_paris(key, model, args, kwargs, num_particles: int, num_backward: int,
-              functional: Callable, backward="exact", params=None, reference=None,
+              functional: Callable, backward="exact", fixed=None, reference=None,
               resample="multinomial", max_trials=16, log_bound=None, block_size=256,
               draw_path=False, progress_bar=False) -> ParisOutput:
-    """The PaRIS driver: one ``lax.scan`` over the steps whose body is
-    :func:`~ppl.inference.conditional.forward_step` (resample every step, move, reweight), the
-    backward draws (:func:`exact_backward_indices` or :func:`reject_backward_indices`) and
-    :func:`paris_update` (Olsson & Westerborn 2017, Algorithm 1).
+    """PaRIS over a program (Olsson & Westerborn 2017, Algorithm 1): the program read as a
+    Feynman–Kac model given ``fixed`` (:func:`~ppl.inference.conditional.conditional_model`:
+    the sites the step reads must be held; the time-0 state is drawn per particle), then
+    :func:`paris_sweep`.
 
-    ``params`` fixes the global latent sites (all of them: smoothing is given theta).
     With a ``reference`` path the forward filter is conditional SMC (reference at particle
     0, multinomial resampling forced): the conditional PaRIS sweep of PPG (Cardoso et al.
     2023, Algorithm 2). ``draw_path=True`` keeps the backward indices (T N Ñ integers) and
-    returns a path drawn through them (:func:`path_from_backward_indices`). Pure JAX, one
-    trace: jit it, vmap it over keys, scan it over PPG sweeps. ``progress_bar`` shows a
-    tqdm bar over the time steps (:func:`~ppl.inference.progress.progress_scan`).
+    returns a path drawn through them (:func:`path_from_backward_indices`).
+    ``progress_bar`` shows a tqdm bar over the time steps. Pure JAX, one trace: jit it,
+    vmap it over keys, scan it over PPG sweeps.
     """
-    ssm = shared_state_space(model, args, kwargs, params, who="paris")
-    fparams = global_values(ssm)
-    conditional = reference is not None
-    if conditional:
-        reference = check_reference(ssm, reference, who="paris")
-        resample = "multinomial"
-    spec = _psi_shape(functional, ssm, fparams)
-    population = initial_population(ssm, num_particles)
-    tau = jnp.zeros((num_particles, *spec.shape), spec.dtype)
-    size = num_particles * num_backward
-
-    def backward_draws(key_b, t, prev, result):
-        if backward == "exact":
-            idx = exact_backward_indices(key_b, ssm, t, prev, result.values, num_backward,
-                                         block_size)
-            return idx, BackwardStats(jnp.asarray(size), jnp.asarray(0), jnp.asarray(-jnp.inf))
-        if log_bound is None:
-            bound = gaussian_log_bound(ssm, t, prev.carry, result.values)
-        else:
-            bound = jax.vmap(lambda c: jnp.asarray(log_bound(t, c, fparams)))(result.carry)
-        return reject_backward_indices(key_b, ssm, t, prev, result.values, bound,
-                                       num_backward, max_trials, block_size)
-
-    def body(state, xs):
-        prev, tau = state
-        t, key_t, ref_t = xs
-        key_f, key_b = jax.random.split(key_t)
-        _, result, population, increment, gap = forward_step(key_f, ssm, t, prev, ref_t,
-                                                             resample)
-        idx, stats = backward_draws(key_b, t, prev, result)
-        tau = paris_update(functional, t, prev, tau, result.carry, idx, fparams)
-        weights = jnp.exp(population.log_weights)
-        record_t = ParisStep(
-            estimate=jnp.tensordot(weights.astype(tau.dtype), tau, axes=(0, 0)),
-            log_evidence_increment=increment,
-            ess=1.0 / jnp.sum(weights**2),
-            markov_gap=gap,
-            accepted=stats.accepted,
-            fallbacks=stats.fallbacks,
-            bound_excess=stats.bound_excess,
-            values=result.values if draw_path else None,
-            backward=idx if draw_path else None,
-        )
-        return (population, tau), (record_t, result.values)
-
-    keys = jax.random.split(key, ssm.num_steps + 1)
-    xs = (jnp.arange(ssm.num_steps), keys[1:], reference)
-    (population, tau), (steps, values) = progress_scan(body, (population, tau), xs,
-                                                       desc="paris", enable=progress_bar)
-    path = None
-    if draw_path:
-        path, _ = path_from_backward_indices(keys[0], steps.values, steps.backward,
-                                             population.log_weights)
-        steps = steps._replace(values=None, backward=None)
-    log_evidence = ssm.globals.log_likelihood + jnp.sum(steps.log_evidence_increment)
+    fk = conditional_model(model, args, kwargs, fixed, who="paris")
+    fparams = global_values(fk)
+    if reference is not None:
+        reference = check_reference(fk, reference, who="paris")
+    spec = _psi_shape(functional, fk, fparams)
+    bound = None
+    if log_bound is not None:
+        def bound(t, carries):
+            return jax.vmap(lambda c: jnp.asarray(log_bound(t, c, fparams)))(carries)
+    collector = ParisCollector(fk, user_functional(functional, fparams), spec, num_backward,
+                               backward, max_trials, bound, block_size, draw_path)
+    run, path = paris_sweep(key, fk, num_particles, collector, reference, resample,
+                            progress_bar)
+    steps = run.records._replace(backward=None)
+    final_values = {**jax.tree.map(lambda a: a[-1], steps.values), **run.final.params}
     return ParisOutput(
         estimate=steps.estimate[-1],
         online_estimates=steps.estimate,
-        tau=tau,
-        log_weights=population.log_weights,
-        final_values=jax.tree.map(lambda a: a[-1], values),
-        log_evidence=log_evidence,
-        steps=steps,
+        tau=run.collected,
+        log_weights=run.final.log_weights,
+        final_values=final_values,
+        log_evidence=run.log_evidence,
+        steps=steps._replace(values=None),
+        increments=run.increments,
         path=path,
         globals=fparams,
     )
@@ -439,7 +483,7 @@ class SmoothingPosterior(Posterior):
         return self.info["online_estimates"]
 
 
-def check_paris_run(steps, log_evidence, who):
+def check_paris_run(steps, increments, log_evidence, who):
     """Raise clear errors after a run: non-finite weights, a violated bound, a carry that
     is not the Markov state."""
     check_markov_gap(steps.markov_gap, who)
@@ -452,7 +496,7 @@ def check_paris_run(steps, log_evidence, who):
             f"fix log_bound (it must bound log m(x_prev, x) over every x_prev) or use "
             f"backward='exact'"
         )
-    increments = np.asarray(steps.log_evidence_increment)
+    increments = np.asarray(increments)
     if not np.all(np.isfinite(increments)) or not np.all(np.isfinite(log_evidence)):
         bad = np.flatnonzero(~np.isfinite(increments))
         where = f"first at step t={int(bad[0])}" if bad.size else "at the global sites"
@@ -522,7 +566,7 @@ class PaRIS:
         path makes it a conditional sweep (PPG); ``draw_path`` returns a new path."""
         fixed = self.fixed if fixed is None else fixed
         return run_paris(key, model, args, kwargs, self.num_particles, self.num_backward,
-                         self.functional, self.backward, params=fixed, reference=reference,
+                         self.functional, self.backward, fixed=fixed, reference=reference,
                          resample=self.resample, max_trials=self.max_trials,
                          log_bound=self.log_bound, block_size=self.block_size,
                          draw_path=draw_path, progress_bar=self.progress_bar)
@@ -531,7 +575,7 @@ class PaRIS:
         """Run PaRIS on ``model(*args, **kwargs)``; returns a :class:`SmoothingPosterior`
         whose ``estimate`` is the smoothed expectation of the additive functional."""
         out = self._runs(check_key(key), model, args, kwargs)
-        check_paris_run(out.steps, out.log_evidence, "paris")
+        check_paris_run(out.steps, out.increments, out.log_evidence, "paris")
         clash = FUNCTIONAL_SITE in out.final_values
         if clash:
             raise UnsupportedModelError(
@@ -549,7 +593,7 @@ class PaRIS:
                 "estimate": out.estimate,
                 "online_estimates": out.online_estimates,
                 "ess": steps.ess,
-                "log_evidence_increments": steps.log_evidence_increment,
+                "log_evidence_increments": out.increments,
                 "accepted": steps.accepted,
                 "fallbacks": steps.fallbacks,
                 "globals": out.globals,

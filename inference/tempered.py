@@ -30,7 +30,10 @@ algorithm, each line one building block below:
    the unconstrained coordinates: :func:`random_walk_step` (Gaussian random walk
    Metropolis) or :func:`hmc_step` (Hamiltonian Monte Carlo, Neal 2011, "MCMC using
    Hamiltonian dynamics", with a diagonal mass matrix from the particle variances); or
-   :func:`mutate_mh`, an ``infer.mh(...)`` trace kernel run on the tempered program.
+   :func:`mutate_mh`, an ``infer.mh(...)`` trace kernel run on the tempered program. Each
+   is a kernel ``(key, state) -> (state, info)`` of :mod:`ppl.inference.kernels` (its
+   shared accept step, random walk and change of variables), applied to every particle
+   by :func:`ppl.inference.kernels.as_smc_move`.
 
 The log evidence is the sum of the increments of step 2: ``log Z = sum_t log (1/N) sum_n
 w_t^n``, unbiased on the natural scale for a fixed schedule (Del Moral 2004, *Feynman-Kac
@@ -61,9 +64,16 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 from jax.scipy.special import logsumexp
-from numpyro.distributions.transforms import biject_to
 from numpyro.primitives import Messenger
 from ppl.inference.base import CompiledRuns, check_count, check_key, check_log_weights, check_option
+from ppl.inference.kernels import (
+    MHState,
+    as_smc_move,
+    constrain_site,
+    mh_accept,
+    random_walk_mh,
+    unconstrain,
+)
 from ppl.inference.resampling import SCHEMES, ess, get_scheme
 from ppl.inference.trace_mh import MH
 from ppl.semantics.trace import DETERMINISTIC, FACTOR, LATENT, OBSERVED, record
@@ -86,6 +96,7 @@ __all__ = [
     "random_walk_step",
     "resample_particles",
     "run_tempered_smc",
+    "tempered_density",
     "tempered_program",
     "tempered_smc",
     "tempering_parts",
@@ -132,10 +143,11 @@ def check_static(model, args, kwargs):
 
 
 def _unconstrain(raw, names) -> dict:
-    """site -> ``T^{-1}(x)`` for the named latent sites of a raw NumPyro trace, with ``T =
-    biject_to(support)`` of the site's distribution as drawn (so a support that depends on
-    earlier sites is handled)."""
-    return {n: biject_to(raw[n]["fn"].support).inv(raw[n]["value"]) for n in names}
+    """site -> ``T^{-1}(x)`` for the named latent sites of a raw NumPyro trace
+    (:func:`ppl.inference.kernels.unconstrain` with ``T = biject_to(support)`` of the site's
+    distribution as drawn, so a support that depends on earlier sites is handled)."""
+    return unconstrain({n: raw[n]["fn"].support for n in names},
+                       {n: raw[n]["value"] for n in names})
 
 
 def prior_particle(key, model, args, kwargs) -> dict:
@@ -158,10 +170,8 @@ class _Unconstrain(Messenger):
         name = msg.get("name")
         if msg["type"] != "sample" or msg["is_observed"] or name not in self.unconstrained:
             return
-        u = self.unconstrained[name]
-        transform = biject_to(msg["fn"].support)
-        value = transform(u)
-        self.log_det = self.log_det + jnp.sum(transform.log_abs_det_jacobian(u, value))
+        value, log_det = constrain_site(msg["fn"].support, self.unconstrained[name])
+        self.log_det = self.log_det + log_det
         msg["value"] = value
 
 
@@ -281,51 +291,65 @@ class Particle(NamedTuple):
     log_lik: jnp.ndarray
 
 
-def random_walk_step(particle: Particle, z, log_u, parts, beta, chol, step_size):
+def tempered_density(parts, beta):
+    """``x -> (log pi_b(x), (log prior, log likelihood))``: the tempered target ``log p~(x) +
+    b log L(x)`` in unconstrained coordinates, with its two halves as the kernels' ``aux``
+    (the next exponent needs the likelihood alone)."""
+
+    def log_density(x):
+        log_prior, log_lik = parts(x)
+        return log_prior + beta * log_lik, (log_prior, log_lik)
+
+    return log_density
+
+
+def _to_state(particle: Particle, beta) -> MHState:
+    """A particle (or the population) as the :class:`~ppl.inference.kernels.MHState` of a
+    kernel targeting ``pi_b``."""
+    log_density = particle.log_prior + beta * particle.log_lik
+    return MHState(particle.x, log_density, (particle.log_prior, particle.log_lik))
+
+
+def _from_state(state: MHState) -> Particle:
+    """The particle (or population) of a kernel state built by :func:`_to_state`."""
+    return Particle(state.position, *state.aux)
+
+
+def random_walk_step(key, state: MHState, log_density_fn, chol, step_size):
     """One Gaussian random-walk Metropolis step for ``pi_b`` (Metropolis et al. 1953):
-    propose ``x' = x + step_size * chol @ z`` with ``z ~ N(0, I)`` and accept if ``log_u <
-    log pi_b(x') - log pi_b(x)`` with ``log_u = log U(0, 1)``. Returns ``(particle,
-    accepted)``; the noise is an argument so a population draws it in one call."""
-    x_new = particle.x + step_size * (chol @ z)
-    lp_new, ll_new = parts(x_new)
-    log_a = _safe(lp_new + beta * ll_new - particle.log_prior - beta * particle.log_lik)
-    accept = log_u < log_a
-    new = Particle(x_new, lp_new, ll_new)
-    return jax.tree.map(lambda a, b: jnp.where(accept, a, b), new, particle), accept
+    propose ``x' = x + step_size * chol @ z`` with ``z ~ N(0, I)`` and accept if ``log u <
+    log pi_b(x') - log pi_b(x)``: :func:`ppl.inference.kernels.random_walk_mh` with a
+    Cholesky factor. A kernel ``(key, state) -> (state, MHInfo)`` once its other arguments
+    are bound (``log_density_fn`` from :func:`tempered_density`)."""
+    kernel = random_walk_mh(log_density_fn, step_size, cholesky=chol, has_aux=True)
+    return kernel(key, state)
 
 
-def hmc_step(particle: Particle, z, log_u, parts, beta, inv_mass, step_size, num_leapfrog):
+def hmc_step(key, state: MHState, log_density_fn, inv_mass, step_size, num_leapfrog):
     """One HMC step for ``pi_b`` (Neal 2011, section 5.3): momentum ``p = z / sqrt(
-    inv_mass) ~ N(0, M)`` (diagonal ``M = diag(1 / inv_mass)``), ``num_leapfrog`` leapfrog
-    steps of size ``step_size`` on the gradient of ``log prior + b log L``, accepted if
-    ``log_u`` is below the change of ``-H``, ``H = -log pi_b(x) + p^T M^{-1} p / 2``.
-    Returns ``(particle, accepted)``."""
+    inv_mass) ~ N(0, M)`` (diagonal ``M = diag(1 / inv_mass)``, ``z ~ N(0, I)``),
+    ``num_leapfrog`` leapfrog steps of size ``step_size`` on the gradient of ``log pi_b``,
+    accepted by :func:`ppl.inference.kernels.mh_accept` at the change of ``-H``, ``H =
+    -log pi_b(x) + p^T M^{-1} p / 2``. A kernel ``(key, state) -> (state, MHInfo)`` once
+    its other arguments are bound."""
+    key_momentum, key_accept = jax.random.split(key)
+    grad = jax.grad(lambda x: log_density_fn(x)[0])
+    p0 = jax.random.normal(key_momentum, state.position.shape, state.position.dtype)
+    p0 = p0 / jnp.sqrt(inv_mass)
 
-    def log_target(x):
-        lp, ll = parts(x)
-        return lp + beta * ll
-
-    grad = jax.grad(log_target)
-    p0 = z / jnp.sqrt(inv_mass)
-
-    def leapfrog(_, state):
-        x, p, g = state
+    def leapfrog(_, s):
+        x, p, g = s
         p = p + 0.5 * step_size * g
         x = x + step_size * inv_mass * p
         g = grad(x)
         return x, p + 0.5 * step_size * g, g
 
-    state = (particle.x, p0, grad(particle.x))
-    x_new, p_new, _ = jax.lax.fori_loop(0, num_leapfrog, leapfrog, state)
-    lp_new, ll_new = parts(x_new)
+    start = (state.position, p0, grad(state.position))
+    x_new, p_new, _ = jax.lax.fori_loop(0, num_leapfrog, leapfrog, start)
+    log_density, aux = log_density_fn(x_new)
     kinetic = lambda p: 0.5 * jnp.sum(inv_mass * p**2)
-    log_a = _safe(
-        lp_new + beta * ll_new - kinetic(p_new)
-        - particle.log_prior - beta * particle.log_lik + kinetic(p0)
-    )
-    accept = log_u < log_a
-    new = Particle(x_new, lp_new, ll_new)
-    return jax.tree.map(lambda a, b: jnp.where(accept, a, b), new, particle), accept
+    log_alpha = log_density - kinetic(p_new) - state.log_density + kinetic(p0)
+    return mh_accept(key_accept, state, MHState(x_new, log_density, aux), log_alpha)
 
 
 def kernel_parameters(move, cov):
@@ -347,27 +371,16 @@ def kernel_parameters(move, cov):
 def mutate(key, particles: Particle, parts, beta, move, precond, step_size, num_mcmc_steps,
            num_leapfrog):
     """``num_mcmc_steps`` moves of the ``move`` kernel (invariant for ``pi_b``) on every
-    particle (``vmap`` over particles, ``lax.scan`` over steps): the MCMC forward kernel of
-    Del Moral et al. (2006, section 3.3.2.3). Returns ``(particles, acceptance rate)``."""
-
-    n, d = particles.x.shape
-    dtype = particles.x.dtype
-    k_z, k_u = jax.random.split(key)
-    z = jax.random.normal(k_z, (num_mcmc_steps, n, d), dtype)
-    log_u = jnp.log(jax.random.uniform(k_u, (num_mcmc_steps, n), dtype))
-
-    def one_step(particle, z_n, log_u_n):
-        if move == "hmc":
-            return hmc_step(particle, z_n, log_u_n, parts, beta, precond, step_size,
-                            num_leapfrog)
-        return random_walk_step(particle, z_n, log_u_n, parts, beta, precond, step_size)
-
-    def body(pop, noise):
-        pop, accepted = jax.vmap(one_step)(pop, *noise)
-        return pop, jnp.mean(accepted.astype(dtype))
-
-    particles, rates = jax.lax.scan(body, particles, (z, log_u))
-    return particles, jnp.mean(rates)
+    particle: the MCMC forward kernel of Del Moral et al. (2006, section 3.3.2.3), through
+    :func:`ppl.inference.kernels.as_smc_move` (``vmap`` over particles, ``lax.scan`` over
+    steps). Returns ``(particles, acceptance rate)``."""
+    log_density = tempered_density(parts, beta)
+    if move == "hmc":
+        kernel = lambda k, s: hmc_step(k, s, log_density, precond, step_size, num_leapfrog)
+    else:
+        kernel = lambda k, s: random_walk_step(k, s, log_density, precond, step_size)
+    states, info = as_smc_move(kernel, num_mcmc_steps)(key, _to_state(particles, beta))
+    return _from_state(states), jnp.mean(info.accepted).astype(particles.x.dtype)
 
 
 def mutate_mh(key, particles: Particle, parts, beta, move, model, args, kwargs, unravel):
@@ -379,21 +392,20 @@ def mutate_mh(key, particles: Particle, parts, beta, move, model, args, kwargs, 
     program = tempered_program(model, beta)
     kernel = move.kernel(program)
 
-    def one(k, x):
+    def to_trace(x):
         _, _, trace = tempering_parts(model, args, kwargs, unravel(x))
-        _, trace, _ = record(program, _KEY, args, kwargs, substitutions=trace.select(LATENT))
+        return record(program, _KEY, args, kwargs, substitutions=trace.select(LATENT))[1]
 
-        def body(tr, k_i):
-            return kernel(k_i, tr, args, kwargs)
-
-        trace, accepted = jax.lax.scan(body, trace, jax.random.split(k, move.num_mcmc_steps))
+    def to_position(trace, x):
         _, _, raw = record(model, _KEY, args, kwargs, substitutions=trace.select(LATENT))
-        x_new = ravel_pytree(_unconstrain(raw, trace.latent_names))[0].astype(x.dtype)
-        return x_new, jnp.mean(accepted.astype(x.dtype))
+        return ravel_pytree(_unconstrain(raw, trace.latent_names))[0].astype(x.dtype)
 
-    x, rates = jax.vmap(one)(jax.random.split(key, particles.x.shape[0]), particles.x)
+    traces = jax.vmap(to_trace)(particles.x)
+    step = as_smc_move(lambda k, tr: kernel(k, tr, args, kwargs), move.num_mcmc_steps)
+    traces, accepted = step(key, traces)
+    x = jax.vmap(to_position)(traces, particles.x)
     log_prior, log_lik = jax.vmap(parts)(x)
-    return Particle(x, log_prior, log_lik), jnp.mean(rates)
+    return Particle(x, log_prior, log_lik), jnp.mean(accepted).astype(x.dtype)
 
 
 # --------------------------------------------------------------------------- the driver

@@ -32,8 +32,11 @@ to a model (:func:`make_kernel`) it is a kernel ``kernel(key, trace, args, kwarg
   A proposed value outside its site's support is rejected. The proposal may only sample
   latent sites of the model (anything else raises :class:`UnsupportedModelError`).
 
-:func:`run_chain` iterates a kernel with ``lax.scan`` (warmup, then sampling), and
-:class:`MH` vectorises chains with ``vmap``; the whole run is one ``jit``. With
+:func:`run_chain` iterates a kernel on the one chain driver of :mod:`ppl.inference.kernels`
+(:func:`~ppl.inference.kernels.sample_chain`: one ``lax.scan``, warmup then sampling), and
+:class:`MH` vectorises chains with ``vmap`` (:func:`~ppl.inference.kernels.run_chain`); the
+whole run is one ``jit``. The accept step, the random walk and the step-size adaptation are
+the shared ones of :mod:`ppl.inference.kernels`. With
 ``proposal="random_walk"`` and ``num_warmup > 0`` the step size ``h`` is adapted during
 warmup by Robbins-Monro on ``log h`` towards an acceptance probability of 0.3 (Andrieu &
 Thoms 2008, "A tutorial on adaptive MCMC", section 5.1 / Algorithm 4):
@@ -61,7 +64,16 @@ from ppl.inference.base import (
     check_nonnegative,
     check_option,
 )
-from ppl.inference.progress import progress_scan
+from ppl.inference.kernels import (
+    MHInfo,
+    cast_like,
+    mh_accept,
+    random_walk,
+    repeat,
+    sample_chain,
+    step_size_adaptation,
+)
+from ppl.inference.kernels import run_chain as run_chains
 from ppl.semantics.density import Density
 from ppl.semantics.trace import DETERMINISTIC, FACTOR, LATENT, OBSERVED, Trace, record
 from ppl.semantics.traced import Traced
@@ -99,22 +111,14 @@ class MHStep(NamedTuple):
 # --------------------------------------------------------------------------- accept / reject
 
 
-def _cast_like(new, old):
-    """``new`` with the dtypes of ``old`` leaf by leaf (so scan carries and switch
-    branches keep one type)."""
-    return jax.tree.map(lambda a, b: jnp.asarray(a, dtype=jnp.result_type(b)), new, old)
-
-
 def metropolis_hastings(key, current, proposed, log_alpha) -> MHStep:
     """Accept ``proposed`` with probability ``min(1, exp(log_alpha))``, else keep
-    ``current`` (Metropolis et al. 1953; Hastings 1970, eq. 2.3). Works on any pytree
-    state; a NaN ``log_alpha`` (e.g. ``-inf - (-inf)``) counts as a rejection."""
-    log_alpha = jnp.asarray(log_alpha)
-    log_alpha = jnp.where(jnp.isnan(log_alpha), -jnp.inf, log_alpha)
-    accepted = jnp.log(jax.random.uniform(key, dtype=log_alpha.dtype)) < log_alpha
-    proposed = _cast_like(proposed, current)
-    state = jax.tree.map(lambda new, old: jnp.where(accepted, new, old), proposed, current)
-    return MHStep(state, accepted, jnp.exp(jnp.minimum(log_alpha, 0.0)))
+    ``current`` (Metropolis et al. 1953; Hastings 1970, eq. 2.3): the shared accept step
+    :func:`ppl.inference.kernels.mh_accept` as an :class:`MHStep`. Works on any pytree
+    state; a NaN ``log_alpha`` (e.g. ``-inf - (-inf)``) counts as a rejection. Every
+    kernel of this module calls it through the module attribute, so a test can replace it."""
+    state, info = mh_accept(key, current, proposed, log_alpha)
+    return MHStep(state, info.accepted, info.accept_prob)
 
 
 # --------------------------------------------------------------------------- (a) single site
@@ -135,7 +139,7 @@ def regenerate_site_step(key, trace: Trace, index, args, kwargs, model, sites=No
     def branch(site):
         def regenerate(k, tr):
             new, log_ratio = traced.regenerate(k, tr, (site,), *args, **kwargs)
-            return _cast_like(new, tr), jnp.asarray(log_ratio, dtype=jnp.result_type(float))
+            return cast_like(new, tr), jnp.asarray(log_ratio, dtype=jnp.result_type(float))
 
         return regenerate
 
@@ -182,16 +186,8 @@ def random_walk_step(key, trace: Trace, args, kwargs, model, step_size=0.5) -> M
         raise UnsupportedModelError("mh: the program has no latent site to move")
     density = Density(model)
     u = density.to_unconstrained(trace.select(LATENT), *args, **kwargs)
-    leaves, treedef = jax.tree.flatten(u)
     key_noise, key_accept = jax.random.split(key)
-    noise_keys = jax.random.split(key_noise, len(leaves))
-    u_new = jax.tree.unflatten(
-        treedef,
-        [
-            x + step_size * jax.random.normal(k, jnp.shape(x), jnp.result_type(x))
-            for x, k in zip(leaves, noise_keys, strict=True)
-        ],
-    )
+    u_new = random_walk(key_noise, u, step_size)
     log_alpha = density.log_joint_unconstrained(u_new, *args, **kwargs) - (
         density.log_joint_unconstrained(u, *args, **kwargs)
     )
@@ -230,7 +226,7 @@ def program_step(key, trace: Trace, args, kwargs, model, proposal) -> MHStep:
         )
     if not sampled:
         raise UnsupportedModelError("mh: the proposal program samples no site")
-    values = {**current, **_cast_like(forward.select(LATENT), {s: current[s] for s in sampled})}
+    values = {**current, **cast_like(forward.select(LATENT), {s: current[s] for s in sampled})}
     _, proposed, raw = record(model, _REPLAY_KEY, args, kwargs, substitutions=values)
     _, reverse, _ = record(
         proposal, _REPLAY_KEY, (values, *args), kwargs,
@@ -273,7 +269,7 @@ def make_kernel(model, proposal="prior", step_size=0.5):
 
 
 class Draw(NamedTuple):
-    """What one sampling iteration records (stacked by the scan)."""
+    """What one sampling iteration records (stacked by the chain driver)."""
 
     values: dict  # latent and deterministic sites
     log_likelihood: dict  # observed site -> pointwise log density
@@ -283,17 +279,55 @@ class Draw(NamedTuple):
     accepted: jnp.ndarray  # fraction accepted among them
 
 
-def _draw(trace: Trace, accepted, accept_prob) -> Draw:
-    return Draw(
-        values=trace.select(LATENT, DETERMINISTIC),
-        log_likelihood={n: trace.log_probs[n] for n in trace.names(OBSERVED)},
-        site_log_probs={
+def _sites(trace: Trace) -> dict:
+    """The part of a trace a kept draw records (the driver's ``collect``)."""
+    return {
+        "values": trace.select(LATENT, DETERMINISTIC),
+        "log_likelihood": {n: trace.log_probs[n] for n in trace.names(OBSERVED)},
+        "site_log_probs": {
             n: jnp.sum(trace.log_probs[n]) for n in trace.names(LATENT, OBSERVED, FACTOR)
         },
-        log_joint=trace.log_joint,
-        accept_prob=accept_prob,
-        accepted=accepted,
-    )
+        "log_joint": trace.log_joint,
+    }
+
+
+def _iteration_kernel(step, num_mcmc_steps, step_size, adapt, target_accept):
+    """``(kernel, adaptation)`` for the chain driver of :mod:`ppl.inference.kernels`: one
+    iteration is ``num_mcmc_steps`` applications of ``step(key, trace, step_size) ->
+    MHStep`` (:func:`~ppl.inference.kernels.repeat`; info = mean acceptance probability and
+    accepted fraction), and with ``adapt`` the step size is a kernel parameter tuned by
+    :func:`~ppl.inference.kernels.step_size_adaptation`."""
+
+    def one(key, trace, h):
+        result = step(key, trace, h)
+        return result.trace, MHInfo(result.accepted, result.accept_prob)
+
+    iteration = repeat(one, num_mcmc_steps)
+
+    def kernel(key, trace, h=step_size):
+        trace, info = iteration(key, trace, h)
+        accepted = info.accepted.astype(info.accept_prob.dtype)
+        return trace, info._replace(accepted=accepted)
+
+    adaptation = step_size_adaptation(step_size, target_accept) if adapt else None
+    return kernel, adaptation
+
+
+def _chain_output(chain, step_size, adaptation, num_warmup):
+    """``(draws, final step size, warm-up acceptance rate)`` of one or a ``vmap`` of
+    :class:`~ppl.inference.kernels.Chain` (leading chain axes kept)."""
+    info = chain.infos
+    draws = Draw(**chain.states, accept_prob=info.accept_prob, accepted=info.accepted)
+    accepted = chain.warmup_infos.accepted
+    if num_warmup:
+        warmup_rate = accepted.mean(axis=-1)
+    else:
+        warmup_rate = jnp.zeros(accepted.shape[:-1], accepted.dtype)
+    if adaptation is None:
+        size = jnp.full(warmup_rate.shape, step_size, jnp.result_type(float))
+    else:
+        size = adaptation.parameters(chain.adapt_state)
+    return draws, size, warmup_rate
 
 
 def run_chain(key, step, init, num_warmup: int, num_samples: int, num_mcmc_steps: int = 1,
@@ -302,48 +336,18 @@ def run_chain(key, step, init, num_warmup: int, num_samples: int, num_mcmc_steps
     """One MH chain from the trace ``init``: ``(draws, final step size, warmup rate)``.
 
     ``step(key, trace, step_size) -> MHStep``; an iteration applies it ``num_mcmc_steps``
-    times.
-    One ``lax.scan`` runs ``num_warmup + num_samples`` iterations; during the first
+    times. Runs on the one chain driver :func:`ppl.inference.kernels.sample_chain`: one
+    ``lax.scan`` over ``num_warmup + num_samples`` iterations; during the first
     ``num_warmup`` (discarded) ones, with ``adapt``, ``log step_size`` follows the
     Robbins-Monro recursion of Andrieu & Thoms 2008, section 5.1, towards acceptance
     probability ``target_accept``; it is frozen afterwards. Returns the last
     ``num_samples`` iterations as :class:`Draw` (leading axis ``num_samples``). With
     ``progress_bar`` a tqdm bar follows the iterations through host callbacks."""
-
-    def iteration(trace, key_i, step_size):
-        if num_mcmc_steps == 1:
-            result = step(key_i, trace, step_size)
-            return result.trace, result.accepted.astype(result.accept_prob.dtype), (
-                result.accept_prob
-            )
-
-        def one(tr, k):
-            result = step(k, tr, step_size)
-            return result.trace, (result.accepted, result.accept_prob)
-
-        trace, (accepted, prob) = jax.lax.scan(
-            one, trace, jax.random.split(key_i, num_mcmc_steps)
-        )
-        return trace, accepted.astype(prob.dtype).mean(), prob.mean()
-
-    def body(carry, step_i):
-        trace, log_h = carry
-        i, key_i = step_i
-        trace, accepted, prob = iteration(trace, key_i, jnp.exp(log_h))
-        if adapt:
-            gain = (i + 1.0) ** -0.6
-            log_h = jnp.where(i < num_warmup, log_h + gain * (prob - target_accept), log_h)
-        return (trace, log_h), _draw(trace, accepted, prob)
-
-    total = num_warmup + num_samples
-    log_h = jnp.log(jnp.asarray(step_size, dtype=jnp.result_type(float)))
-    iterations = (jnp.arange(total), jax.random.split(key, total))
-    (_, log_h), draws = progress_scan(
-        body, (init, log_h), iterations, desc="mh", enable=progress_bar
-    )
-    warmup_rate = draws.accepted[:num_warmup].mean() if num_warmup else jnp.zeros(())
-    draws = jax.tree.map(lambda a: a[num_warmup:], draws)
-    return draws, jnp.exp(log_h), warmup_rate
+    kernel, adaptation = _iteration_kernel(step, num_mcmc_steps, step_size, adapt,
+                                           target_accept)
+    chain = sample_chain(key, kernel, init, num_samples, num_warmup, adapt=adaptation,
+                         collect=_sites, progress_bar=progress_bar, desc="mh")
+    return _chain_output(chain, step_size, adaptation, num_warmup)
 
 
 # --------------------------------------------------------------------------- combinator
@@ -399,19 +403,19 @@ class MH:
 
     def core(self, key, model, args, kwargs):
         """The pure, jittable run: ``num_chains`` chains (``vmap``), each initialised from
-        the prior and run by :func:`run_chain`. Leading axes (num_chains, num_samples)."""
+        the prior and run by the chain driver :func:`ppl.inference.kernels.run_chain`.
+        Leading axes (num_chains, num_samples)."""
         step = _step_fn(model, self.proposal, self.step_size)
-
-        def chain(k):
-            key_init, key_run = jax.random.split(k)
-            init = Traced(model)(key_init, *args, **kwargs)
-            return run_chain(
-                key_run, partial(_bind, step, args, kwargs), init, self.num_warmup,
-                self.num_samples, self.num_mcmc_steps, self.step_size, self.adapts,
-                progress_bar=self.progress_bar,
-            )
-
-        return jax.vmap(chain)(jax.random.split(key, self.num_chains))
+        kernel, adaptation = _iteration_kernel(
+            partial(_bind, step, args, kwargs), self.num_mcmc_steps, self.step_size,
+            self.adapts, TARGET_ACCEPT,
+        )
+        chains = run_chains(
+            key, kernel, lambda k: Traced(model)(k, *args, **kwargs), self.num_samples,
+            self.num_warmup, self.num_chains, adapt=adaptation, collect=_sites,
+            progress_bar=self.progress_bar, desc="mh",
+        )
+        return _chain_output(chains, self.step_size, adaptation, self.num_warmup)
 
     def run(self, key, model, *args, **kwargs) -> Posterior:
         """Run the chains on ``model(*args, **kwargs)``; an unweighted

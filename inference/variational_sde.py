@@ -55,7 +55,6 @@ import numpy as np
 import optax
 from jax.scipy.special import logsumexp
 from numpyro.distributions import constraints
-from numpyro.distributions.transforms import biject_to
 from ppl.inference.base import (
     cached,
     check_count,
@@ -64,6 +63,7 @@ from ppl.inference.base import (
     split_arguments,
     store,
 )
+from ppl.inference.kernels import constrain, constrain_site, unconstrain
 from ppl.inference.progress import progress_scan
 from ppl.semantics.trace import DETERMINISTIC, FACTOR, LATENT, OBSERVED, record
 
@@ -281,17 +281,20 @@ def _guide_draw(guide, structure, key):
         loc, log_scale = guide[name]["loc"], guide[name]["log_scale"]
         z = loc + jnp.exp(log_scale) * jax.random.normal(jax.random.fold_in(key, i), shape,
                                                          loc.dtype)
-        transform = biject_to(structure.supports[name])
-        value = transform(z)
+        value, log_det = constrain_site(structure.supports[name], z)
         log_q = log_q + jnp.sum(-0.5 * ((z - loc) / jnp.exp(log_scale)) ** 2 - log_scale
                                 - 0.5 * jnp.log(2 * jnp.pi))
-        log_q = log_q - jnp.sum(transform.log_abs_det_jacobian(z, value))
+        log_q = log_q - log_det
         values[name] = value
     return values, log_q
 
 
+def _param_constraints(structure):
+    return {n: c for n, (_, c) in structure.params.items()}
+
+
 def _constrained_params(free, structure):
-    return {n: biject_to(structure.params[n][1])(v) for n, v in free.items()}
+    return constrain(_param_constraints(structure), free)[0]
 
 
 def _one_path(phi, fixed, structure, static_controls, model, args, kwargs, context, key):
@@ -370,11 +373,12 @@ class VSDE:
             dynamic[name], static[name] = eqx.partition(control, eqx.is_inexact_array)
         guide = {}
         for name, _ in structure.guided:
-            loc = biject_to(structure.supports[name]).inv(init_values[name])
+            loc = unconstrain(structure.supports, {name: init_values[name]})[name]
             guide[name] = {"loc": loc, "log_scale": jnp.full(jnp.shape(loc),
                                                              math.log(self.init_scale),
                                                              loc.dtype)}
-        free = {n: biject_to(c).inv(v) for n, (v, c) in structure.params.items()}
+        free = unconstrain(_param_constraints(structure),
+                           {n: v for n, (v, _) in structure.params.items()})
         learned, fixed = (free, {}) if self.learn_params else ({}, free)
         phi = {"control": dynamic, "guide": guide, "params": learned}
         return structure, static, phi, fixed

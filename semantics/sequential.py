@@ -239,26 +239,27 @@ def step_reads(model, args, kwargs, fixed=None) -> tuple[str, ...]:
     leaves, treedef = jax.tree.flatten((args, kwargs))
     arrays = [i for i, leaf in enumerate(leaves) if isinstance(leaf, (jax.Array, np.ndarray))]
 
-    def first_step(values, carry, array_leaves):
+    def first_step(values, carry, array_leaves, held):
         full = list(leaves)
         for i, a in zip(arrays, array_leaves, strict=True):
             full[i] = a
         a, k = jax.tree.unflatten(treedef, full)
-        inner = Sequential(model).state_space(replay_key(), *a, params={**fixed, **values}, **k)
+        inner = Sequential(model).state_space(replay_key(), *a, params={**held, **values}, **k)
         result = inner.step(replay_key(), 0, carry)
         return result.carry, result.log_weight, result.log_transition, result.values
 
+    # every input abstract, so that tracers of an enclosing jit / scan are never closed over
     closed = jax.make_jaxpr(first_step)(
-        _abstract(values), _abstract(ssm.init), _abstract([leaves[i] for i in arrays])
+        _abstract(values), _abstract(ssm.init), _abstract([leaves[i] for i in arrays]),
+        _abstract(fixed),
     )
     counts = [len(jax.tree.leaves(values[n])) for n in free]
-    num_rest = len(closed.jaxpr.invars) - sum(counts)
     read = []
     start = 0
     for name, count in zip(free, counts, strict=True):
         flags = [False] * len(closed.jaxpr.invars)
         flags[start:start + count] = [True] * count
         start += count
-        if _reaches_outputs(closed.jaxpr, flags[: len(flags) - num_rest] + [False] * num_rest):
+        if _reaches_outputs(closed.jaxpr, flags):
             read.append(name)
     return tuple(read)

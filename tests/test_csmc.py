@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from ppl.inference.conditional import csmc, csmc_sweep, shared_state_space
+from ppl.inference.conditional import conditional_model, csmc, csmc_sweep
 from ppl.models import lgssm_1d, lgssm_1d_exact, lgssm_1d_unknown_rho, simulate_lgssm_1d
 from ppl.semantics.validity import preserves
 
@@ -52,10 +52,10 @@ def test_chain_leaves_smoothing_invariant(new_path):
 
 
 def test_backward_sampling_without_filter_weights_is_detected(monkeypatch):
-    def broken(ssm, t, population, values):
-        return jax.vmap(lambda c: ssm.log_transition(t, c, values))(population.carry)
+    def broken(fk, t, prev, values):
+        return jax.vmap(lambda p, c: fk.log_transition(t, p, c, values))(prev.params, prev.carry)
 
-    monkeypatch.setattr(csmc_module, "backward_log_weights_row", broken)
+    monkeypatch.setattr(csmc_module, "backward_log_weights", broken)
     report = chain_check(csmc(30, num_sweeps=130, num_warmup=10), check=False)
     print(report)
     assert not report.ok
@@ -63,9 +63,9 @@ def test_backward_sampling_without_filter_weights_is_detected(monkeypatch):
 
 def test_reference_is_frozen_at_index_zero():
     ys, _, _ = data()
-    ssm = shared_state_space(lgssm_1d, (ys,), {})
+    fk = conditional_model(lgssm_1d, (ys,), {})
     reference = {"x": jnp.linspace(-1.0, 1.0, T)}
-    record = csmc_sweep(jax.random.PRNGKey(0), ssm, 8, reference)
+    record = csmc_sweep(jax.random.PRNGKey(0), fk, 8, reference).records
     np.testing.assert_allclose(record.values["x"][:, 0], reference["x"], rtol=1e-6)
     assert np.all(np.asarray(record.ancestors[:, 0]) == 0)
     assert np.all(np.asarray(record.values["x"][:, 1:]) != np.asarray(reference["x"])[:, None])

@@ -37,6 +37,7 @@ from ppl import models as zoo
 from ppl.errors import UnknownOptionError, UnsupportedModelError
 
 learning = importlib.import_module("ppl.inference.learning")
+engine = importlib.import_module("ppl.inference.engine")
 csmc_module = importlib.import_module("ppl.inference.conditional")
 
 KEY = jax.random.PRNGKey(20261128)
@@ -124,22 +125,25 @@ def filter_score(key, ys, params, num_particles):
     sites = learning.global_sites(lgssm_params, (ys,), {}, params)
     real = {n: s._replace(constraint=constraints.real) for n, s in sites.items()}
     theta, unravel = jax.flatten_util.ravel_pytree({n: jnp.asarray(params[n]) for n in NAMES})
-    phi_at, _ = learning.score_functional(lgssm_params, (ys,), {}, real, list(NAMES), {},
-                                          unravel)
+    phi_at = learning.score_functional(lgssm_params, (ys,), {}, real, list(NAMES), {},
+                                       unravel)
     phi = phi_at(theta)
-    ssm = csmc_module.shared_state_space(lgssm_params, (ys,), {}, params)
+    fk = csmc_module.conditional_model(lgssm_params, (ys,), {}, params)
 
-    def body(pop, xs):
-        t, key_t = xs
-        ancestors, result, new, _, _ = csmc_module.forward_step(key_t, ssm, t, pop)
-        prev = jnp.take(pop.carry, ancestors, axis=0)
-        psi = jax.vmap(lambda c0, c, v: phi(t, c0, c, v))(prev, result.carry, result.values)
-        return new, jnp.exp(new.log_weights) @ psi
+    class FilterScore:
+        uses_key = False
 
-    keys = jax.random.split(key, ssm.num_steps)
-    _, per_step = jax.lax.scan(body, csmc_module.initial_population(ssm, num_particles),
-                               (jnp.arange(ssm.num_steps), keys))
-    return unravel(per_step.sum(0))
+        def init(self, fk, state):
+            return None
+
+        def step(self, key, t, carry, prev, out, new):
+            parents, result = out.parents, out.result
+            psi = jax.vmap(lambda z, c0, c, v: phi(t, z, c0, c, v))(
+                parents.params, parents.carry, result.carry, result.values)
+            return carry, jnp.exp(new.log_weights) @ psi
+
+    run = engine.run_particles(key, fk, num_particles, "multinomial", 1.0, FilterScore())
+    return unravel(run.records.sum(0))
 
 
 def z_scores(estimates, exact):

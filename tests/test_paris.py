@@ -90,8 +90,8 @@ def test_dropping_filter_weights_is_detected(monkeypatch):
     small; the right kernel passes it: z = -1.5 and -0.7 when we ran it)."""
     ys, exact = data_1d(3)
 
-    def broken(ssm, t, population, values):
-        return jax.vmap(lambda c: ssm.log_transition(t, c, values))(population.carry)
+    def broken(fk, t, prev, values):
+        return jax.vmap(lambda p, c: fk.log_transition(t, p, c, values))(prev.params, prev.carry)
 
     monkeypatch.setattr(paris_module, "backward_log_weights", broken)
     smoother = paris(300, 2, psi_1d)
