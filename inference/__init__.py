@@ -1,6 +1,10 @@
 """Inference: building blocks and the algorithms composed from them.
 
-Configure a combinator once, then ``.run(key, model, *args, **kwargs)``:
+Every sequential algorithm is a composition over one particle engine,
+:mod:`ppl.inference.engine` (a Feynman–Kac model read from the program, one SMC step, one
+time driver with collectors), and every MCMC algorithm over one kernel protocol and chain
+driver, :mod:`ppl.inference.kernels`. Configure a combinator once, then
+``.run(key, model, *args, **kwargs)``:
 
 - :func:`importance` — likelihood weighting or importance sampling with a proposal program
 - :func:`exact` — exact enumeration (funsor) of finite discrete programs
@@ -18,7 +22,7 @@ Configure a combinator once, then ``.run(key, model, *args, **kwargs)``:
 - :func:`vsde` — variational inference for SDE paths (``ppl.sde``), Brownian or fractional
 """
 
-from ppl.inference import resampling
+from ppl.inference import engine, kernels, resampling
 from ppl.inference.amortization import Amortized, AmortizedStep, amortized, amortized_step
 from ppl.inference.conditional import CSMC, csmc
 from ppl.inference.enumeration import Exact, exact
@@ -46,7 +50,8 @@ from ppl.inference.trace_mh import MH, mh
 from ppl.inference.variational import SVI, svi
 from ppl.inference.variational_sde import VSDE, AffineControl, MLPControl, vsde
 
-__all__ = ["Exact", "Importance", "SMC", "exact", "importance", "resampling", "smc",
+__all__ = ["engine", "kernels",
+           "Exact", "Importance", "SMC", "exact", "importance", "resampling", "smc",
            "TemperedSMC", "tempered_smc",
            "HMC", "NUTS", "hmc", "nuts",
            "MH", "mh", "RMSMC", "rmsmc",

@@ -30,6 +30,20 @@ def check_option(argument: str, value, allowed):
     return value
 
 
+def check_sweeps(num_sweeps, num_warmup):
+    """``(num_sweeps, num_warmup)`` checked for the conditional-SMC family (csmc, ppg,
+    score ascent): positive ``num_sweeps`` and ``0 <= num_warmup < num_sweeps`` (the first
+    ``num_warmup`` sweeps are dropped), else a ``ValueError`` naming them."""
+    num_sweeps = check_count("num_sweeps", num_sweeps)
+    num_warmup = check_nonnegative("num_warmup", num_warmup)
+    if num_warmup >= num_sweeps:
+        raise ValueError(
+            f"num_warmup must be smaller than num_sweeps (the first num_warmup sweeps are "
+            f"dropped), got num_warmup={num_warmup}, num_sweeps={num_sweeps}"
+        )
+    return num_sweeps, num_warmup
+
+
 def check_key(key):
     """Raise a clear error unless ``key`` is a JAX PRNG key."""
     try:

@@ -63,8 +63,8 @@ from ppl.inference.base import (
     CompiledRuns,
     check_count,
     check_key,
-    check_nonnegative,
     check_option,
+    check_sweeps,
 )
 from ppl.inference.engine import (
     REFERENCE_INDEX,
@@ -335,14 +335,7 @@ class CSMC:
     def __init__(self, num_particles: int, num_sweeps=1000, num_warmup=100, num_chains=1,
                  new_path="backward", fixed=None, progress_bar=False):
         self.num_particles = check_count("num_particles", num_particles)
-        self.num_sweeps = check_count("num_sweeps", num_sweeps)
-        self.num_warmup = check_nonnegative("num_warmup", num_warmup)
-        if self.num_warmup >= self.num_sweeps:
-            raise ValueError(
-                f"num_warmup must be smaller than num_sweeps (the first num_warmup of the "
-                f"num_sweeps paths are dropped), got num_warmup={num_warmup}, "
-                f"num_sweeps={num_sweeps}"
-            )
+        self.num_sweeps, self.num_warmup = check_sweeps(num_sweeps, num_warmup)
         self.num_samples = self.num_sweeps - self.num_warmup  # kept paths per chain
         self.num_chains = check_count("num_chains", num_chains)
         self.new_path = check_option("new_path", new_path, NEW_PATHS)

@@ -89,6 +89,7 @@ __all__ = [
     "run_smc",
     "smc",
     "smc_info",
+    "smc_posterior",
     "trace_ancestry",
 ]
 
@@ -378,19 +379,9 @@ class SMC:
         """Run SMC on ``model(*args, **kwargs)`` (one ``ppl.markov`` call after its global
         sites) and return a weighted :class:`~ppl.Posterior`."""
         out = to_host(self._runs(check_key(key), model, args, kwargs))  # multi-host: gather
-        _check_weights(out)
-        info = {**smc_info(out, self.history), "num_particles": self.num_particles,
-                "resample": self.resample, "ess_threshold": self.ess_threshold,
-                "history": self.history}
-        return Posterior(
-            {**out.globals, **out.paths},
-            log_weights=out.log_weights,
-            log_evidence=out.log_evidence,
-            observed_data=out.observed_data,
-            log_likelihood=out.log_likelihood,
-            method="smc",
-            info=info,
-        )
+        info = {"num_particles": self.num_particles, "resample": self.resample,
+                "ess_threshold": self.ess_threshold, "history": self.history}
+        return smc_posterior(out, "smc", info, self.history)
 
     def __repr__(self):
         return (
@@ -398,6 +389,23 @@ class SMC:
             f"ess_threshold={self.ess_threshold}, proposal={self.proposal!r}, "
             f"history={self.history})"
         )
+
+
+def smc_posterior(out: SMCOutput, method: str, info: dict, history=True) -> Posterior:
+    """The weighted :class:`~ppl.Posterior` of an SMC run (after
+    :func:`_check_weights`): each final particle's global sites and path, its weight, the
+    evidence, the pointwise log-likelihood and data, and ``info`` with the per-step
+    records (:func:`smc_info`). Shared by SMC and resample-move SMC."""
+    _check_weights(out)
+    return Posterior(
+        {**out.globals, **out.paths},
+        log_weights=out.log_weights,
+        log_evidence=out.log_evidence,
+        observed_data=out.observed_data,
+        log_likelihood=out.log_likelihood,
+        method=method,
+        info={**smc_info(out, history), **info},
+    )
 
 
 def smc_info(out: SMCOutput, history=True) -> dict:

@@ -42,9 +42,10 @@ sweeps (a ``lax.scan``) at the current parameters whose estimates after the firs
 Step functionals. PaRIS in :mod:`ppl.inference.smoothing` feeds the user's functional the
 carries ``psi(t, x_prev, x, params)``. The score needs the step's latent *values* (the
 carry need not contain them), so this module's sweep (:func:`conditional_sweep`) feeds a
-*step functional* ``phi(t, prev_carry, carry, values)``; it is assembled from the same
-building blocks (``forward_step``, the exact / accept-reject backward draws,
-``paris_update`` and ``path_from_backward_indices``).
+*step functional* ``phi(t, z_prev, prev_carry, carry, values)`` (``z_prev``: the previous
+particle's time-0 state sites); it is the same PaRIS sweep
+(:func:`~ppl.inference.smoothing.paris_sweep`: the engine's time driver with the
+:class:`~ppl.inference.smoothing.ParisCollector`) with that functional.
 """
 
 from __future__ import annotations
@@ -58,7 +59,13 @@ import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 from numpyro.distributions import constraints
-from ppl.inference.base import CompiledRuns, check_count, check_key, check_option
+from ppl.inference.base import (
+    CompiledRuns,
+    check_count,
+    check_key,
+    check_option,
+    check_sweeps,
+)
 from ppl.inference.conditional import (
     check_markov_gap,
     check_reference,
@@ -390,17 +397,6 @@ def _check_fraction(name, value, low_open=True):
     return value
 
 
-def _check_sweeps(num_sweeps, num_warmup):
-    num_sweeps = check_count("num_sweeps", num_sweeps)
-    w = num_warmup
-    if isinstance(w, bool) or int(w) != w or not 0 <= w < num_sweeps:
-        raise ValueError(
-            f"num_warmup must be an integer with 0 <= num_warmup < num_sweeps={num_sweeps}, "
-            f"got {num_warmup!r}"
-        )
-    return num_sweeps, int(num_warmup)
-
-
 def _result(out, sites, names, unravel, method, info):
     trajectory = jax.vmap(lambda u: _constrain(sites, names, unravel(u)))(out.trajectory)
     estimate = _constrain(sites, names, unravel(out.estimate))
@@ -425,7 +421,7 @@ class _PPGLearner:
         self.num_particles = check_count("num_particles", num_particles)
         self.num_backward = check_count("num_backward", num_backward)
         self.num_steps = check_count("num_steps", num_steps)
-        self.num_sweeps, self.num_warmup = _check_sweeps(num_sweeps, num_warmup)
+        self.num_sweeps, self.num_warmup = check_sweeps(num_sweeps, num_warmup)
         self.step_size = float(step_size)
         if not self.step_size > 0:
             raise ValueError(f"step_size must be positive, got {step_size!r}")

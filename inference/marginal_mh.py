@@ -31,11 +31,16 @@ Building blocks, each a small function:
 * :func:`particle_filter` — the SMC of ``likelihood`` for its evidence only: the engine's
   time driver with no collector (optionally stopped after t steps, for SMC^2);
 * :func:`estimate_likelihood` — one SMC run at ``theta = T(u)``: a :class:`PMMHState`;
-* :func:`random_walk` — the Gaussian random-walk proposal on ``u``;
-* :func:`mh_accept` — the Metropolis-Hastings accept/reject of a proposed state;
-* :func:`pmmh_step` — one PMMH iteration (propose, estimate, accept);
-* :func:`adapt_scale` — Robbins-Monro adaptation of the step size during warmup;
-* :func:`run_pmmh` — the driver: ``lax.scan`` over iterations, ``vmap`` over chains.
+* :func:`pmmh_step` — one PMMH iteration: the random walk on ``u``
+  (:func:`ppl.inference.kernels.random_walk`), the SMC at the proposal, the
+  Metropolis-Hastings accept step (:func:`ppl.inference.kernels.mh_accept`);
+* :func:`pmmh_kernel` — :func:`pmmh_step` as a kernel of the one MCMC kernel protocol
+  (``kernel(key, state, step size multiplier) -> (state, PMMHInfo)``);
+* :func:`warmup_adaptation` — Robbins-Monro adaptation of the step size during warmup
+  (:func:`ppl.inference.kernels.robbins_monro`);
+* :func:`run_pmmh` — the driver: the one chain driver
+  :func:`ppl.inference.kernels.run_chain` (``lax.scan`` over iterations, ``vmap`` over
+  chains).
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
-from numpyro.distributions import biject_to
+from ppl.inference import kernels
 from ppl.inference.base import (
     CompiledRuns,
     check_count,
@@ -57,7 +62,6 @@ from ppl.inference.base import (
 )
 from ppl.inference.engine import FeynmanKac, run_particles
 from ppl.inference.filtering import SMC
-from ppl.inference.progress import progress_scan
 from ppl.semantics.sequential import Sequential
 from ppl.semantics.trace import record
 
@@ -67,17 +71,17 @@ from ppl.primitives import intercept_markov
 
 __all__ = [
     "PMMH",
+    "PMMHInfo",
     "PMMHState",
     "ParamSpace",
-    "adapt_scale",
     "check_param_names",
     "estimate_likelihood",
-    "mh_accept",
     "particle_filter",
     "pmmh",
+    "pmmh_kernel",
     "pmmh_step",
-    "random_walk",
     "run_pmmh",
+    "warmup_adaptation",
 ]
 
 _PROPOSALS = ("random_walk",)
@@ -122,7 +126,8 @@ def check_param_names(params, who):
 
 class ParamSpace:
     """The named global latent sites ``params`` of a ``markov`` program, in unconstrained
-    coordinates ``u`` (``theta = T(u)``, ``T = biject_to(support)`` site by site).
+    coordinates ``u`` (``theta = T(u)``, ``T = biject_to(support)`` site by site: the
+    change of variables of :mod:`ppl.inference.kernels`).
 
     Built at trace time (inside ``jit``); the constructor checks, with clear errors, that
     the program has one ``markov`` call (:class:`UnsupportedModelError`), that every name
@@ -157,8 +162,8 @@ class ParamSpace:
         _, raw = _global_sites(model, args, kwargs)
         for n in self.names:
             try:
-                biject_to(raw[n]["fn"].support)
-            except NotImplementedError as e:
+                kernels.bijection(raw[n]["fn"].support)
+            except UnsupportedModelError as e:
                 raise UnsupportedModelError(
                     f"{who}: param '{n}' has support {raw[n]['fn'].support}, which has no "
                     "bijection to unconstrained space; a random walk needs continuous params"
@@ -171,17 +176,16 @@ class ParamSpace:
             n: jnp.asarray(v) for n, v in init_params.items()
         }
         _, raw = _global_sites(self.model, self.args, self.kwargs, key, substitutions=subs)
-        return {
-            n: biject_to(raw[n]["fn"].support).inv(jnp.asarray(raw[n]["value"]))
-            for n in self.names
-        }
+        supports = {n: raw[n]["fn"].support for n in self.names}
+        return kernels.unconstrain(supports, {n: raw[n]["value"] for n in self.names})
 
     def constrain(self, u: Mapping):
         """``(theta, log p(theta) + log |det dT/du|)`` at unconstrained ``u``.
 
-        Runs the global sites with each named site set to ``T(u)`` (NumPyro's ``biject_to``
-        of its support, so a support that depends on an earlier named site is handled) and
-        sums the named sites' prior log densities and log-Jacobians.
+        Runs the global sites with each named site set to ``T(u)``
+        (:func:`ppl.inference.kernels.constrain_site` with the support the site has when it
+        is drawn, so a support that depends on an earlier named site is handled) and sums
+        the named sites' prior log densities and log-Jacobians.
         """
         log_det = {}
 
@@ -189,9 +193,7 @@ class ParamSpace:
             name = msg["name"]
             if msg["type"] != "sample" or msg["is_observed"] or name not in u:
                 return None
-            t = biject_to(msg["fn"].support)
-            value = t(u[name])
-            log_det[name] = jnp.sum(t.log_abs_det_jacobian(u[name], value))
+            value, log_det[name] = kernels.constrain_site(msg["fn"].support, u[name])
             return value
 
         trace, _ = _global_sites(self.model, self.args, self.kwargs, substitute_fn=substitute)
@@ -261,68 +263,97 @@ def estimate_likelihood(key, u, space: ParamSpace, likelihood: SMC, return_paths
     return PMMHState(u, theta, log_prior, out.log_evidence, path)
 
 
-def random_walk(key, u: dict, scale: dict) -> dict:
-    """Gaussian random walk on unconstrained coordinates: ``u' = u + scale * N(0, I)``
-    (symmetric, so ``q`` cancels in the acceptance ratio)."""
-    leaves, treedef = jax.tree.flatten(u)
-    keys = jax.tree.unflatten(treedef, list(jax.random.split(key, len(leaves))))
-    return jax.tree.map(
-        lambda k, x, s: x + s * jax.random.normal(k, jnp.shape(x), jnp.result_type(x)),
-        keys, u, scale,
-    )
+class PMMHInfo(NamedTuple):
+    """What one PMMH iteration reports: the :class:`~ppl.inference.kernels.MHInfo` fields
+    and the proposal's SMC estimate ``log p-hat(y | theta*)`` (for the NaN / +inf check)."""
 
-
-def mh_accept(key, current: PMMHState, proposed: PMMHState):
-    """Metropolis-Hastings accept/reject (Andrieu, Doucet & Holenstein 2010, section
-    2.4.2, step 2(c), with a symmetric proposal): ``(state, accept_prob)``.
-
-    ``log a = [log p(theta*) + log Z*] - [log p(theta) + log Z]`` (densities in ``u``, so
-    with the log-Jacobians); on acceptance the proposed state, *with its estimate Z**,
-    replaces the current one, otherwise the current one and its estimate are kept. A NaN
-    ratio (a NaN estimate) rejects; the caller reports NaN proposals.
-    """
-    log_a = (proposed.log_prior + proposed.log_likelihood) - (
-        current.log_prior + current.log_likelihood
-    )
-    log_a = jnp.where(jnp.isnan(log_a), -jnp.inf, log_a)
-    accept_prob = jnp.exp(jnp.minimum(log_a, 0.0))
-    accept = jnp.log(jax.random.uniform(key)) < log_a
-    state = jax.tree.map(lambda a, b: jnp.where(accept, a, b), proposed, current)
-    return state, accept_prob
+    accepted: jnp.ndarray
+    accept_prob: jnp.ndarray
+    proposed_log_likelihood: jnp.ndarray
 
 
 def pmmh_step(key, state: PMMHState, estimate, scale):
     """One PMMH iteration (Andrieu, Doucet & Holenstein 2010, section 2.4.2, step 2):
-    propose ``u*`` by :func:`random_walk`, run the SMC at ``T(u*)`` (``estimate(key, u)``,
-    a partial :func:`estimate_likelihood`), accept or reject with :func:`mh_accept`.
-    Returns ``(state, accept_prob, proposed log-likelihood estimate)``."""
+    ``(state, PMMHInfo)``.
+
+    (a) propose ``u* = u + scale * N(0, I)`` (:func:`ppl.inference.kernels.random_walk`,
+    symmetric, so ``q`` cancels in the ratio); (b) run the SMC at ``T(u*)``
+    (``estimate(key, u)``, a partial :func:`estimate_likelihood`); (c) accept with
+    :func:`ppl.inference.kernels.mh_accept` at ``log a = [log p(theta*) + log Z*] - [log
+    p(theta) + log Z]`` (densities in ``u``, so with the log-Jacobians). On acceptance the
+    proposed state, *with its estimate Z**, replaces the current one, otherwise the current
+    one and its estimate are kept (never recomputed: Andrieu & Roberts 2009). A NaN ratio
+    (a NaN estimate) rejects; :meth:`PMMH.run` reports NaN proposals."""
     key_move, key_smc, key_accept = jax.random.split(key, 3)
-    proposed = estimate(key_smc, random_walk(key_move, state.u, scale))
-    new, accept_prob = mh_accept(key_accept, state, proposed)
-    return new, accept_prob, proposed.log_likelihood
+    proposed = estimate(key_smc, kernels.random_walk(key_move, state.u, scale))
+    log_alpha = (proposed.log_prior + proposed.log_likelihood) - (
+        state.log_prior + state.log_likelihood
+    )
+    new, info = kernels.mh_accept(key_accept, state, proposed, log_alpha)
+    return new, PMMHInfo(info.accepted, info.accept_prob, proposed.log_likelihood)
 
 
-def adapt_scale(log_scale, accept_prob, iteration, target):
-    """Robbins-Monro step on the log step size during warmup: ``log s += (a - target) /
-    (i + 1)^0.6`` (Andrieu & Thoms 2008, "A tutorial on adaptive MCMC", section 5). The
-    sampling phase uses the final, fixed step size, so the kept draws are a homogeneous
+def pmmh_kernel(estimate, scale: dict):
+    """The PMMH kernel of the one MCMC kernel protocol (:mod:`ppl.inference.kernels`):
+    ``kernel(key, state, multiplier=1.0) -> (state, PMMHInfo)``, a :func:`pmmh_step` with
+    the per-param step sizes ``scale`` times ``multiplier`` (the parameter the warm-up
+    adaptation tunes). :func:`pmmh_step` is looked up when the kernel is traced."""
+
+    def kernel(key, state: PMMHState, multiplier=1.0):
+        step_scale = {n: s * multiplier for n, s in scale.items()}
+        return pmmh_step(key, state, estimate, step_scale)
+
+    return kernel
+
+
+def warmup_adaptation(target_accept, adapt_step_size=True) -> kernels.Adaptation:
+    """The warm-up :class:`~ppl.inference.kernels.Adaptation` of :func:`run_pmmh`: its
+    state is ``(log m, started)`` with ``m`` the step size multiplier.
+
+    The driver's first warm-up iteration is the initial SMC run at ``u_0`` (Andrieu,
+    Doucet & Holenstein 2010, section 2.4.2, step 1): there the multiplier is 0 (the
+    proposal is ``u_0`` itself) and only ``started`` is set. Every later warm-up iteration
+    ``i`` (from 1) runs with ``m = exp(log m)`` and, with ``adapt_step_size``, takes one
+    Robbins-Monro step :func:`ppl.inference.kernels.robbins_monro` ``(log m, a, i - 1,
+    target_accept)`` towards acceptance probability ``target_accept`` (Andrieu & Thoms
+    2008, section 5.1). After warm-up ``m`` is fixed, so the kept draws are a homogeneous
     PMMH chain."""
-    return log_scale + (accept_prob - target) / (iteration + 1.0) ** 0.6
+
+    def update(a, iteration, state, info):
+        log_m, started = a
+        if adapt_step_size:
+            new = kernels.robbins_monro(log_m, info.accept_prob, iteration - 1, target_accept)
+            log_m = jnp.where(started, new, log_m)
+        return log_m, jnp.ones((), bool)
+
+    def parameters(a):
+        log_m, started = a
+        return jnp.where(started, jnp.exp(log_m), 0.0)
+
+    return kernels.Adaptation((jnp.zeros(()), jnp.zeros((), bool)), update, parameters)
+
+
+def _kept(state: PMMHState):
+    """What a kept draw records (the chain driver's ``collect``)."""
+    return {**state.params, **state.path}, state.log_likelihood
 
 
 def run_pmmh(key, model, args, kwargs, params, likelihood: SMC, num_samples, num_warmup=0,
              num_chains=1, step_size=0.1, target_accept=0.25, adapt_step_size=True,
              init_params=None, return_paths=False, progress_bar=False):
-    """The PMMH driver: ``vmap`` over chains of one ``lax.scan`` over iterations, each a
-    :func:`pmmh_step`; during the first ``num_warmup`` the step size adapts
-    (:func:`adapt_scale`), then it is fixed.
+    """The PMMH driver: :func:`pmmh_kernel` run by the one chain driver
+    :func:`ppl.inference.kernels.run_chain` (``vmap`` over chains of one ``lax.scan`` over
+    iterations), with :func:`warmup_adaptation` of the step size during the first
+    ``num_warmup`` iterations; then it is fixed.
 
-    The scan starts one iteration early, from the state ``(u_0, log p-hat = -inf)`` with a
-    zero step: that iteration "proposes" ``u_0`` itself and always accepts it, which is
-    exactly the initial SMC run of Andrieu, Doucet & Holenstein (2010, section 2.4.2, step
-    1) and keeps a single copy of the SMC in the compiled program. Returns ``(draws,
+    Each chain starts one iteration early, from the state ``(u_0, log p-hat = -inf)`` with
+    a zero step: that extra warm-up iteration "proposes" ``u_0`` itself and always accepts
+    it, which is exactly the initial SMC run of Andrieu, Doucet & Holenstein (2010, section
+    2.4.2, step 1) and keeps a single copy of the SMC in the compiled program. ``u_0`` is a
+    prior draw (or ``init_params``) with the chain's init key. Returns ``(draws,
     accept_prob, log_likelihood, proposed_log_likelihood, step size multiplier)`` for the
-    kept iterations, each with leading axes (num_chains, num_samples).
+    kept iterations, each with leading axes (num_chains, num_samples) (the multiplier:
+    (num_chains,)). ``progress_bar``: one tqdm bar for all chains, labelled ``pmmh``.
     """
     space = ParamSpace(model, args, kwargs, params)
     scale = _scale_tree(step_size, space.names)
@@ -330,37 +361,23 @@ def run_pmmh(key, model, args, kwargs, params, likelihood: SMC, num_samples, num
     def estimate(k, u):
         return estimate_likelihood(k, u, space, likelihood, return_paths)
 
-    def chain(key):
-        key_init, key_iter = jax.random.split(key)
-        u0 = space.init(key_init, init_params)
+    def init(k):
+        u0 = space.init(k, init_params)
         # the shapes of a state, for the iteration that runs the first SMC
-        shapes = jax.eval_shape(estimate, key_init, u0)
+        shapes = jax.eval_shape(estimate, k, u0)
         state = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
         dtype = shapes.log_likelihood.dtype
-        state = state._replace(u=u0, log_likelihood=jnp.full((), -jnp.inf, dtype))
-        log_m = jnp.zeros((), dtype)
+        return state._replace(u=u0, log_likelihood=jnp.full((), -jnp.inf, dtype))
 
-        def body(carry, step):
-            state, log_m = carry
-            i, k = step  # i = -1: the initial SMC run at u_0
-            multiplier = jnp.where(i < 0, 0.0, jnp.exp(log_m))
-            step_scale = {n: s * multiplier for n, s in scale.items()}
-            state, accept_prob, proposed = pmmh_step(k, state, estimate, step_scale)
-            if adapt_step_size:
-                warm = (i >= 0) & (i < num_warmup)
-                log_m = jnp.where(warm, adapt_scale(log_m, accept_prob, i, target_accept), log_m)
-            out = {**state.params, **state.path}
-            return (state, log_m), (out, accept_prob, state.log_likelihood, proposed)
-
-        total = 1 + num_warmup + num_samples
-        steps = (jnp.arange(total) - 1, jax.random.split(key_iter, total))
-        (_, log_m), records = progress_scan(
-            body, (state, log_m), steps, desc="pmmh", enable=progress_bar
-        )
-        kept = jax.tree.map(lambda a: a[1 + num_warmup:], records)
-        return (*kept, jnp.exp(log_m))
-
-    return jax.vmap(chain)(jax.random.split(key, num_chains))
+    adaptation = warmup_adaptation(target_accept, adapt_step_size)
+    chains = kernels.run_chain(
+        key, pmmh_kernel(estimate, scale), init, num_samples, num_warmup + 1, num_chains,
+        adapt=adaptation, collect=_kept, progress_bar=progress_bar, desc="pmmh",
+    )
+    draws, log_likelihood = chains.states
+    info = chains.infos
+    return (draws, info.accept_prob, log_likelihood, info.proposed_log_likelihood,
+            adaptation.parameters(chains.adapt_state))
 
 
 def _scale_tree(step_size, names):

@@ -39,7 +39,7 @@ from ppl.inference.base import (
     CompiledRuns,
     check_count,
     check_key,
-    check_nonnegative,
+    check_sweeps,
 )
 from ppl.inference.progress import progress_scan
 from ppl.inference.smoothing import (
@@ -121,14 +121,7 @@ class PPG:
                 "num_particles must be >= 2 for PPG (particle 0 is the frozen reference)"
             )
         self.num_backward = check_count("num_backward", num_backward)
-        self.num_sweeps = check_count("num_sweeps", num_sweeps)
-        self.num_warmup = check_nonnegative("num_warmup", num_warmup)
-        if self.num_warmup >= self.num_sweeps:
-            raise ValueError(
-                f"num_warmup must be smaller than num_sweeps (the estimate averages sweeps "
-                f"num_warmup+1..num_sweeps), got num_warmup={num_warmup}, "
-                f"num_sweeps={num_sweeps}"
-            )
+        self.num_sweeps, self.num_warmup = check_sweeps(num_sweeps, num_warmup)
         vars(self).update(check_backward_options(functional, backward, max_trials, log_bound,
                                                  block_size, fixed))
         self.progress_bar = bool(progress_bar)

@@ -64,10 +64,9 @@ from ppl.inference.filtering import (
     SMC,
     GenealogyCollector,
     SMCOutput,
-    _check_weights,
     _state_space,
     replay_lineages,
-    smc_info,
+    smc_posterior,
 )
 from ppl.inference.resampling import get_scheme
 from ppl.inference.sharding import to_host
@@ -432,29 +431,19 @@ class RMSMC:
         """Run resample-move SMC on ``model(*args, **kwargs)`` (one ``ppl.markov`` call
         after its global sites) and return a weighted :class:`~ppl.Posterior`."""
         result = to_host(self._runs(check_key(key), model, args, kwargs))
-        out = result.smc
-        _check_weights(out)
         accept_rate = np.asarray(result.accept_rate)
         moved = np.asarray(result.moved)
-        return Posterior(
-            {**out.globals, **out.paths},
-            log_weights=out.log_weights,
-            log_evidence=out.log_evidence,
-            observed_data=out.observed_data,
-            log_likelihood=out.log_likelihood,
-            method="rmsmc",
-            info={
-                "accept_rate": float(accept_rate[moved].mean()) if moved.any() else np.nan,
-                "accept_rate_per_step": accept_rate,
-                "accept_prob_per_step": np.asarray(result.accept_prob),
-                **smc_info(out),
-                "num_particles": self.num_particles,
-                "resample": self.resample,
-                "ess_threshold": self.ess_threshold,
-                "move": repr(self.move),
-                "regenerate": self.regenerate,
-            },
-        )
+        info = {
+            "accept_rate": float(accept_rate[moved].mean()) if moved.any() else np.nan,
+            "accept_rate_per_step": accept_rate,
+            "accept_prob_per_step": np.asarray(result.accept_prob),
+            "num_particles": self.num_particles,
+            "resample": self.resample,
+            "ess_threshold": self.ess_threshold,
+            "move": repr(self.move),
+            "regenerate": self.regenerate,
+        }
+        return smc_posterior(result.smc, "rmsmc", info)
 
     def __repr__(self):
         return (

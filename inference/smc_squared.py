@@ -22,6 +22,9 @@ given ``infer.smc`` combinator run with theta^m fixed), at every time t:
     estimates ``p(theta*) p-hat(y_{1:t} | theta*) / (p(theta) p-hat(y_{1:t} | theta))``;
     an accepted particle takes the new inner particle system (the PMMH kernel leaves the
     extended target at time t invariant: Andrieu, Doucet & Holenstein 2010, section 2.4).
+    The move is a kernel of the one MCMC kernel protocol (:mod:`ppl.inference.kernels`:
+    its ``random_walk`` and ``mh_accept``) applied to every theta particle by
+    :func:`ppl.inference.kernels.as_smc_move`.
 
 The evidence estimate ``p-hat(y_{1:T}) = prod_t sum_m W^m p-hat(y_t | y_{1:t-1},
 theta^m)`` (times the initial term from global ``observe`` sites, if any) is unbiased
@@ -40,15 +43,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
+from ppl.inference import kernels
 from ppl.inference.base import CompiledRuns, check_count, check_key
 from ppl.inference.engine import FeynmanKac, ParticleState, smc_step
 from ppl.inference.filtering import SMC
-from ppl.inference.marginal_mh import (
-    ParamSpace,
-    check_param_names,
-    mh_accept,
-    particle_filter,
-)
+from ppl.inference.marginal_mh import ParamSpace, check_param_names, particle_filter
 from ppl.inference.progress import progress_scan
 from ppl.inference.resampling import get_scheme
 
@@ -63,7 +62,7 @@ __all__ = [
     "advance_theta",
     "init_theta",
     "inner_model",
-    "pmmh_move",
+    "pmmh_kernel",
     "proposal_cholesky",
     "rejuvenate",
     "run_smc2",
@@ -75,7 +74,7 @@ class ThetaParticles(NamedTuple):
     """The theta particles (leading axis M): unconstrained and constrained params, ``log
     p(theta) + log|J|``, each one's inner particle system (leaves (M, N_x, ...)) and its
     running estimate ``log p-hat(y_{1:t} | theta)``. The field names match
-    :class:`ppl.inference.marginal_mh.PMMHState` where :func:`mh_accept` reads them."""
+    :class:`ppl.inference.marginal_mh.PMMHState` where the PMMH ratio reads them."""
 
     u: dict
     params: dict
@@ -162,52 +161,51 @@ def proposal_cholesky(particles: ThetaParticles, log_weights, scale):
     return jnp.linalg.cholesky(scale**2 * cov + jitter * jnp.eye(d, dtype=flat.dtype))
 
 
-def pmmh_move(key, t, particles: ThetaParticles, chol, likelihood: SMC, space):
-    """One PMMH move of every theta particle at time ``t`` (step (c)): random walk
-    ``u* = u + chol z``, rerun of the inner filter on y_{1:t} at ``theta* = T(u*)``
-    (:func:`~ppl.inference.marginal_mh.particle_filter`: the engine's
-    :func:`~ppl.inference.engine.run_particles` with ``num_active = t + 1``), and
-    :func:`mh_accept` on the whole particle (params, estimate and inner particle system).
-    Returns ``(particles, accept probabilities (M,))``."""
-    model, args, kwargs = space.model, space.args, space.kwargs
-    _, unravel = ravel_pytree(jax.tree.map(lambda a: a[0], particles.u))
-    num_theta = particles.log_prior.shape[0]
+def pmmh_kernel(t, likelihood: SMC, space):
+    """The PMMH move of one theta particle at time ``t`` (step (c); Chopin, Jacob &
+    Papaspiliopoulos 2013, section 3, with the PMMH kernel of Andrieu, Doucet & Holenstein
+    2010, section 2.4.2), as a kernel of the one MCMC kernel protocol:
+    ``kernel(key, particle, chol) -> (particle, MHInfo)``.
 
-    def one(k, current):
-        key_move, key_filter, key_accept = jax.random.split(k, 3)
-        flat, _ = ravel_pytree(current.u)
-        noise = jax.random.normal(key_move, flat.shape, flat.dtype)
-        u = unravel(flat + chol @ noise)
+    Random walk ``u* = u + chol z`` (:func:`ppl.inference.kernels.random_walk` with the
+    Cholesky factor of :func:`proposal_cholesky`), rerun of the inner filter on y_{1:t} at
+    ``theta* = T(u*)`` (:func:`~ppl.inference.marginal_mh.particle_filter`: the engine's
+    :func:`~ppl.inference.engine.run_particles` with ``num_active = t + 1``), and
+    :func:`ppl.inference.kernels.mh_accept` on the whole particle (params, estimate and
+    inner particle system) at ``log a = [log p(theta*) + log p-hat(y_{1:t} | theta*)] -
+    [log p(theta) + log p-hat(y_{1:t} | theta)]``."""
+    model, args, kwargs = space.model, space.args, space.kwargs
+
+    def kernel(key, current: ThetaParticles, chol):
+        key_move, key_filter, key_accept = jax.random.split(key, 3)
+        u = kernels.random_walk(key_move, current.u, 1.0, cholesky=chol)
         theta, log_prior = space.constrain(u)
         inner, log_z = particle_filter(key_filter, likelihood, model, args, kwargs, theta,
                                        num_active=t + 1)
         proposed = ThetaParticles(u, theta, log_prior, log_z, inner)
-        return mh_accept(key_accept, current, proposed)
+        log_alpha = (proposed.log_prior + proposed.log_likelihood) - (
+            current.log_prior + current.log_likelihood
+        )
+        return kernels.mh_accept(key_accept, current, proposed, log_alpha)
 
-    return jax.vmap(one)(jax.random.split(key, num_theta), particles)
+    return kernel
 
 
 def rejuvenate(key, t, particles: ThetaParticles, log_weights, likelihood: SMC, space,
                scheme, num_mcmc_steps, scale):
     """Step (c): resample the theta particles (``scheme``; each keeps its inner particle
-    system and estimate) to uniform weights, then ``num_mcmc_steps`` :func:`pmmh_move` with the
-    proposal covariance of the population before resampling. Returns ``(particles,
-    uniform log weights, mean acceptance probability)``."""
+    system and estimate) to uniform weights, then ``num_mcmc_steps`` moves of
+    :func:`pmmh_kernel` for every particle (:func:`ppl.inference.kernels.as_smc_move`)
+    with the proposal covariance of the population before resampling. Returns
+    ``(particles, uniform log weights, mean acceptance probability)``."""
     key_resample, key_moves = jax.random.split(key)
     num_theta = log_weights.shape[0]
     chol = proposal_cholesky(particles, log_weights, scale)
     idx = get_scheme(scheme)(key_resample, log_weights)
     particles = jax.tree.map(lambda a: jnp.take(a, idx, axis=0), particles)
-
-    def move(i, carry):
-        particles, accept = carry
-        particles, accept_prob = pmmh_move(jax.random.fold_in(key_moves, i), t, particles,
-                                           chol, likelihood, space)
-        return particles, accept + jnp.mean(accept_prob) / num_mcmc_steps
-
-    particles, accept = jax.lax.fori_loop(
-        0, num_mcmc_steps, move, (particles, jnp.zeros((), log_weights.dtype))
-    )
+    move = kernels.as_smc_move(pmmh_kernel(t, likelihood, space), num_mcmc_steps)
+    particles, info = move(key_moves, particles, chol)
+    accept = jnp.mean(info.accept_prob).astype(log_weights.dtype)
     return particles, jnp.full_like(log_weights, -math.log(num_theta)), accept
 
 

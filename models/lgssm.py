@@ -369,6 +369,13 @@ def lgssm_1d_x0_exact(ys, rho=0.9, sigma_x=1.0, sigma_y=0.5, m0=0.0, p0=1.0):
 # ---------------------------------------------------------------------------------------
 
 
+def _as_float(a):
+    """``a`` as a JAX array of the default float dtype. The dtype is explicit because JAX
+    keeps the device copy of a read-only numpy constant (the matrices below) made under
+    one ``jax_enable_x64`` setting and hands it back under the other."""
+    return jnp.asarray(a, dtype=jnp.result_type(float))
+
+
 def _frozen(a):
     a = np.array(a, dtype=np.float64)
     a.setflags(write=False)
@@ -401,14 +408,14 @@ def lgssm_2d(ys, A=LGSSM_2D_A, Q=LGSSM_2D_Q, C=LGSSM_2D_C, R=LGSSM_2D_R, x0=LGSS
     damped slow rotation in 2-D with correlated noises. Returns the states (T, d). Exact
     answer: :func:`lgssm_2d_exact`.
     """
-    A, Q, C, R = (jnp.asarray(v) for v in (A, Q, C, R))
+    A, Q, C, R = (_as_float(v) for v in (A, Q, C, R))
 
     def step(x, y):
         x = ppl.sample("x", dist.MultivariateNormal(A @ x, covariance_matrix=Q))
         ppl.observe("y", dist.MultivariateNormal(C @ x, covariance_matrix=R), y)
         return x
 
-    return ppl.markov(step, init=jnp.asarray(x0), xs=jnp.asarray(ys))
+    return ppl.markov(step, init=_as_float(x0), xs=jnp.asarray(ys))
 
 
 @functools.partial(jax.jit, static_argnames=("T",))
@@ -494,7 +501,7 @@ def lgssm_2d_x0(
     shape (T, d)), observed ``y_t ~ MultivariateNormal(C x_t, R)`` (site ``"y"``). Returns
     the states (T, d). Exact answer: :func:`lgssm_2d_x0_exact`.
     """
-    A, Q, C, R, m0, P0 = (jnp.asarray(v) for v in (A, Q, C, R, m0, P0))
+    A, Q, C, R, m0, P0 = (_as_float(v) for v in (A, Q, C, R, m0, P0))
     x0 = ppl.sample("x0", dist.MultivariateNormal(m0, covariance_matrix=P0))
 
     def step(x, y):

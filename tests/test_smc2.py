@@ -31,6 +31,7 @@ from ppl import inference as infer
 from ppl import models as zoo
 
 smc2_module = importlib.import_module("ppl.inference.smc_squared")
+kernels_module = importlib.import_module("ppl.inference.kernels")
 
 KEY = jax.random.PRNGKey(20261128)
 R = 20
@@ -129,11 +130,16 @@ def test_progress_bar_reports_and_changes_nothing(data, capsys):
 def _move_without_rerunning_the_filter(real):
     """The rejuvenation bug of forgetting to rerun the inner filter for the proposed theta:
     the proposal is scored with the current particle's likelihood estimate (so the move is
-    an MH step on the prior alone) and keeps the current inner particle system."""
+    an MH step on the prior alone) and keeps the current inner particle system. It replaces
+    the accept step the smc2 moves call (``ppl.inference.kernels.mh_accept``)."""
 
-    def mh_accept(key, current, proposed):
+    def mh_accept(key, current, proposed, log_alpha):
+        assert isinstance(current, smc2_module.ThetaParticles)
         stale = proposed._replace(log_likelihood=current.log_likelihood, inner=current.inner)
-        return real(key, current, stale)
+        log_alpha = (stale.log_prior + stale.log_likelihood) - (
+            current.log_prior + current.log_likelihood
+        )
+        return real(key, current, stale, log_alpha)
 
     return mh_accept
 
@@ -142,8 +148,8 @@ def test_a_wrong_smc2_is_detected(monkeypatch, data):
     """Moves that do not rerun the inner filter drift towards the prior: the posterior
     moments of rho miss by about 20 standard errors (the evidence, here, does not)."""
     ys, exact = data
-    monkeypatch.setattr(smc2_module, "mh_accept",
-                        _move_without_rerunning_the_filter(smc2_module.mh_accept))
+    monkeypatch.setattr(kernels_module, "mh_accept",
+                        _move_without_rerunning_the_filter(kernels_module.mh_accept))
     algo = infer.smc2(params=["rho"], num_theta=100, likelihood=infer.smc(num_particles=50))
     report, _ = check(algo, ys, exact)
     failed = {c.name for c in report.checks if not c.ok}
