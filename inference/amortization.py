@@ -82,7 +82,7 @@ from ppl.inference.variational import (
     observed_values,
 )
 from ppl.semantics.sampler import Sampler
-from ppl.semantics.sequential import Sequential
+from ppl.semantics.sequential import Sequential, replay_key
 from ppl.semantics.trace import OBSERVED, record
 
 from ppl import dist
@@ -102,7 +102,6 @@ __all__ = [
     "prior_datasets",
 ]
 
-_TRACE_KEY = jax.random.PRNGKey(0)
 
 
 # --------------------------------------------------------------------------- the ELBO
@@ -244,7 +243,7 @@ def prior_datasets(key, model, args, kwargs, num_datasets: int):
     sites are drawn, not conditioned on) under ``vmap``; each returned dict has a leading
     dataset axis.
     """
-    _, trace, _ = record(model, _TRACE_KEY, args, kwargs)
+    _, trace, _ = record(model, replay_key(), args, kwargs)
     observed, latent = trace.names(OBSERVED), trace.latent_names
 
     def one(k):
@@ -426,7 +425,7 @@ class AmortizedStepProposal:
 
     def _step_observed(self, t, carry, x) -> dict:
         with numpyro.handlers.block(), step_index(t):
-            _, trace, _ = record(self.step_fn, _TRACE_KEY, (carry, x))
+            _, trace, _ = record(self.step_fn, replay_key(), (carry, x))
         return {n: trace.values[n] for n in trace.names(OBSERVED)}
 
     def q(self, t, carry, x) -> dict:
@@ -462,7 +461,7 @@ class AmortizedStep(_Trainer):
         key = check_key(key)
         num_steps = self.num_steps if num_steps is None else check_count("num_steps", num_steps)
         check_continuous(model, args, kwargs, what="amortized_step")
-        ssm = Sequential(model).state_space(_TRACE_KEY, *args, **kwargs)
+        ssm = Sequential(model).state_space(replay_key(), *args, **kwargs)
         if ssm.params:
             raise UnsupportedModelError(
                 f"amortized_step: the program has global latent site(s) {sorted(ssm.params)}; "
@@ -471,7 +470,7 @@ class AmortizedStep(_Trainer):
             )
         features = self.features or _step_features
         with step_index(0):
-            _, step_trace, step_raw = record(ssm.step_fn, _TRACE_KEY, (ssm.init, ssm.inputs(0)))
+            _, step_trace, step_raw = record(ssm.step_fn, replay_key(), (ssm.init, ssm.inputs(0)))
         step_latent = step_trace.latent_names
         step_observed = step_trace.names(OBSERVED)
 

@@ -67,6 +67,7 @@ from ppl.inference.base import (
 )
 from ppl.semantics.density import Density
 from ppl.semantics.enumerated import Enumerated
+from ppl.semantics.sequential import replay_key
 from ppl.semantics.trace import DETERMINISTIC, LATENT, OBSERVED, record
 
 from ppl.errors import UnsupportedModelError
@@ -88,7 +89,6 @@ __all__ = [
 CHAIN_METHODS = ("vectorized", "parallel", "sequential")
 #: NumPyro ``HMCState`` fields collected per draw (``diverging`` is always collected).
 EXTRA_FIELDS = ("accept_prob", "num_steps", "potential_energy", "energy")
-_TRACE_KEY = jax.random.PRNGKey(0)  # inspect_sites: one prior run, read for its structure
 
 
 # --------------------------------------------------------------------------- checks
@@ -137,7 +137,7 @@ def inspect_sites(model, args, kwargs) -> ModelSites:
     for a non-enumerable discrete site, and when there is no continuous latent site (NUTS
     would have nothing to move: use ``infer.exact()``).
     """
-    _, trace, raw = record(model, _TRACE_KEY, args, kwargs)
+    _, trace, raw = record(model, replay_key(), args, kwargs)
     continuous, discrete, in_markov = [], [], False
     for name in trace.latent_names:
         site = raw[name]

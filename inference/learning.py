@@ -87,7 +87,7 @@ from ppl.semantics.trace import LATENT, PARAM, from_numpyro, record
 
 from ppl.errors import NonFiniteWeightError, UnsupportedModelError
 from ppl.posterior import Posterior
-from ppl.primitives import intercept_markov
+from ppl.primitives import stub_markov
 
 __all__ = [
     "LearningResult",
@@ -125,10 +125,7 @@ def global_sites(model, args, kwargs, substitutions=None) -> dict:
     call), with their constraints (a latent site's support, a param's ``constraint``) and
     values (a prior draw at a fixed key / the param's init, or ``substitutions``)."""
 
-    def skip(step, init, xs, num_steps):
-        return jax.tree.map(lambda c: jnp.zeros((num_steps, *jnp.shape(c)), c.dtype), init)
-
-    with intercept_markov(skip):
+    with stub_markov():
         _, _, raw = record(model, replay_key(), args, kwargs, substitutions=substitutions)
     trace = from_numpyro(raw)
     out = {}

@@ -62,12 +62,12 @@ from ppl.inference.base import (
 )
 from ppl.inference.engine import FeynmanKac, run_particles
 from ppl.inference.filtering import SMC
-from ppl.semantics.sequential import Sequential
+from ppl.semantics.sequential import Sequential, replay_key
 from ppl.semantics.trace import record
 
 from ppl.errors import NonFiniteWeightError, UnsupportedModelError
 from ppl.posterior import Posterior
-from ppl.primitives import intercept_markov
+from ppl.primitives import stub_markov
 
 __all__ = [
     "PMMH",
@@ -85,24 +85,19 @@ __all__ = [
 ]
 
 _PROPOSALS = ("random_walk",)
-_KEY0 = jax.random.PRNGKey(0)
 
 
 # --------------------------------------------------------------------------- parameters
 
 
-def _stop_at_markov(step, init, xs, num_steps):
-    """Stand-in for the ``markov`` call: the global sites are all we need."""
-    return jax.tree.map(lambda c: jnp.zeros((num_steps, *jnp.shape(c)), c.dtype), init)
-
-
-def _global_sites(model, args, kwargs, key=_KEY0, substitutions=None, substitute_fn=None):
+def _global_sites(model, args, kwargs, key=None, substitutions=None, substitute_fn=None):
     """Run the program up to its ``markov`` call; returns the raw NumPyro trace (with each
     site's distribution, hence its support) and the :class:`Trace` of the global sites."""
+    key = replay_key() if key is None else key
     fn = model
     if substitute_fn is not None:
         fn = numpyro.handlers.substitute(fn, substitute_fn=substitute_fn)
-    with intercept_markov(_stop_at_markov):
+    with stub_markov():  # the global sites are all we need
         _, trace, raw = record(fn, key, args, kwargs, substitutions=substitutions)
     return trace, raw
 
@@ -141,7 +136,7 @@ class ParamSpace:
         self.model, self.args, self.kwargs = model, args, kwargs
         self.names = check_param_names(params, who)
         try:
-            ssm = Sequential(model).state_space(_KEY0, *args, **kwargs)
+            ssm = Sequential(model).state_space(replay_key(), *args, **kwargs)
         except UnsupportedModelError as e:
             raise UnsupportedModelError(f"{who}: {e}") from e
         latent = ssm.globals.latent_names

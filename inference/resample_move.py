@@ -155,13 +155,12 @@ def conditioned_on_path(model, path: dict, t):
     hidden from the handlers outside (``numpyro.handlers.block``)."""
 
     def program(*args, **kwargs):
-        def interceptor(step, init, xs, num_steps):
+        def score_path(step, init, xs, num_steps):
             ssm = StateSpace(step, init, xs, num_steps, globals_trace=None)
             score = numpyro.handlers.block(path_log_joint)(ssm, path, t)
             primitives.factor(PATH_FACTOR, score.log_joint)
-            return jax.tree.map(lambda c: jnp.zeros((num_steps, *jnp.shape(c)), c.dtype), init)
 
-        with primitives.intercept_markov(interceptor):
+        with primitives.stub_markov(score_path):
             return model(*args, **kwargs)
 
     return program
@@ -282,11 +281,7 @@ def _markov_program_info(model, args, kwargs):
     """``(num_steps, global latent site names)``; a clear error for a static program."""
     calls = []
 
-    def interceptor(step, init, xs, num_steps):
-        calls.append(num_steps)
-        return jax.tree.map(lambda c: jnp.zeros((num_steps, *jnp.shape(c)), c.dtype), init)
-
-    with primitives.intercept_markov(interceptor):
+    with primitives.stub_markov(lambda step, init, xs, num_steps: calls.append(num_steps)):
         record(model, replay_key(), args, kwargs)
     if not calls:
         raise UnsupportedModelError(

@@ -76,6 +76,7 @@ from ppl.inference.kernels import (
 )
 from ppl.inference.resampling import SCHEMES, ess, get_scheme
 from ppl.inference.trace_mh import MH
+from ppl.semantics.sequential import replay_key
 from ppl.semantics.trace import DETERMINISTIC, FACTOR, LATENT, OBSERVED, record
 
 from ppl.errors import NonFiniteWeightError, UnsupportedModelError
@@ -108,7 +109,6 @@ __all__ = [
 MOVES = {"random_walk": 0.25, "hmc": 0.65}
 
 _NUM_BISECTION = 50  # halvings of [0, 1 - b]: exponent resolution 2^-50, below float64 eps
-_KEY = jax.random.PRNGKey(0)  # evaluation with every latent site given: unused
 
 
 # --------------------------------------------------------------------------- the model
@@ -126,7 +126,7 @@ def check_static(model, args, kwargs):
     no ``ppl.markov``, at least one latent site, every latent site continuous. Raises
     :class:`UnsupportedModelError` naming the offending sites."""
     with intercept_markov(_reject_markov):
-        _, trace, raw = record(model, _KEY, args, kwargs)
+        _, trace, raw = record(model, replay_key(), args, kwargs)
     latent = trace.latent_names
     if not latent:
         raise UnsupportedModelError(
@@ -183,7 +183,7 @@ def tempering_parts(model, args, kwargs, unconstrained):
     The tempered target is ``log prior + b * log likelihood``.
     """
     handler = _Unconstrain(model, unconstrained)
-    _, trace, _ = record(handler, _KEY, args, kwargs)
+    _, trace, _ = record(handler, replay_key(), args, kwargs)
     return trace.log_prior + handler.log_det, trace.log_likelihood, trace
 
 
@@ -394,10 +394,10 @@ def mutate_mh(key, particles: Particle, parts, beta, move, model, args, kwargs, 
 
     def to_trace(x):
         _, _, trace = tempering_parts(model, args, kwargs, unravel(x))
-        return record(program, _KEY, args, kwargs, substitutions=trace.select(LATENT))[1]
+        return record(program, replay_key(), args, kwargs, substitutions=trace.select(LATENT))[1]
 
     def to_position(trace, x):
-        _, _, raw = record(model, _KEY, args, kwargs, substitutions=trace.select(LATENT))
+        _, _, raw = record(model, replay_key(), args, kwargs, substitutions=trace.select(LATENT))
         return ravel_pytree(_unconstrain(raw, trace.latent_names))[0].astype(x.dtype)
 
     traces = jax.vmap(to_trace)(particles.x)

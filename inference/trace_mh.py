@@ -75,6 +75,7 @@ from ppl.inference.kernels import (
 )
 from ppl.inference.kernels import run_chain as run_chains
 from ppl.semantics.density import Density
+from ppl.semantics.sequential import replay_key
 from ppl.semantics.trace import DETERMINISTIC, FACTOR, LATENT, OBSERVED, Trace, record
 from ppl.semantics.traced import Traced
 
@@ -96,7 +97,6 @@ __all__ = [
 
 PROPOSALS = ("prior", "random_walk")
 TARGET_ACCEPT = 0.3  # Robbins-Monro target of the random-walk step size adaptation
-_REPLAY_KEY = jax.random.PRNGKey(0)  # every latent site substituted: the key is unused
 
 
 class MHStep(NamedTuple):
@@ -164,7 +164,7 @@ def single_site_step(key, trace: Trace, args, kwargs, model, sites=None) -> MHSt
 def _discrete_sites(model, trace: Trace, args, kwargs) -> set:
     """Names of the latent sites whose support is discrete (read from the distributions
     of one replayed run; static)."""
-    raw = record(model, _REPLAY_KEY, args, kwargs, substitutions=trace.select(LATENT))[2]
+    raw = record(model, replay_key(), args, kwargs, substitutions=trace.select(LATENT))[2]
     return {
         n for n in trace.latent_names if raw[n]["fn"].support.is_discrete
     }
@@ -227,9 +227,9 @@ def program_step(key, trace: Trace, args, kwargs, model, proposal) -> MHStep:
     if not sampled:
         raise UnsupportedModelError("mh: the proposal program samples no site")
     values = {**current, **cast_like(forward.select(LATENT), {s: current[s] for s in sampled})}
-    _, proposed, raw = record(model, _REPLAY_KEY, args, kwargs, substitutions=values)
+    _, proposed, raw = record(model, replay_key(), args, kwargs, substitutions=values)
     _, reverse, _ = record(
-        proposal, _REPLAY_KEY, (values, *args), kwargs,
+        proposal, replay_key(), (values, *args), kwargs,
         substitutions={s: current[s] for s in sampled},
     )
     log_alpha = (
@@ -431,7 +431,7 @@ class MH:
                 f"{[n for n, v in flat.site_log_probs.items() if np.isneginf(v).any()]}"
             )
         accepted = np.asarray(draws.accepted)
-        observed = record(model, _REPLAY_KEY, args, kwargs)[1].select(OBSERVED)
+        observed = record(model, replay_key(), args, kwargs)[1].select(OBSERVED)
         return Posterior(
             flat.values,
             num_chains=self.num_chains,

@@ -62,6 +62,7 @@ from numpyro.optim import _NumPyroOptim, optax_to_numpyro
 from ppl.inference.base import CompiledRuns, check_count, check_key, check_option
 from ppl.inference.hamiltonian import ModelSites, complete_draws, enumerate_discrete
 from ppl.inference.progress import progress_scan
+from ppl.semantics.sequential import replay_key
 from ppl.semantics.trace import DETERMINISTIC, LATENT, OBSERVED, record
 
 from ppl.errors import UnsupportedModelError
@@ -74,7 +75,6 @@ __all__ = ["GUIDES", "SVI", "check_continuous", "classify_latents", "draw_from_g
 
 #: The automatic guide families ``guide=`` accepts by name.
 GUIDES = ("normal", "mvn")
-_TRACE_KEY = jax.random.PRNGKey(0)  # structure-only runs of the model
 
 
 # --------------------------------------------------------------------------- blocks
@@ -119,7 +119,7 @@ def check_continuous(model, args, kwargs, what: str = "svi"):
     Raises :class:`UnsupportedModelError` naming the first discrete site (see the module
     notes) and when the program has no latent site at all.
     """
-    _, trace, raw = record(model, _TRACE_KEY, args, kwargs)
+    _, trace, raw = record(model, replay_key(), args, kwargs)
     names = trace.latent_names
     for name in names:
         if getattr(raw[name]["fn"].support, "is_discrete", False):
@@ -140,7 +140,7 @@ def classify_latents(model, args, kwargs) -> ModelSites:
     Raises :class:`UnsupportedModelError` naming a discrete site without finite support,
     and when there is no continuous latent site (nothing to fit: use ``infer.exact``).
     """
-    _, trace, raw = record(model, _TRACE_KEY, args, kwargs)
+    _, trace, raw = record(model, replay_key(), args, kwargs)
     continuous, discrete, in_markov = [], [], False
     for name in trace.latent_names:
         fn = raw[name]["fn"]
@@ -201,13 +201,13 @@ def draw_from_guide(key, model, guide, params, args, kwargs, num_samples: int,
 def observed_values(model, args, kwargs) -> dict:
     """The data of every observed site of one run (read without touching outer handlers)."""
     with numpyro.handlers.block():
-        _, trace, _ = record(model, _TRACE_KEY, args, kwargs)
+        _, trace, _ = record(model, replay_key(), args, kwargs)
     return {n: trace.values[n] for n in trace.names(OBSERVED)}
 
 
 def check_latent_names(model, args, kwargs) -> list[str]:
     """Latent site names of one prior run of ``model`` (tracing only)."""
-    return record(model, _TRACE_KEY, args, kwargs)[1].latent_names
+    return record(model, replay_key(), args, kwargs)[1].latent_names
 
 
 def fit(key, model, guide, optimizer, args, kwargs, num_steps: int, num_particles: int = 1,

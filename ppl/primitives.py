@@ -173,6 +173,29 @@ def intercept_markov(interceptor):
         _MARKOV_INTERCEPTORS.pop()
 
 
+def stacked_placeholder(init, num_steps):
+    """Zeros shaped like ``markov``'s result (the carry stacked over ``num_steps``): what an
+    intercepted ``markov`` returns to the rest of the program."""
+    return jax.tree.map(lambda c: jnp.zeros((num_steps, *jnp.shape(c)), jnp.result_type(c)),
+                        init)
+
+
+@contextlib.contextmanager
+def stub_markov(on_call=None):
+    """Within the block, a :func:`markov` call runs no step: it calls
+    ``on_call(step, init, xs, num_steps)`` (when given; e.g. to capture the step or add a
+    factor) and returns :func:`stacked_placeholder`. The one "markov stub" of the
+    representations and algorithms that read a program's global sites only."""
+
+    def interceptor(step, init, xs, num_steps):
+        if on_call is not None:
+            on_call(step, init, xs, num_steps)
+        return stacked_placeholder(init, num_steps)
+
+    with intercept_markov(interceptor):
+        yield
+
+
 @contextlib.contextmanager
 def wrap_markov_steps(wrapper):
     """Apply ``wrapper(step) -> step`` to every markov step run within the block.

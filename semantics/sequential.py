@@ -43,7 +43,7 @@ from numpyro.primitives import _PYRO_STACK
 from ppl.semantics.trace import DETERMINISTIC, LATENT, Trace, _Recorder, from_numpyro, record
 
 from ppl.errors import UnsupportedModelError
-from ppl.primitives import check_carry, intercept_markov, step_index
+from ppl.primitives import check_carry, step_index, stub_markov
 
 
 def replay_key():
@@ -156,9 +156,8 @@ class Sequential:
                 step=step, init=init, xs=xs, num_steps=num_steps,
                 sites_before=len(_innermost_recorder().trace),
             )
-            return jax.tree.map(lambda c: jnp.zeros((num_steps, *jnp.shape(c)), c.dtype), init)
 
-        with intercept_markov(interceptor):
+        with stub_markov(interceptor):
             value, _, raw = record(self.model, key, args, kwargs, substitutions=params)
         if not captured:
             raise UnsupportedModelError(
