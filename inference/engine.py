@@ -49,10 +49,10 @@ from ppl.inference.progress import progress_scan
 from ppl.inference.resampling import adaptive_resample, get_scheme
 from ppl.inference.sharding import shard_particles
 from ppl.semantics.sequential import Sequential, StepResult, replay_key, step_reads
-from ppl.semantics.trace import LATENT, record
+from ppl.semantics.trace import LATENT, PARAM, record
 
 from ppl import weights
-from ppl.errors import UnsupportedModelError
+from ppl.errors import UnknownOptionError, UnsupportedModelError
 from ppl.primitives import check_carry, step_index
 
 __all__ = [
@@ -221,6 +221,13 @@ class FeynmanKac:
             replay_key(), *args, params=self.fixed, **kwargs
         )
         self.num_steps = self.shared.num_steps
+        known = set(self.shared.globals.names(LATENT, PARAM))
+        unknown = sorted(set(self.fixed) - known)
+        if unknown:
+            raise UnknownOptionError(
+                f"{who}: fixed= names {unknown}, which are not global latent or ppl.param "
+                f"sites drawn before the markov call (those are {sorted(known)})"
+            )
         self.per_particle = tuple(
             n for n in self.shared.globals.names(LATENT) if n not in self.fixed
         )

@@ -15,7 +15,7 @@ from ppl.semantics.sequential import Sequential, step_reads
 import ppl
 from ppl import dist
 from ppl import inference as infer
-from ppl.errors import UnsupportedModelError
+from ppl.errors import UnknownOptionError, UnsupportedModelError
 
 YS = jnp.array([0.3, -0.5, 1.2, 0.8, -0.1])
 
@@ -106,3 +106,10 @@ def test_one_driver_same_key_same_answer_and_paths_buffer():
     np.testing.assert_array_equal(a.final.paths["x"][:, -1], a.final.carry)
     stopped = engine.run_particles(jax.random.PRNGKey(4), fk, 50, num_active=5)
     np.testing.assert_allclose(stopped.log_evidence, a.log_evidence, rtol=1e-5)
+
+
+def test_a_misspelt_fixed_site_is_named():
+    psi = lambda t, xp, x, p: x  # noqa: E731
+    with pytest.raises(UnknownOptionError, match="'rh0'"):
+        infer.paris(16, functional=psi, fixed={"phi": 0.5, "rh0": 1.0}).run(
+            jax.random.PRNGKey(0), volatility, YS)
