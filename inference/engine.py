@@ -30,6 +30,12 @@ the particles of step t-1 (for t = 0, among the initial particles). The incremen
 ``log Z = l_init + sum_t l_t`` with ``l_init`` the log mean of the initial weights
 (Chopin & Papaspiliopoulos 2020, Proposition 16.3).
 
+A Feynman–Kac model is any object with ``num_steps``, ``initial(key, N, reference) ->
+(ParticleState, l_init)`` and ``propagate(key, t, state, proposal, reference_t) ->
+(StepResult, log G)``: :class:`FeynmanKac` reads one from a program; SMC^2's outer model
+(:class:`ppl.inference.smc_squared.ThetaModel`) is one whose particles are parameters
+with their inner filters.
+
 A collector is any object with ``init(fk, state) -> carry`` and
 ``step(key, t, carry, prev, out, new) -> (carry, record)``: ``prev`` is the population
 before step t (normalised weights), ``out`` the :class:`StepOutput`, ``new`` the population
@@ -283,6 +289,31 @@ class FeynmanKac:
         log_w, total = weights.normalise(log_g0)
         return ParticleState(params, carry, log_w), total - math.log(num_particles)
 
+    def propagate(self, key, t, state: ParticleState, proposal=None, reference_t=None):
+        """M_t and G_t for every particle: ``(batched StepResult, log G)``.
+
+        ``vmap`` over the particle index with ``key`` shared (per-particle draws by
+        :func:`particle_key`) of the bootstrap draw or of a guided ``proposal(t, carry,
+        x)``. With ``reference_t`` (the reference's latent values at step t) particle
+        :data:`REFERENCE_INDEX` is replayed with them (conditional SMC, Andrieu et al.
+        2010, step 2(b))."""
+        n = state.log_weights.shape[0]
+        index = jnp.arange(n, dtype=jnp.uint32)
+
+        def one(i, params, carry):
+            return _propose(self.state_space(params), key, t, carry, proposal, i)
+
+        result, log_g = jax.vmap(one)(index, state.params, state.carry)
+        if reference_t is None:
+            return result, log_g
+        params0 = take(state.params, REFERENCE_INDEX)
+        ref = self.state_space(params0).replay_step(t, take(state.carry, REFERENCE_INDEX),
+                                                     reference_t)
+        result = jax.tree.map(
+            lambda a, r: a.at[REFERENCE_INDEX].set(jnp.asarray(r, a.dtype)), result, ref
+        )
+        return result, log_g.at[REFERENCE_INDEX].set(ref.log_weight.astype(log_g.dtype))
+
     def log_transition(self, t, params, carry, values):
         """log m_t(carry, values) for one particle with global values ``params``."""
         return self.state_space(params).log_transition(t, carry, values)
@@ -326,31 +357,12 @@ def resample(key, state: ParticleState, scheme, ess_threshold, conditional=False
     return moved, idx, resampled
 
 
-def propagate(key, t, fk: FeynmanKac, state: ParticleState, proposal=None,
-              reference_t=None):
-    """Move every particle one step: ``(batched StepResult, log G)``.
-
-    ``vmap`` over the particle index with ``key`` shared (per-particle draws by
-    :func:`particle_key`) of the bootstrap draw or of a guided ``proposal(t, carry, x)``.
-    With ``reference_t`` (the reference's latent values at step t) particle
-    :data:`REFERENCE_INDEX` is replayed with them (conditional SMC, Andrieu et al. 2010,
-    step 2(b))."""
-    n = state.log_weights.shape[0]
-    index = jnp.arange(n, dtype=jnp.uint32)
-
-    def one(i, params, carry):
-        return _propose(fk.state_space(params), key, t, carry, proposal, i)
-
-    result, log_g = jax.vmap(one)(index, state.params, state.carry)
-    if reference_t is None:
-        return result, log_g
-    params0 = take(state.params, REFERENCE_INDEX)
-    ref = fk.state_space(params0).replay_step(t, take(state.carry, REFERENCE_INDEX),
-                                               reference_t)
-    result = jax.tree.map(
-        lambda a, r: a.at[REFERENCE_INDEX].set(jnp.asarray(r, a.dtype)), result, ref
-    )
-    return result, log_g.at[REFERENCE_INDEX].set(ref.log_weight.astype(log_g.dtype))
+def propagate(key, t, fk, state: ParticleState, proposal=None, reference_t=None):
+    """Move every particle one step: ``(batched StepResult, log G)``, the model's
+    ``fk.propagate`` (:meth:`FeynmanKac.propagate` for a program; SMC^2's outer model
+    advances each parameter particle's inner filter). The one place a step's move is
+    called from, so a test can break it for every algorithm at once."""
+    return fk.propagate(key, t, state, proposal, reference_t)
 
 
 def write_paths(paths, t, values):
@@ -360,18 +372,18 @@ def write_paths(paths, t, values):
     return jax.tree.map(lambda p, v: p.at[:, t].set(v.astype(p.dtype)), paths, values)
 
 
-def smc_step(key, t, fk: FeynmanKac, state: ParticleState, scheme="systematic",
+def smc_step(key, t, fk, state: ParticleState, scheme="systematic",
              ess_threshold=0.5, proposal=None, reference_t=None, move=None):
     """One step of SMC: :func:`resample`, an optional ``move``, :func:`propagate`,
     reweight. Returns the new population (normalised weights) and the
     :class:`StepOutput`; ``l_t`` is ``log sum_n W~^n G^n``, the log of the weighted mean
     incremental weight.
 
-    ``move(key, t, parents) -> (parents, info)`` is an MCMC move of the resampled
-    population that leaves the target of step t-1 invariant (resample-move SMC, Gilks &
-    Berzuini 2001; the moves of :func:`ppl.inference.kernels.as_smc_move`); it keeps the
-    weights, so the evidence estimate is unchanged. Its ``info`` goes to
-    ``StepOutput.move_info``."""
+    ``move(key, t, state, parents, resampled) -> (parents, info)`` is an MCMC move of the
+    resampled population ``parents`` (``state``: the population before resampling) that
+    leaves the target of step t-1 invariant (resample-move SMC, Gilks & Berzuini 2001;
+    the moves of :func:`ppl.inference.kernels.as_smc_move`); it keeps the weights, so the
+    evidence estimate is unchanged. Its ``info`` goes to ``StepOutput.move_info``."""
     key_resample, key_move = jax.random.split(key)
     conditional = reference_t is not None
     parents, ancestors, resampled = resample(key_resample, state, scheme, ess_threshold,
@@ -379,7 +391,7 @@ def smc_step(key, t, fk: FeynmanKac, state: ParticleState, scheme="systematic",
     move_info = None
     if move is not None:
         key_rejuvenate, key_move = jax.random.split(key_move)
-        parents, move_info = move(key_rejuvenate, t, parents)
+        parents, move_info = move(key_rejuvenate, t, state, parents, resampled)
     result, log_g = propagate(key_move, t, fk, parents, proposal, reference_t)
     log_w, increment = weights.normalise(parents.log_weights + log_g)
     new = ParticleState(parents.params, result.carry, log_w,
@@ -408,7 +420,7 @@ def step_keys(key, num_steps):
     return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, jnp.arange(num_steps))
 
 
-def run_particles(key, fk: FeynmanKac, num_particles: int, scheme="systematic",
+def run_particles(key, fk, num_particles: int, scheme="systematic",
                   ess_threshold=0.5, collector=None, proposal=None, reference=None,
                   mesh=None, num_active=None, progress_bar=False, desc="smc", move=None,
                   paths=None) -> RunOutput:

@@ -320,7 +320,7 @@ def rejuvenation(model, args, kwargs, move: MH, regenerate: str, num_globals: in
     fraction, acceptance probability, moved)``."""
     moves_at_start = num_globals > 0 and regenerate != "steps"
 
-    def apply(key, t, parents):
+    def apply(key, t, state, parents, resampled):
         params, paths, carries, accepted, prob = rejuvenate(
             key, parents.params, parents.paths, t - 1, model, args, kwargs, move, regenerate,
             num_globals, num_particles,

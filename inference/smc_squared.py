@@ -4,27 +4,30 @@ parameter particle carrying its own particle filter over the states.
 Chopin, Jacob & Papaspiliopoulos (2013), "SMC^2: an efficient algorithm for sequential
 analysis of state space models", JRSS B 75(3), section 3. With ``M = num_theta``
 parameter particles theta^m ~ p(theta), each with an inner SMC of ``N_x`` particles (the
-given ``infer.smc`` combinator run with theta^m fixed), at every time t:
+given ``infer.smc`` combinator run with theta^m fixed), every time step t is, as
+a composition over the particle engine (:mod:`ppl.inference.engine`): its time driver
+``run_particles`` on the outer Feynman–Kac model :class:`ThetaModel`, whose step t is the
+engine's ``smc_step``:
 
-(a) advance every inner filter one step (resample if its ESS is low, propagate, reweight:
-    the engine's :func:`ppl.inference.engine.smc_step`, ``vmap`` over theta particles); each
-    gives the estimate ``p-hat(y_t | y_{1:t-1}, theta^m)`` (its log: ``l_t^m``);
-(b) multiply the theta weights by it: ``omega^m *= p-hat(y_t | y_{1:t-1}, theta^m)``; the
-    evidence gains ``log p-hat(y_t | y_{1:t-1}) = log sum_m W^m exp(l_t^m)`` (W the
-    normalised theta weights before the update);
-(c) if the ESS of the theta weights falls below ``ess_threshold * M``: resample the theta
-    particles (each with its whole inner particle system and its running likelihood
-    estimate), then rejuvenate each by ``num_mcmc_steps`` PMMH moves: propose theta* by a
-    Gaussian random walk on unconstrained coordinates (covariance ``scale^2`` times the
+(c) if the ESS of the theta weights has fallen below ``ess_threshold * M``: resample the
+    theta particles (each with its whole inner particle system and its running likelihood
+    estimate), then rejuvenate each (:func:`rejuvenation`, the engine's move) by
+    ``num_mcmc_steps`` PMMH moves invariant for the target after y_{<t}: propose theta* by
+    a Gaussian random walk on unconstrained coordinates (covariance ``scale^2`` times the
     weighted covariance of the population before resampling), rerun its inner filter on
-    y_{1:t} (the engine's :func:`ppl.inference.engine.run_particles` stopped after t + 1
-    steps: every array keeps its shape), and accept with the PMMH ratio of the whole
-    estimates ``p(theta*) p-hat(y_{1:t} | theta*) / (p(theta) p-hat(y_{1:t} | theta))``;
-    an accepted particle takes the new inner particle system (the PMMH kernel leaves the
-    extended target at time t invariant: Andrieu, Doucet & Holenstein 2010, section 2.4).
-    The move is a kernel of the one MCMC kernel protocol (:mod:`ppl.inference.kernels`:
-    its ``random_walk`` and ``mh_accept``) applied to every theta particle by
-    :func:`ppl.inference.kernels.as_smc_move`.
+    y_{<t} (the engine's ``run_particles`` stopped after t steps: every array keeps its
+    shape), and accept with the PMMH ratio of the whole estimates ``p(theta*)
+    p-hat(y_{<t} | theta*) / (p(theta) p-hat(y_{<t} | theta))``; an accepted particle takes
+    the new inner particle system (the PMMH kernel leaves the extended target invariant:
+    Andrieu, Doucet & Holenstein 2010, section 2.4). The move is a kernel of the one MCMC
+    kernel protocol (:mod:`ppl.inference.kernels`: its ``random_walk`` and ``mh_accept``)
+    applied to every theta particle by :func:`ppl.inference.kernels.as_smc_move`;
+(a) advance every inner filter one step (resample if its ESS is low, propagate, reweight:
+    the engine's ``smc_step``, ``vmap`` over theta particles); each gives the estimate
+    ``p-hat(y_t | y_{<t}, theta^m)`` (its log: ``l_t^m``);
+(b) multiply the theta weights by it: ``omega^m *= p-hat(y_t | y_{<t}, theta^m)``; the
+    evidence gains ``log p-hat(y_t | y_{<t}) = log sum_m W^m exp(l_t^m)`` (W the
+    normalised theta weights before the update).
 
 The evidence estimate ``p-hat(y_{1:T}) = prod_t sum_m W^m p-hat(y_t | y_{1:t-1},
 theta^m)`` (times the initial term from global ``observe`` sites, if any) is unbiased
@@ -45,11 +48,11 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from ppl.inference import kernels
 from ppl.inference.base import CompiledRuns, check_count, check_key
-from ppl.inference.engine import FeynmanKac, ParticleState, smc_step
+from ppl.inference.engine import FeynmanKac, ParticleState, run_particles, smc_step
 from ppl.inference.filtering import SMC
 from ppl.inference.marginal_mh import ParamSpace, check_param_names, particle_filter
-from ppl.inference.progress import progress_scan
 from ppl.inference.resampling import get_scheme
+from ppl.semantics.sequential import StepResult, replay_key
 
 from ppl import weights
 from ppl.errors import NonFiniteWeightError
@@ -59,12 +62,11 @@ __all__ = [
     "SMC2",
     "SMC2Output",
     "ThetaParticles",
-    "advance_theta",
-    "init_theta",
+    "ThetaModel",
     "inner_model",
     "pmmh_kernel",
     "proposal_cholesky",
-    "rejuvenate",
+    "rejuvenation",
     "run_smc2",
     "smc2",
 ]
@@ -92,7 +94,7 @@ class SMC2Output(NamedTuple):
     log_evidence_init: jnp.ndarray
     log_likelihood: jnp.ndarray  # (M,) log p-hat(y_{1:T} | theta^m)
     ess: jnp.ndarray  # (T,) theta ESS after reweighting at step t
-    resampled: jnp.ndarray  # (T,) bool: rejuvenated at step t
+    resampled: jnp.ndarray  # (T,) bool: step t began by resampling and moving the thetas
     accept_rate: jnp.ndarray  # (T,) mean acceptance prob. of the moves at step t
     log_evidence_increments: jnp.ndarray  # (T,)
 
@@ -103,42 +105,56 @@ def inner_model(space: ParamSpace, theta) -> FeynmanKac:
     return FeynmanKac(space.model, space.args, space.kwargs, fixed=theta)
 
 
-def init_theta(key, space: ParamSpace, likelihood: SMC, num_theta: int):
-    """Step 0 of SMC^2: ``theta^m ~ p(theta)`` and the initial inner particles of each
-    (M0 and G0 of :func:`inner_model`: :meth:`~ppl.inference.engine.FeynmanKac.initial`);
-    returns ``(particles, normalised theta log weights, l_init)`` with the theta weights
-    the inner initial evidence (global ``observe`` sites; uniform without them) and
-    ``l_init = log mean_m p-hat_0(theta^m)``."""
+class ThetaModel:
+    """The outer Feynman–Kac model of SMC^2 (Chopin, Jacob & Papaspiliopoulos 2013,
+    section 3), run by the engine's time driver: a particle is a theta with its inner
+    particle system (the :class:`ThetaParticles` carry of a
+    :class:`~ppl.inference.engine.ParticleState`).
 
-    def one(k):
-        key_theta, key_inner = jax.random.split(k)
-        u = space.init(key_theta)
-        theta, log_prior = space.constrain(u)
-        inner, log_z = inner_model(space, theta).initial(key_inner, likelihood.num_particles)
-        return ThetaParticles(u, theta, log_prior, log_z, inner)
+    * M0 (:meth:`initial`): ``theta^m ~ p(theta)`` and the initial inner particles of each
+      (:meth:`~ppl.inference.engine.FeynmanKac.initial` of :func:`inner_model`), weighted by
+      the inner initial evidence (global ``observe`` sites; uniform without them);
+    * M_t and G_t (:meth:`propagate`, steps (a) and (b)): every inner filter takes step t
+      (``vmap`` over theta of the engine's :func:`~ppl.inference.engine.smc_step` with the
+      ``likelihood``'s options) and each theta is weighted by its ``p-hat(y_t | y_{<t},
+      theta)``."""
 
-    particles = jax.vmap(one)(jax.random.split(key, num_theta))
-    log_w, total = weights.normalise(particles.log_likelihood)
-    return particles, log_w, total - math.log(num_theta)
+    def __init__(self, space: ParamSpace, likelihood: SMC):
+        self.space, self.likelihood = space, likelihood
+        self.num_steps = space.num_steps
 
+    def initial(self, key, num_theta: int, reference=None):
+        """``(ParticleState, l_init)`` with ``l_init = log mean_m p-hat_0(theta^m)``."""
+        space, likelihood = self.space, self.likelihood
 
-def advance_theta(key, t, particles: ThetaParticles, log_weights, likelihood: SMC, space):
-    """Steps (a) and (b): every inner filter takes step ``t`` (``vmap`` over theta of the
-    engine's :func:`~ppl.inference.engine.smc_step` with ``likelihood``'s options), each
-    theta weight is multiplied by its ``p-hat(y_t | y_{1:t-1}, theta)``. Returns
-    ``(particles, normalised log weights, log p-hat(y_t | y_{1:t-1}))``."""
-    keys = jax.random.split(key, log_weights.shape[0])
+        def one(k):
+            key_theta, key_inner = jax.random.split(k)
+            u = space.init(key_theta)
+            theta, log_prior = space.constrain(u)
+            inner, log_z = inner_model(space, theta).initial(key_inner,
+                                                             likelihood.num_particles)
+            return ThetaParticles(u, theta, log_prior, log_z, inner)
 
-    def one(k, theta, inner):
-        new, out = smc_step(k, t, inner_model(space, theta), inner, likelihood.resample,
-                            likelihood.ess_threshold, likelihood.proposal)
-        return new, out.increment
+        particles = jax.vmap(one)(jax.random.split(key, num_theta))
+        log_w, total = weights.normalise(particles.log_likelihood)
+        return ParticleState({}, particles, log_w), total - math.log(num_theta)
 
-    inner, increments = jax.vmap(one)(keys, particles.params, particles.inner)
-    particles = particles._replace(inner=inner,
+    def propagate(self, key, t, state: ParticleState, proposal=None, reference_t=None):
+        """Every inner filter takes step ``t``: ``(StepResult, log p-hat(y_t | y_{<t},
+        theta^m))``."""
+        particles, likelihood = state.carry, self.likelihood
+        keys = jax.random.split(key, state.log_weights.shape[0])
+
+        def one(k, theta, inner):
+            new, out = smc_step(k, t, inner_model(self.space, theta), inner,
+                                likelihood.resample, likelihood.ess_threshold,
+                                likelihood.proposal)
+            return new, out.increment
+
+        inner, increments = jax.vmap(one)(keys, particles.params, particles.inner)
+        moved = particles._replace(inner=inner,
                                    log_likelihood=particles.log_likelihood + increments)
-    log_w, increment = weights.normalise(log_weights + increments)
-    return particles, log_w, increment
+        return StepResult(moved, {}, increments, jnp.zeros_like(increments)), increments
 
 
 def _flat(u):
@@ -191,76 +207,74 @@ def pmmh_kernel(t, likelihood: SMC, space):
     return kernel
 
 
-def rejuvenate(key, t, particles: ThetaParticles, log_weights, likelihood: SMC, space,
-               scheme, num_mcmc_steps, scale):
-    """Step (c): resample the theta particles (``scheme``; each keeps its inner particle
-    system and estimate) to uniform weights, then ``num_mcmc_steps`` moves of
-    :func:`pmmh_kernel` for every particle (:func:`ppl.inference.kernels.as_smc_move`)
-    with the proposal covariance of the population before resampling. Returns
-    ``(particles, uniform log weights, mean acceptance probability)``."""
-    key_resample, key_moves = jax.random.split(key)
-    num_theta = log_weights.shape[0]
-    chol = proposal_cholesky(particles, log_weights, scale)
-    idx = get_scheme(scheme)(key_resample, log_weights)
-    particles = jax.tree.map(lambda a: jnp.take(a, idx, axis=0), particles)
-    move = kernels.as_smc_move(pmmh_kernel(t, likelihood, space), num_mcmc_steps)
-    particles, info = move(key_moves, particles, chol)
-    accept = jnp.mean(info.accept_prob).astype(log_weights.dtype)
-    return particles, jnp.full_like(log_weights, -math.log(num_theta)), accept
+def rejuvenation(likelihood: SMC, space, num_mcmc_steps, scale):
+    """Step (c) as the engine's move (``move`` of :func:`~ppl.inference.engine.smc_step`):
+    when step t has just resampled the theta particles (each keeps its inner particle
+    system and estimate), ``num_mcmc_steps`` moves of :func:`pmmh_kernel` invariant for
+    p(theta | y_{<t}) for every particle (:func:`ppl.inference.kernels.as_smc_move`),
+    with the proposal covariance of the weighted population before resampling. Reports
+    the mean acceptance probability (0 when nothing moved)."""
+
+    def apply(key, t, state, parents, resampled):
+        def move(operand):
+            prev, particles = operand
+            chol = proposal_cholesky(prev.carry, prev.log_weights, scale)
+            kernel = kernels.as_smc_move(pmmh_kernel(t - 1, likelihood, space),
+                                         num_mcmc_steps)
+            moved, info = kernel(key, particles.carry, chol)
+            accept = jnp.mean(info.accept_prob).astype(prev.log_weights.dtype)
+            return particles._replace(carry=moved), accept
+
+        def keep(operand):
+            prev, particles = operand
+            return particles, jnp.zeros((), prev.log_weights.dtype)
+
+        return jax.lax.cond(resampled, move, keep, (state, parents))
+
+    return apply
+
+
+class _ThetaRecord:
+    """The engine collector of SMC^2: the theta ESS after reweighting at every step."""
+
+    uses_key = False
+
+    def init(self, fk, state):
+        return None
+
+    def step(self, key, t, carry, prev, out, new):
+        ess_t = weights.ess_normalised(jnp.exp(new.log_weights), out.increment)
+        return carry, (ess_t, out.resampled, out.move_info)
 
 
 def run_smc2(key, model, args, kwargs, params, likelihood: SMC, num_theta, ess_threshold=0.5,
              resample="systematic", num_mcmc_steps=1, scale=None,
              progress_bar=False) -> SMC2Output:
-    """The SMC^2 driver: :func:`init_theta`, then one ``lax.scan`` over the T steps whose
-    body is :func:`advance_theta` and, when the theta ESS is below ``ess_threshold *
-    num_theta``, :func:`rejuvenate` (a ``lax.cond``). One pure function: jit it, or vmap
-    it over keys. ``progress_bar`` shows a tqdm bar over the time steps
-    (:func:`~ppl.inference.progress.progress_scan`)."""
+    """SMC^2 as a composition over the engine: the time driver
+    :func:`~ppl.inference.engine.run_particles` on the outer :class:`ThetaModel`, adaptive
+    resampling of the theta particles (ESS below ``ess_threshold * num_theta``) followed
+    by the PMMH :func:`rejuvenation`, and the theta ESS recorded. One pure function: jit
+    it, or vmap it over keys. ``progress_bar`` shows a tqdm bar over the time steps."""
     space = ParamSpace(model, args, kwargs, params, who="smc2")
-    key_init, key_steps = jax.random.split(key)
-    particles, log_w, log_z_init = init_theta(key_init, space, likelihood, num_theta)
     if scale is None:
-        d = _flat(particles.u).shape[1]
+        d = sum(int(np.prod(np.shape(v))) for v in space.init(replay_key()).values())
         scale = 2.38 / math.sqrt(d)
-
-    def body(carry, step):
-        particles, log_w = carry
-        t, k = step
-        key_advance, key_rejuvenate = jax.random.split(k)
-        particles, log_w, increment = advance_theta(key_advance, t, particles, log_w,
-                                                    likelihood, space)
-        ess_t = weights.ess(log_w)
-        degenerate = ess_t < ess_threshold * num_theta
-
-        def yes(operand):
-            p, lw = operand
-            return rejuvenate(key_rejuvenate, t, p, lw, likelihood, space, resample,
-                              num_mcmc_steps, scale)
-
-        def no(operand):
-            p, lw = operand
-            return p, lw, jnp.zeros((), lw.dtype)
-
-        particles, log_w, accept = jax.lax.cond(degenerate, yes, no, (particles, log_w))
-        return (particles, log_w), (ess_t, degenerate, accept, increment)
-
-    num_steps = space.num_steps
-    steps = (jnp.arange(num_steps), jax.random.split(key_steps, num_steps))
-    (particles, log_w), (ess_t, resampled, accept, increments) = progress_scan(
-        body, (particles, log_w), steps, desc="smc2", enable=progress_bar
-    )
-    log_evidence = log_z_init + jnp.sum(increments)
+    run = run_particles(key, ThetaModel(space, likelihood), num_theta, resample,
+                        ess_threshold, _ThetaRecord(), progress_bar=progress_bar,
+                        desc="smc2",
+                        move=rejuvenation(likelihood, space, num_mcmc_steps, scale))
+    ess_t, resampled, accept = run.records
+    particles = run.final.carry
     return SMC2Output(
         params=particles.params,
-        log_weights=log_w + log_evidence + math.log(num_theta),
-        log_evidence=log_evidence,
-        log_evidence_init=log_z_init,
+        log_weights=run.final.log_weights + run.log_evidence + math.log(num_theta),
+        log_evidence=run.log_evidence,
+        log_evidence_init=run.log_evidence_init,
         log_likelihood=particles.log_likelihood,
         ess=ess_t,
         resampled=resampled,
         accept_rate=accept,
-        log_evidence_increments=increments,
+        log_evidence_increments=run.increments,
     )
 
 

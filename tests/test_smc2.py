@@ -145,15 +145,18 @@ def _move_without_rerunning_the_filter(real):
 
 
 def test_a_wrong_smc2_is_detected(monkeypatch, data):
-    """Moves that do not rerun the inner filter drift towards the prior: the posterior
-    moments of rho miss by about 20 standard errors (the evidence, here, does not)."""
+    """Moves that do not rerun the inner filter drift towards the prior and the check
+    fails: at this seed the evidence misses by 7.8 standard errors and the moments of rho
+    by 3.2 and 3.9 (the moves act after each resampling, before the step that follows, so
+    the final weighted population was not moved; the correct algorithm passes every check,
+    ``test_posterior_and_evidence``)."""
     ys, exact = data
     monkeypatch.setattr(kernels_module, "mh_accept",
                         _move_without_rerunning_the_filter(kernels_module.mh_accept))
     algo = infer.smc2(params=["rho"], num_theta=100, likelihood=infer.smc(num_particles=50))
     report, _ = check(algo, ys, exact)
     failed = {c.name for c in report.checks if not c.ok}
-    assert {"rho_mean", "rho_second_moment"} <= failed, str(report)
+    assert failed, str(report)
 
 
 @pytest.mark.slow
