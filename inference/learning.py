@@ -188,17 +188,19 @@ def ppg_estimate(key, fk, num_particles, num_backward, phi, reference, num_sweep
     """``num_sweeps`` PPG sweeps (:func:`conditional_sweep`) from ``reference``; returns
     ``(estimate, last path, gap, bound excess)`` with the estimate the average of the sweeps
     ``num_warmup + 1 .. num_sweeps`` (Cardoso et al. 2023, the bias-reduced estimator
-    Pi_{k0,k}). A ``lax.scan`` over sweeps."""
+    Pi_{k0,k}): a chain of the sweep kernel run by the one chain driver
+    (:func:`ppl.inference.kernels.sample_chain`)."""
 
-    def body(ref, key_k):
+    def sweep(key_k, ref):
         est, path, gap, excess = conditional_sweep(key_k, fk, num_particles, num_backward,
                                                    phi, ref, backward, max_trials,
                                                    block_size)
         return path, (est, gap, excess)
 
-    last, (estimates, gaps, excess) = jax.lax.scan(body, reference,
-                                                   jax.random.split(key, num_sweeps))
-    return jnp.mean(estimates[num_warmup:], axis=0), last, jnp.max(gaps), jnp.max(excess)
+    chain = sample_chain(key, sweep, reference, num_sweeps)
+    estimates, gaps, excess = chain.infos
+    return (jnp.mean(estimates[num_warmup:], axis=0), chain.final_state, jnp.max(gaps),
+            jnp.max(excess))
 
 
 # --------------------------------------------------------------------------- functionals

@@ -41,7 +41,7 @@ from ppl.inference.base import (
     check_key,
     check_sweeps,
 )
-from ppl.inference.progress import progress_scan
+from ppl.inference.kernels import sample_chain
 from ppl.inference.smoothing import (
     FUNCTIONAL_SITE,
     SmoothingPosterior,
@@ -70,7 +70,8 @@ def run_ppg(key, model, args, kwargs, num_particles: int, num_backward: int,
             reference=None, max_trials=16, log_bound=None, block_size=256,
             progress_bar=False) -> PPGOutput:
     """PPG (Cardoso et al. 2023, Algorithm 2): ``num_sweeps`` conditional PaRIS sweeps
-    (:func:`~ppl.inference.smoothing.run_paris` with ``reference``) in a ``lax.scan``, each
+    (:func:`~ppl.inference.smoothing.run_paris` with ``reference``), the kernel of a chain
+    run by the one chain driver (:func:`ppl.inference.kernels.sample_chain`), each
     handing its path drawn through the backward indices to the next; the estimate is the
     mean of the sweeps ``num_warmup + 1 .. num_sweeps``. Without ``reference`` the chain
     starts from a path of an unconditional PaRIS sweep; ``fixed`` holds the global sites
@@ -86,15 +87,15 @@ def run_ppg(key, model, args, kwargs, num_particles: int, num_backward: int,
         first = run_paris(key_init, model, args, kwargs, reference=None, **options)
         reference, init_steps = first.path, (first.steps, first.increments)
 
-    def sweep(ref, key_l):
+    def sweep(key_l, ref):
         out = run_paris(key_l, model, args, kwargs, reference=ref, **options)
-        return out.path, (out.estimate, out.online_estimates, out.path,
-                          (out.steps, out.increments), out.log_evidence)
+        return out.path, (out.estimate, out.online_estimates, (out.steps, out.increments),
+                          out.log_evidence)
 
-    last, (estimates, online, paths, steps, log_z) = progress_scan(
-        sweep, reference, jax.random.split(key_sweeps, num_sweeps), desc="ppg",
-        enable=progress_bar,
-    )
+    chain = sample_chain(key_sweeps, sweep, reference, num_sweeps, progress_bar=progress_bar,
+                         desc="ppg")
+    last, paths = chain.final_state, chain.states
+    estimates, online, steps, log_z = chain.infos
     if init_steps is not None:  # keep the initial sweep's checks (gap, bound) too
         steps = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), init_steps, steps)
     return PPGOutput(

@@ -78,6 +78,7 @@ from ppl.semantics.trace import LATENT, record
 from ppl.errors import NonFiniteWeightError, UnsupportedModelError
 from ppl.posterior import Posterior
 from ppl.primitives import step_index
+from ppl.weights import ess_normalised
 
 __all__ = [
     "BACKWARD",
@@ -377,7 +378,7 @@ class ParisCollector:
         weights = jnp.exp(new.log_weights)
         record_t = ParisStep(
             estimate=jnp.tensordot(weights.astype(tau.dtype), tau, axes=(0, 0)),
-            ess=1.0 / jnp.sum(weights**2),
+            ess=ess_normalised(weights, out.increment),
             markov_gap=markov_gap(self.fk, t, out.parents, result),
             accepted=stats.accepted,
             fallbacks=stats.fallbacks,
