@@ -82,7 +82,7 @@ from ppl.inference.kernels import (
 )
 from ppl.inference.progress import progress_scan
 from ppl.inference.smoothing import BACKWARD, ParisCollector, paris_sweep
-from ppl.semantics.sequential import Sequential, replay_key
+from ppl.semantics.sequential import Sequential, replay_key, step_reads
 from ppl.semantics.trace import LATENT, PARAM, from_numpyro, record
 
 from ppl.errors import NonFiniteWeightError, UnsupportedModelError
@@ -648,20 +648,23 @@ def run_particle_gibbs_params(key, model, args, kwargs, num_particles, num_sampl
     alternate x ~ CSMC(. | x, theta) (:func:`ppl.inference.conditional.csmc_kernel`) and
     ``num_mcmc_steps`` random-walk Metropolis steps on u = T^{-1}(theta) targeting
     p(theta, x, y) |dT/du| (:meth:`StateSpace.log_joint`: prior, global observations and
-    the path's transition and observation densities). Pure and jittable; ``progress_bar``
+    the path's transition and observation densities). theta are the global latent sites
+    the step reads; the others (an initial state drawn from its prior) are the time-0
+    state, drawn with the path by conditional SMC. Pure and jittable; ``progress_bar``
     shows a tqdm bar over the iterations."""
     sites = global_sites(model, args, kwargs)
-    names = [n for n, s in sites.items() if s.kind == LATENT]
+    read = set(step_reads(model, args, kwargs))
+    names = [n for n, s in sites.items() if s.kind == LATENT and n in read]
     if not names:
         raise UnsupportedModelError(
-            "particle_gibbs: the program has no global latent site before its markov call; "
-            "for the states alone use infer.csmc"
+            "particle_gibbs: the markov step reads no global latent site drawn before it "
+            "(a site that only sets the initial carry is the time-0 state, sampled with the "
+            "path); for the states alone use infer.csmc"
         )
     key_init, key_u, key_chain = jax.random.split(key, 3)
     start = Sequential(model).state_space(key_u, *args, **kwargs).params
     start = {**start, **(init or {})}
     u0, unravel = ravel_pytree(_unconstrain(sites, names, start))
-
     supports = _supports(sites, names)
 
     def fk_at_values(theta):
@@ -669,6 +672,15 @@ def run_particle_gibbs_params(key, model, args, kwargs, num_particles, num_sampl
 
     def fk_at(u):
         return fk_at_values(_constrain(sites, names, unravel(u)))
+
+    def log_joint(theta, path):
+        """log p(theta, z, x, y) of a path (its time-0 state sites z and step sites x)."""
+        fk = fk_at_values(theta)
+        z = {n: path[n] for n in fk.per_particle}
+        steps = {n: v for n, v in path.items() if n not in z}
+        ssm = Sequential(model).state_space(replay_key(), *args, params={**theta, **z},
+                                            **kwargs)
+        return ssm.log_joint(steps)
 
     ref0, run0 = csmc_kernel(key_init, fk_at(u0), num_particles, None, new_path)
 
@@ -679,7 +691,7 @@ def run_particle_gibbs_params(key, model, args, kwargs, num_particles, num_sampl
 
         def log_target(v):
             theta, log_det = constrain(supports, unravel(v))
-            return fk_at_values(theta).shared.log_joint(ref) + log_det
+            return log_joint(theta, ref) + log_det
 
         u, prob = mh_params_step(k_u, log_target, u, step_size, num_mcmc_steps)
         return (u, ref), (prob, jnp.max(run.records.markov_gap))
