@@ -89,6 +89,7 @@ __all__ = [
     "run_smc",
     "smc",
     "smc_info",
+    "smc_output",
     "smc_posterior",
     "trace_ancestry",
 ]
@@ -299,18 +300,27 @@ def run_smc(key, model, args, kwargs, num_particles, scheme="systematic",
     records, params = run.records, run.final.params
     if history:
         paths, _ = trace_ancestry(records.values, records.ancestors)
-        global_values, step_det, loglik, data, factors = replay_lineages(
-            model, args, kwargs, params, paths, fixed
-        )
-        paths = {**paths, **step_det}
+        replayed = replay_lineages(model, args, kwargs, params, paths, fixed)
     else:
         paths = run.collected
         global_values, loglik, data, factors = replay_globals(
             model, args, kwargs, params, num_particles, fixed
         )
+        replayed = (global_values, {}, loglik, data, factors)
+    return smc_output(run, records, paths, replayed)
+
+
+def smc_output(run, records, paths, replayed) -> SMCOutput:
+    """The :class:`SMCOutput` of an engine run: the final particles' ``paths`` and what
+    :func:`replay_lineages` rebuilt from them (``replayed``: global values, step
+    deterministic sites, pointwise log-likelihood, data, factor log weights), the weights
+    on the evidence scale (``logsumexp - log N == log_evidence``) and the per-step
+    ``records``. Shared by SMC and resample-move SMC."""
+    global_values, step_det, loglik, data, factors = replayed
+    num_particles = run.final.log_weights.shape[0]
     return SMCOutput(
         globals=global_values,
-        paths=paths,
+        paths={**paths, **step_det},
         log_weights=run.final.log_weights + run.log_evidence + math.log(num_particles),
         log_evidence=run.log_evidence,
         log_evidence_init=run.log_evidence_init,

@@ -51,7 +51,6 @@ Static programs (no ``markov``) raise :class:`UnsupportedModelError` pointing to
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import jax
@@ -66,6 +65,7 @@ from ppl.inference.filtering import (
     SMCOutput,
     _state_space,
     replay_lineages,
+    smc_output,
     smc_posterior,
 )
 from ppl.inference.resampling import get_scheme
@@ -372,20 +372,8 @@ def run_rmsmc(key, model, args, kwargs, num_particles, move: MH, scheme="systema
                         paths=empty_paths(model, args, kwargs, num_particles))
     records, (accepted, prob, active) = run.records
     final = run.final
-    global_values, step_det, loglik, data, factors = replay_lineages(
-        model, args, kwargs, final.params, final.paths
-    )
-    out = SMCOutput(
-        globals=global_values,
-        paths={**final.paths, **step_det},
-        log_weights=final.log_weights + run.log_evidence + math.log(num_particles),
-        log_evidence=run.log_evidence,
-        log_evidence_init=run.log_evidence_init,
-        steps=records,
-        log_likelihood=loglik,
-        observed_data=data,
-        factor_log_probs=factors,
-    )
+    replayed = replay_lineages(model, args, kwargs, final.params, final.paths)
+    out = smc_output(run, records, final.paths, replayed)
     return RMSMCOutput(out, accepted, prob, active)
 
 
