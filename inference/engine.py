@@ -249,11 +249,6 @@ class FeynmanKac:
                 f"need no value"
             )
 
-    @property
-    def initial_sites(self) -> tuple[str, ...]:
-        """The per-particle global sites the step does not read: the state at time 0."""
-        return tuple(n for n in self.per_particle if n not in self.reads)
-
     def state_space(self, params):
         """The state space of one particle with per-particle global values ``params``."""
         if not self.reads:
