@@ -68,6 +68,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from ppl.inference.base import CompiledRuns, check_count, check_key, check_log_weights
+from ppl.inference.data_annealing import (
+    AnnealedOutput,
+    annealed_posterior,
+    calls_markov,
+    run_annealed_smc,
+)
 from ppl.inference.engine import FeynmanKac, propagate, run_particles
 from ppl.inference.resampling import get_scheme
 from ppl.inference.sharding import check_divisible, particle_mesh, to_host
@@ -75,7 +81,7 @@ from ppl.semantics.sequential import Sequential, replay_key
 from ppl.semantics.trace import DETERMINISTIC, FACTOR, LATENT, OBSERVED, record
 
 from ppl import weights
-from ppl.errors import NonFiniteWeightError
+from ppl.errors import NonFiniteWeightError, UnsupportedModelError
 from ppl.posterior import Posterior
 from ppl.primitives import step_index
 
@@ -338,8 +344,10 @@ class SMC:
     """``smc(num_particles, resample, ess_threshold, proposal, move)``; see :func:`smc`."""
 
     def __init__(self, num_particles: int, resample="systematic", ess_threshold=0.5,
-                 proposal=None, move=None, devices=None, history=True, progress_bar=False):
+                 proposal=None, move=None, devices=None, history=True, progress_bar=False,
+                 batch_size=1):
         self.num_particles = check_count("num_particles", num_particles)
+        self.batch_size = check_count("batch_size", batch_size)
         get_scheme(resample)  # UnknownOptionError naming `resample`
         self.resample = resample
         try:
@@ -380,7 +388,19 @@ class SMC:
 
     def core(self, key, model, args, kwargs, fixed=None) -> SMCOutput:
         """The pure, jittable run (:func:`run_smc` with this combinator's options);
-        ``fixed`` (site -> value) holds global latent sites for every particle (PMMH)."""
+        ``fixed`` (site -> value) holds global latent sites for every particle (PMMH).
+        A static program (no ``ppl.markov``) runs data-annealed SMC
+        (:func:`~ppl.inference.data_annealing.run_annealed_smc`)."""
+        if fixed is None and not calls_markov(model, args, kwargs):
+            if self.proposal is not None:
+                raise UnsupportedModelError(
+                    "smc(proposal=...) proposes one markov step's sites; this program does "
+                    "not call ppl.markov (on a static program smc introduces the "
+                    "observations one batch at a time from prior particles)"
+                )
+            return run_annealed_smc(key, model, args, kwargs, self.num_particles,
+                                    self.resample, self.ess_threshold, None, self.batch_size,
+                                    self.mesh, self.progress_bar)
         return run_smc(key, model, args, kwargs, self.num_particles, self.resample,
                        self.ess_threshold, self.proposal, fixed=fixed, mesh=self.mesh,
                        history=self.history, progress_bar=self.progress_bar)
@@ -391,13 +411,15 @@ class SMC:
         out = to_host(self._runs(check_key(key), model, args, kwargs))  # multi-host: gather
         info = {"num_particles": self.num_particles, "resample": self.resample,
                 "ess_threshold": self.ess_threshold, "history": self.history}
+        if isinstance(out, AnnealedOutput):
+            return annealed_posterior(out, "smc", {**info, "batch_size": self.batch_size})
         return smc_posterior(out, "smc", info, self.history)
 
     def __repr__(self):
         return (
             f"smc(num_particles={self.num_particles}, resample={self.resample!r}, "
             f"ess_threshold={self.ess_threshold}, proposal={self.proposal!r}, "
-            f"history={self.history})"
+            f"history={self.history}, batch_size={self.batch_size})"
         )
 
 
@@ -453,7 +475,7 @@ def _check_weights(out: SMCOutput):
 
 
 def smc(num_particles: int, resample="systematic", ess_threshold=0.5, proposal=None,
-        move=None, devices=None, history=True, progress_bar=False):
+        move=None, devices=None, history=True, progress_bar=False, batch_size=1):
     """Sequential Monte Carlo (a particle filter) over a program with one ``ppl.markov``.
 
     ``num_particles`` particles; ``resample`` one of ``"systematic"`` (default),
@@ -485,6 +507,18 @@ def smc(num_particles: int, resample="systematic", ess_threshold=0.5, proposal=N
     or ``filter_log_weights``. The evidence and final weights are those of
     ``history=True`` for the same key.
 
+    A static program (no ``ppl.markov``) is run by data annealing
+    (:mod:`ppl.inference.data_annealing`; Chopin 2002): every particle draws the latent
+    sites from the prior, and the observations come in one step at a time (``batch_size``
+    units per step: the entries of each observed site's outermost plate, in program
+    order; a scalar site is one unit), each step weighting the particles by their
+    likelihood and resampling adaptively, as monad-bayes' SMC suspends at each factor.
+    ``samples`` then hold the latent and deterministic sites of the final particles (N,
+    ...), ``log_evidence`` estimates log p(y), and ``info`` has the per-step ``ess``,
+    ``resampled`` and ``log_evidence_increments``. Without moves the particles keep their
+    prior draws, so on many observations few distinct values survive; add MCMC
+    rejuvenation with ``move=infer.mh(...)`` (IBIS; :func:`ppl.inference.rmsmc`).
+
     Cost: with ``ess_threshold`` 0 or 1 the resampling decision is static (no ESS test,
     no ``lax.cond``), and the particles' draws share one key per site and step
     (:func:`~ppl.inference.engine.particle_key`), so a step costs about what a
@@ -502,6 +536,6 @@ def smc(num_particles: int, resample="systematic", ess_threshold=0.5, proposal=N
                 "the particles' paths by construction)"
             )
         return RMSMC(num_particles, move, resample, ess_threshold, proposal,
-                     devices=devices, progress_bar=progress_bar)
+                     devices=devices, progress_bar=progress_bar, batch_size=batch_size)
     return SMC(num_particles, resample, ess_threshold, proposal, move, devices, history,
-               progress_bar)
+               progress_bar, batch_size)

@@ -58,6 +58,12 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 from ppl.inference.base import CompiledRuns, check_key, check_option
+from ppl.inference.data_annealing import (
+    AnnealedOutput,
+    annealed_posterior,
+    calls_markov,
+    run_annealed_smc,
+)
 from ppl.inference.engine import FeynmanKac, run_particles
 from ppl.inference.filtering import (
     SMC,
@@ -386,9 +392,10 @@ class RMSMC:
 
     def __init__(self, num_particles: int, move=None, resample="systematic",
                  ess_threshold=0.5, proposal=None, regenerate="all", devices=None,
-                 progress_bar=False):
+                 progress_bar=False, batch_size=1):
         base = SMC(num_particles, resample, ess_threshold, proposal,
-                   devices=devices)  # checks the options
+                   devices=devices, batch_size=batch_size)  # checks the options
+        self.batch_size = base.batch_size
         self.num_particles = base.num_particles
         self.resample = base.resample
         self.ess_threshold = base.ess_threshold
@@ -405,7 +412,18 @@ class RMSMC:
         self._runs = CompiledRuns(self.core)
 
     def core(self, key, model, args, kwargs) -> RMSMCOutput:
-        """The pure, jittable run (:func:`run_rmsmc` with this combinator's options)."""
+        """The pure, jittable run (:func:`run_rmsmc` with this combinator's options; on a
+        static program, IBIS: :func:`~ppl.inference.data_annealing.run_annealed_smc`
+        with this move)."""
+        if not calls_markov(model, args, kwargs):
+            if self.proposal is not None:
+                raise UnsupportedModelError(
+                    "rmsmc(proposal=...) proposes one markov step's sites; this program "
+                    "does not call ppl.markov"
+                )
+            return run_annealed_smc(key, model, args, kwargs, self.num_particles,
+                                    self.resample, self.ess_threshold, self.move,
+                                    self.batch_size, self.mesh, self.progress_bar, "rmsmc")
         return run_rmsmc(key, model, args, kwargs, self.num_particles, self.move,
                          self.resample, self.ess_threshold, self.proposal, self.regenerate,
                          mesh=self.mesh, progress_bar=self.progress_bar)
@@ -414,6 +432,11 @@ class RMSMC:
         """Run resample-move SMC on ``model(*args, **kwargs)`` (one ``ppl.markov`` call
         after its global sites) and return a weighted :class:`~ppl.Posterior`."""
         result = to_host(self._runs(check_key(key), model, args, kwargs))
+        if isinstance(result, AnnealedOutput):
+            info = {"num_particles": self.num_particles, "resample": self.resample,
+                    "ess_threshold": self.ess_threshold, "move": repr(self.move),
+                    "batch_size": self.batch_size}
+            return annealed_posterior(result, "rmsmc", info)
         accept_rate = np.asarray(result.accept_rate)
         moved = np.asarray(result.moved)
         info = {
@@ -437,7 +460,8 @@ class RMSMC:
 
 
 def rmsmc(num_particles: int, move=None, resample="systematic", ess_threshold=0.5,
-          proposal=None, regenerate="all", devices=None, progress_bar=False) -> RMSMC:
+          proposal=None, regenerate="all", devices=None, progress_bar=False,
+          batch_size=1) -> RMSMC:
     """Resample-move SMC (Gilks & Berzuini 2001; monad-bayes' ``rmsmc``) over a program
     with one ``ppl.markov`` call.
 
@@ -458,11 +482,20 @@ def rmsmc(num_particles: int, move=None, resample="systematic", ess_threshold=0.
     ``accept_rate`` (overall fraction of accepted moves), ``accept_rate_per_step`` and
     ``accept_prob_per_step`` (T,). Here ``ancestors[t]`` and ``resampled[t]`` describe
     the resampling *after* step t, and ``filter_log_weights[t]`` / ``particles[t]`` the
-    weighted particles before it. A static program raises
-    :class:`~ppl.errors.UnsupportedModelError` (use ``infer.tempered_smc``).
+    weighted particles before it.
+
+    On a static program (no ``ppl.markov``) this is IBIS (Chopin 2002): data-annealed SMC
+    (:func:`ppl.inference.smc`, ``batch_size`` observation units per step) where, after
+    every resampling, each particle makes ``move.num_mcmc_steps`` MH moves invariant for
+    the posterior of the observations so far. With ``proposal="random_walk"`` the walk is
+    scaled to the particles (covariance ``2.38^2 / D`` times theirs; ``step_size`` is not
+    used); ``"prior"`` regenerates one latent site (discrete sites too) and a proposal
+    program proposes as in :func:`ppl.inference.mh`. ``info`` then has ``ess``,
+    ``resampled``, ``log_evidence_increments``, ``accept_rate`` and
+    ``accept_rate_per_step`` (NaN where no move ran).
     ``devices="all"`` (or a list of devices) splits the particles and their paths across
     devices (:mod:`ppl.inference.sharding`; ``num_particles`` a multiple of their number).
     ``progress_bar=True`` shows a tqdm bar over the time steps without leaving jit.
     """
     return RMSMC(num_particles, move, resample, ess_threshold, proposal, regenerate, devices,
-                 progress_bar)
+                 progress_bar, batch_size)
