@@ -1,9 +1,10 @@
 """SMC on static programs: the observations introduced one batch at a time (data annealing).
 
 A static program (no ``ppl.markov``) denotes ``p(z) prod_i l_i(z)``: latent sites ``z`` with
-prior ``p`` and observation units ``l_i`` (every ``observe`` and ``factor`` term). Read as a
-sequence of its observations, in program order and along the outermost axis of each
-observed site (its outermost plate), it is a Feynman–Kac model whose targets
+prior ``p`` and observation units ``l_i`` (every ``observe`` and ``factor`` term: each
+entry of a site's pointwise log density, i.e. one unit per element of its plates). Read as
+a sequence of its observations, in program order and along the plates of each site (C
+order: the outermost plate slowest), it is a Feynman–Kac model whose targets
 
     pi_t(z) ∝ p(z) prod_{i in units of steps 0..t} l_i(z),     t = 0..T-1,
 
@@ -48,7 +49,7 @@ from jax.flatten_util import ravel_pytree
 from numpyro.primitives import Messenger
 from ppl.inference.base import check_log_weights
 from ppl.inference.engine import ParticleState, run_particles
-from ppl.inference.kernels import MHState, as_smc_move, random_walk_mh
+from ppl.inference.kernels import MHState, as_smc_move, mh_accept, random_walk_mh
 from ppl.inference.tempered import _safe, _Unconstrain, _unconstrain, kernel_parameters
 from ppl.semantics.sequential import StepResult, replay_key
 from ppl.semantics.trace import DETERMINISTIC, FACTOR, LATENT, OBSERVED, record
@@ -85,9 +86,9 @@ def calls_markov(model, args, kwargs) -> bool:
 
 class ObservationLayout(NamedTuple):
     """The observation units of a static program: for each observed or factor site, in
-    program order, ``(name, offset, num_units, shape)`` (its units are the entries of the
-    outermost axis of its pointwise log density ``shape``; a scalar site is one unit), and
-    how they are grouped into steps."""
+    program order, ``(name, offset, num_units, shape)`` (its units are the entries of its
+    pointwise log density of shape ``shape``, in C order; a scalar site is one unit), and
+    how they are grouped into steps (``batch_size`` consecutive units per step)."""
 
     sites: tuple
     num_units: int
@@ -98,12 +99,11 @@ class ObservationLayout(NamedTuple):
         return -(-self.num_units // self.batch_size)
 
     def unit_steps(self, name):
-        """The step at which each unit of site ``name`` is introduced, shaped to
-        broadcast against the site's pointwise log density."""
+        """The step at which each unit of site ``name`` is introduced, shaped like the
+        site's pointwise log density."""
         for site, offset, n, shape in self.sites:
             if site == name:
-                steps = (offset + jnp.arange(n)) // self.batch_size
-                return steps.reshape((n,) + (1,) * max(len(shape) - 1, 0)) if shape else steps[0]
+                return ((offset + np.arange(n)) // self.batch_size).reshape(shape)
         raise KeyError(name)
 
 
@@ -113,7 +113,7 @@ def observation_layout(trace, batch_size: int) -> ObservationLayout:
     sites, offset = [], 0
     for name in trace.names(OBSERVED, FACTOR):
         shape = tuple(jnp.shape(trace.log_probs[name]))
-        n = shape[0] if shape else 1
+        n = math.prod(shape)
         sites.append((name, offset, n, shape))
         offset += n
     if not offset:
@@ -129,7 +129,7 @@ def step_log_likelihoods(trace, layout: ObservationLayout):
     units = []
     for name, _, n, shape in layout.sites:
         lp = jnp.broadcast_to(trace.log_probs[name], shape)
-        units.append(jnp.reshape(lp, (n, -1)).sum(-1) if shape else jnp.reshape(lp, (1,)))
+        units.append(jnp.reshape(lp, (n,)))
     units = jnp.concatenate(units)
     pad = layout.num_steps * layout.batch_size - layout.num_units
     units = jnp.concatenate([units, jnp.zeros((pad,), units.dtype)])
@@ -177,6 +177,7 @@ class AnnealedModel:
         self.layout = observation_layout(trace, batch_size)
         self.num_steps = self.layout.num_steps
         self.per_particle = self.latent
+        self.first_steps = latent_first_steps(raw, trace, self.layout)
 
     def replay(self, values):
         """The trace of one run with the latent sites set to ``values``."""
@@ -204,6 +205,119 @@ class AnnealedModel:
         """M_t is the identity, G_t = exp g_t: ``(StepResult, log G)``."""
         log_g = state.carry[:, t]
         return StepResult(state.carry, {}, log_g, jnp.zeros_like(log_g)), log_g
+
+
+# ----------------------------------------------------------------- latent sites drawn late
+
+
+def _plate_dims(site) -> dict:
+    return {f.name: f.dim for f in site["cond_indep_stack"]}
+
+
+def _first_step_from(latent_site, latent_shape, observed_site, steps):
+    """The first step at which a unit of ``observed_site`` (whose units enter at
+    ``steps``) may depend on each entry of the latent site: when the observed site sits in
+    every plate of the latent one, entry i of a plate can only reach the units with the
+    same index i (conditional independence, which is what a plate says), so the minimum
+    runs over the observed site's other axes; otherwise every entry may reach every unit."""
+    plates = _plate_dims(latent_site)
+    observed_plates = _plate_dims(observed_site)
+    k_o, k_l = steps.ndim, len(latent_shape)
+    aligned = plates and all(observed_plates.get(n) == d for n, d in plates.items())
+    if not aligned or any(-d > min(k_o, k_l) for d in plates.values()):
+        return np.full(latent_shape, np.min(steps), np.int32)
+    keep = {k_o + d for d in plates.values()}
+    reduced = np.min(steps, axis=tuple(a for a in range(k_o) if a not in keep), keepdims=True)
+    if k_o >= k_l:
+        reduced = reduced.reshape(reduced.shape[k_o - k_l:])
+    else:
+        reduced = reduced.reshape((1,) * (k_l - k_o) + reduced.shape)
+    return np.broadcast_to(reduced, latent_shape).astype(np.int32)
+
+
+def latent_first_steps(raw, trace, layout: ObservationLayout) -> dict:
+    """site -> (its pointwise log-density shape) the first step whose observations may
+    depend on each entry of each latent site (read from the plates; static). An entry
+    whose first step is after t is, under pi_{t-1}, still distributed as its prior given
+    the rest: monad-bayes would not have drawn it yet (it suspends at each factor), and
+    :func:`refresh_undrawn` redraws it after resampling to keep the particles distinct."""
+    first = {}
+    for name in trace.latent_names:
+        shape = tuple(jnp.shape(trace.log_probs[name]))
+        steps = [
+            _first_step_from(raw[name], shape, raw[o], layout.unit_steps(o))
+            for o, *_ in layout.sites
+        ]
+        first[name] = np.min(np.stack(steps), axis=0)
+    return first
+
+
+class _RedrawEntries(Messenger):
+    """Redraw the entries ``masks[site]`` of the named latent sites from the site's
+    distribution (given the values drawn before it in this run) and keep the others at
+    ``values[site]``; every later site sees the combined value."""
+
+    def __init__(self, fn, key, values, masks):
+        self.key, self.values, self.masks = key, values, masks
+        super().__init__(fn)
+
+    def process_message(self, msg):
+        name = msg.get("name")
+        if msg["type"] != "sample" or msg["is_observed"] or name not in self.masks:
+            return
+        self.key, key = jax.random.split(self.key)
+        fresh = msg["fn"](rng_key=key, sample_shape=msg["kwargs"].get("sample_shape", ()))
+        old = self.values[name]
+        mask = self.masks[name]
+        mask = mask.reshape(mask.shape + (1,) * (jnp.ndim(old) - mask.ndim))
+        msg["value"] = jnp.where(mask, fresh, old).astype(jnp.result_type(old))
+
+
+def annealed_log_joint(trace, layout: ObservationLayout, t):
+    """log pi_{t-1} of a (unscaled) trace: every latent site plus the observation units of
+    the steps before t (a unit not yet introduced counts 0, even where it is -inf)."""
+    total = trace.log_prior
+    for name, *_ in layout.sites:
+        present = layout.unit_steps(name) < t
+        total = total + jnp.sum(jnp.where(present, trace.log_probs[name], 0.0))
+    return total
+
+
+def refresh_undrawn(fk: AnnealedModel, key, t, parents: ParticleState):
+    """After resampling at step t, redraw in every particle the latent entries no
+    observation so far depends on (:func:`latent_first_steps` after t - 1) from their
+    prior given the rest: an MH move invariant for pi_{t-1} whose proposal is that prior,
+    so ``log a = Δ log pi_{t-1} - Δ log p(redrawn entries)`` (1 when the plates hold:
+    a Gibbs step). Duplicated particles thus differ in what the data have not reached, as
+    if, like monad-bayes, the program had drawn those choices only now."""
+    masks = {n: f >= t for n, f in fk.first_steps.items()}
+    redrawn = {n: m for n, m in masks.items() if n in _late_sites(fk)}
+    if not redrawn:
+        return parents, jnp.zeros((), parents.carry.dtype)
+    model, args, kwargs = fk.model, fk.args, fk.kwargs
+
+    def one(k, values, g):
+        key_draw, key_accept = jax.random.split(k)
+        kept = {n: v for n, v in values.items() if n not in redrawn}
+        program = _RedrawEntries(model, key_draw, values, redrawn)
+        new = record(program, replay_key(), args, kwargs, substitutions=kept)[1]
+        old = fk.replay(values)
+        own = sum(jnp.sum(jnp.where(m, new.log_probs[n] - old.log_probs[n], 0.0))
+                  for n, m in redrawn.items())
+        log_alpha = (annealed_log_joint(new, fk.layout, t)
+                     - annealed_log_joint(old, fk.layout, t) - own)
+        proposed = (new.select(LATENT), step_log_likelihoods(new, fk.layout))
+        (values, g), info = mh_accept(key_accept, (values, g), proposed, log_alpha)
+        return values, g, info.accepted
+
+    keys = jax.random.split(key, parents.log_weights.shape[0])
+    params, carry, accepted = jax.vmap(one)(keys, parents.params, parents.carry)
+    return parents._replace(params=params, carry=carry), jnp.mean(accepted)
+
+
+def _late_sites(fk: AnnealedModel) -> tuple:
+    """The latent sites with an entry some observation reaches only after step 0."""
+    return tuple(n for n, f in fk.first_steps.items() if int(np.max(f)) > 0)
 
 
 # --------------------------------------------------------------------------- rejuvenation
@@ -263,12 +377,24 @@ def _trace_move(fk: AnnealedModel, key, t, parents: ParticleState, move):
     return parents._replace(params=values, carry=g), accepted
 
 
-def rejuvenation(fk: AnnealedModel, move):
-    """The engine move (``move`` of :func:`~ppl.inference.engine.smc_step`) of IBIS: at
-    step t, if the population was just resampled (and t > 0), ``move.num_mcmc_steps`` MH
-    moves of every particle invariant for pi_{t-1} (:func:`_random_walk_move` for
-    ``proposal="random_walk"``, else :func:`_trace_move`); otherwise the particles are left
-    as they are. Reports ``(accepted fraction, moved)``."""
+def rejuvenation(fk: AnnealedModel, move=None):
+    """The engine move (``move`` of :func:`~ppl.inference.engine.smc_step`) of data-annealed
+    SMC: at step t, if the population was just resampled (and t > 0),
+    :func:`refresh_undrawn`, then, with ``move`` (an ``infer.mh(...)``: IBIS),
+    ``move.num_mcmc_steps`` MH moves of every particle invariant for pi_{t-1}
+    (:func:`_random_walk_move` for ``proposal="random_walk"``, else :func:`_trace_move`);
+    otherwise the particles are left as they are. Reports ``(accepted fraction of the
+    moves, moved)``."""
+    if move is None:
+        def apply(key, t, state, parents, resampled):
+            def moved(parents):
+                return refresh_undrawn(fk, key, t, parents)[0]
+
+            active = resampled & (t > 0)
+            parents = jax.lax.cond(active, moved, lambda p: p, parents)
+            return parents, (jnp.zeros((), parents.carry.dtype), jnp.asarray(False))
+
+        return apply
     if move.proposal == "random_walk" and fk.discrete:
         raise UnsupportedModelError(
             f"rmsmc(move=infer.mh(proposal='random_walk')) moves continuous sites only, and "
@@ -280,10 +406,13 @@ def rejuvenation(fk: AnnealedModel, move):
 
     def apply(key, t, state, parents, resampled):
         def moved(parents):
+            key_refresh, key_move = jax.random.split(key)
+            parents = refresh_undrawn(fk, key_refresh, t, parents)[0]
             if move.proposal == "random_walk":
-                new, accepted = _random_walk_move(fk, key, t, parents, move.num_mcmc_steps)
+                new, accepted = _random_walk_move(fk, key_move, t, parents,
+                                                  move.num_mcmc_steps)
             else:
-                new, accepted = _trace_move(fk, key, t, parents, move)
+                new, accepted = _trace_move(fk, key_move, t, parents, move)
             return new, jnp.mean(accepted).astype(parents.carry.dtype)
 
         def kept(parents):
@@ -338,7 +467,7 @@ def run_annealed_smc(key, model, args, kwargs, num_particles, scheme="systematic
     fk = AnnealedModel(model, args, kwargs, batch_size)
     run = run_particles(key, fk, num_particles, scheme, ess_threshold, _Summaries(),
                         mesh=mesh, progress_bar=progress_bar, desc=desc,
-                        move=None if move is None else rejuvenation(fk, move))
+                        move=rejuvenation(fk, move))
     ess, resampled, accept_rate, moved = run.records
     final = run.final
     traces = jax.vmap(fk.replay)(final.params)

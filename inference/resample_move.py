@@ -416,10 +416,10 @@ class RMSMC:
         static program, IBIS: :func:`~ppl.inference.data_annealing.run_annealed_smc`
         with this move)."""
         if not calls_markov(model, args, kwargs):
-            if self.proposal is not None:
+            if self.proposal is not None or self.regenerate != "all":
                 raise UnsupportedModelError(
-                    "rmsmc(proposal=...) proposes one markov step's sites; this program "
-                    "does not call ppl.markov"
+                    "rmsmc(proposal=...) and rmsmc(regenerate=...) are about a ppl.markov "
+                    "program's steps; this program does not call ppl.markov"
                 )
             return run_annealed_smc(key, model, args, kwargs, self.num_particles,
                                     self.resample, self.ess_threshold, self.move,

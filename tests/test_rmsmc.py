@@ -200,8 +200,9 @@ def test_smc_with_move_is_rmsmc():
 
 
 def test_errors():
-    with pytest.raises(UnsupportedModelError, match="tempered_smc"):
-        infer.rmsmc(10).run(KEY, zoo.normal_normal, jnp.ones(3))
+    # a static program runs as IBIS (tests/test_static_smc.py); markov-only options refuse it
+    with pytest.raises(UnsupportedModelError, match="markov"):
+        infer.rmsmc(10, regenerate="steps").run(KEY, zoo.normal_normal, jnp.ones(3))
     with pytest.raises(UnknownOptionError, match="regenerate"):
         infer.rmsmc(10, regenerate="everything")
     with pytest.raises(TypeError, match="move"):

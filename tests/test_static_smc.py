@@ -109,14 +109,14 @@ def test_smc_static_logistic_regression_evidence():
 
 
 def test_lda_runs_as_a_static_program():
-    """monad-bayes' LDA (discrete topic per word) under smc and rmsmc, one document per
-    step: finite evidence, the right sites, topics on the simplex."""
+    """monad-bayes' LDA (discrete topic per word) under smc and rmsmc, one
+    word per step (monad-bayes' suspension at each factor): finite evidence, the right
+    sites, topics on the simplex."""
     for combinator in (infer.smc(100, ess_threshold=1.0),
                        infer.rmsmc(100, ess_threshold=1.0)):
         post = combinator.run(jax.random.PRNGKey(0), zoo.monad_bayes_lda)
         assert np.isfinite(post.log_evidence)
-        num_docs = zoo.MB_LDA_DOCS.shape[0]
-        assert post.info["ess"].shape == (num_docs,)
+        assert post.info["ess"].shape == (zoo.MB_LDA_DOCS.size,)
         assert post.samples["phi"].shape == (100, 2, 4)
         np.testing.assert_allclose(np.asarray(post.samples["phi"]).sum(-1), 1.0, rtol=1e-5)
 
@@ -135,3 +135,27 @@ def test_static_smc_refuses_what_it_cannot_do():
             jax.random.PRNGKey(0), zoo.monad_bayes_lda)
     with pytest.raises(ValueError, match="batch_size"):
         infer.smc(10, batch_size=0)
+
+
+@ppl.model
+def per_datum_latents(ys):
+    """mu ~ N(0, 1); z_i ~ N(mu, 1); y_i ~ N(z_i, 1): marginally y_i ~ N(mu, 2), so the
+    posterior of mu and the evidence are Normal-Normal's with sigma = sqrt(2)."""
+    mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
+    with ppl.plate("data", ys.shape[0]):
+        z = ppl.sample("z", dist.Normal(mu, 1.0))
+        ppl.observe("y", dist.Normal(z, 1.0), ys)
+
+
+def test_smc_static_redraws_latents_the_data_have_not_reached():
+    """z_i enters at step i (its plate index), so after resampling the duplicated particles
+    get fresh z_i for the data not seen yet (monad-bayes draws z_i only at step i): the
+    evidence and mu's posterior stay exact, and the final particles' z of the last data
+    point are all distinct (the redraw is a Gibbs step here: always accepted)."""
+    exact = conjugate.normal_normal_exact(NORMAL, 0.0, 1.0, float(np.sqrt(2.0)))
+    smc = infer.smc(1000, ess_threshold=1.0)
+    runs = [smc.run(jax.random.PRNGKey(s), per_datum_latents, NORMAL) for s in range(8)]
+    check_evidence([p.log_evidence for p in runs], exact["log_evidence"])
+    check_mean(runs[0], "mu", exact)
+    last_z = np.asarray(runs[0].samples["z"])[:, -1]
+    assert np.unique(last_z).size == last_z.size
