@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import jax
 from ppl.inference.base import check_count, check_key
+from ppl.semantics.density import Density
 from ppl.semantics.enumerated import Enumerated
+from ppl.semantics.trace import DETERMINISTIC, LATENT, OBSERVED, check_arguments
 
 from ppl.posterior import Posterior
 
@@ -16,16 +18,38 @@ class Exact:
 
     def __init__(self, num_samples: int = 1000):
         self.num_samples = check_count("num_samples", num_samples)
+        self._checked = {}
 
     def run(self, key, model, *args, **kwargs) -> Posterior:
         """Exact log evidence, marginals and ``num_samples`` joint posterior draws."""
         key = check_key(key)
+        check_arguments(model, args, kwargs, checked=self._checked)
         enumerated = Enumerated(model)
         log_z = jax.jit(lambda: enumerated.log_evidence(*args, **kwargs))()
         marginals = jax.jit(lambda: enumerated.marginals(*args, **kwargs))()
-        samples = jax.jit(lambda k: enumerated.sample(k, self.num_samples, *args, **kwargs))(key)
+        samples, log_likelihood, observed = jax.jit(
+            lambda k: self._draws(k, model, enumerated, args, kwargs)
+        )(key)
         return Posterior(
-            samples, log_evidence=log_z, method="exact", info={"marginals": marginals}
+            samples,
+            log_evidence=log_z,
+            observed_data=observed,
+            log_likelihood=log_likelihood,
+            method="exact",
+            info={"marginals": marginals},
+        )
+
+    def _draws(self, key, model, enumerated, args, kwargs):
+        """Exact joint draws of the latent sites, replayed through the program (the
+        :class:`~ppl.semantics.Density` trace, vmapped) for its deterministic sites and the
+        pointwise log density of each observed site: ``(samples, log_likelihood, data)``."""
+        latents = enumerated.sample(key, self.num_samples, *args, **kwargs)
+        trace = jax.vmap(lambda v: Density(model).trace(v, *args, **kwargs))(latents)
+        observed = trace.names(OBSERVED)
+        return (
+            trace.select(LATENT, DETERMINISTIC),
+            {n: trace.log_probs[n] for n in observed},
+            {n: trace.values[n][0] for n in observed},
         )
 
     def __repr__(self):
@@ -38,6 +62,8 @@ def exact(num_samples: int = 1000) -> Exact:
     ``.run(key, model, *args)`` returns a :class:`~ppl.Posterior` whose ``log_evidence`` is
     exact, whose ``info["marginals"]`` maps each site to its exact posterior marginal
     probabilities (last axis: the site's values), and whose ``samples`` are
-    ``num_samples`` exact joint posterior draws.
+    ``num_samples`` exact joint posterior draws of the latent sites, with the program's
+    ``deterministic`` sites computed at each draw (and, as other methods', the pointwise
+    ``log_likelihood`` of each observed site at each draw).
     """
     return Exact(num_samples)

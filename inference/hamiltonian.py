@@ -57,18 +57,17 @@ from numpyro.infer import HMC as NumPyroHMC
 from numpyro.infer import MCMC
 from numpyro.infer import NUTS as NumPyroNUTS
 from ppl.inference.base import (
-    cached,
+    RunCache,
     check_count,
     check_key,
     check_nonnegative,
     check_option,
-    split_arguments,
-    store,
+    compile_and_call,
 )
 from ppl.semantics.density import Density
 from ppl.semantics.enumerated import Enumerated
 from ppl.semantics.sequential import replay_key
-from ppl.semantics.trace import DETERMINISTIC, LATENT, OBSERVED, record
+from ppl.semantics.trace import DETERMINISTIC, LATENT, OBSERVED, feasible_improper, record
 
 from ppl.errors import UnsupportedModelError
 from ppl.posterior import Posterior
@@ -131,13 +130,19 @@ class ModelSites:
 def inspect_sites(model, args, kwargs) -> ModelSites:
     """Run ``model`` once from the prior and classify its latent sites.
 
+    Sites with an improper prior (``ImproperUniform``, no sampler) are put at a feasible
+    point instead (:func:`ppl.semantics.trace.feasible_improper`): NUTS/HMC never draw
+    from the prior, NumPyro's ``init_to_uniform`` starts every chain uniformly in (-2, 2)
+    on the unconstrained space, so improper priors of any support run (the posterior must
+    be proper).
+
     A latent site is discrete when its distribution's support is discrete; it must then be
     enumerable (``has_enumerate_support``: Bernoulli, Categorical, ...), or HMC could
     neither move it nor sum it out. Raises :class:`UnsupportedModelError` naming the site
     for a non-enumerable discrete site, and when there is no continuous latent site (NUTS
     would have nothing to move: use ``infer.exact()``).
     """
-    _, trace, raw = record(model, replay_key(), args, kwargs)
+    _, trace, raw = record(feasible_improper(model), replay_key(), args, kwargs)
     continuous, discrete, in_markov = [], [], False
     for name in trace.latent_names:
         site = raw[name]
@@ -231,11 +236,12 @@ class _Lowered:
     recovery of discrete sites and the replay for deterministic sites and log-likelihoods)
     is one ``jax.jit``, compiled once per model, argument structure and shapes: array
     arguments are traced, Python scalars and other non-array arguments are closed over
-    as constants (a model may use them as sizes). NumPyro's own ``MCMC.run`` re-jits its
-    sampling loop on every call; under our jit a second run with a new key compiles
-    nothing. Two cases run eagerly instead (only the post-processing is jitted): a
-    progress bar (NumPyro then drives the loop from Python) and ``chain_method="parallel"``
-    over several devices (NumPyro ``pmap``s the chains itself).
+    as constants (a model may use them as sizes; a model that needs its data concrete gets
+    every argument closed over, see :mod:`ppl.inference.base`). NumPyro's own
+    ``MCMC.run`` re-jits its sampling loop on every call; under our jit a second run with
+    a new key compiles nothing. Two cases run eagerly instead (only the post-processing
+    is jitted): a progress bar (NumPyro then drives the loop from Python) and
+    ``chain_method="parallel"`` over several devices (NumPyro ``pmap``s the chains itself).
     """
 
     def __init__(self, algorithm, model, treedef, is_array, static, args, kwargs):
@@ -315,20 +321,22 @@ class _HamiltonianMC:
         self.chain_method = check_option("chain_method", chain_method, CHAIN_METHODS)
         self.progress_bar = bool(progress_bar)
         self.recover_discrete = bool(recover_discrete)
-        self._cache = {}
+        self._cache = RunCache()
 
     def kernel(self, model):  # pragma: no cover - overridden
         raise NotImplementedError
 
-    def _lowered(self, model, args, kwargs):
-        split = split_arguments(model, args, kwargs)
-        lowered = cached(self._cache, split.cache_key)
-        if lowered is None:
-            lowered = _Lowered(
-                self, model, split.treedef, split.is_array, split.static, args, kwargs
-            )
-            store(self._cache, split.cache_key, lowered)
-        return lowered, split.arrays
+    def _lowered_run(self, key, model, args, kwargs):
+        """The lowering of ``model`` for these arguments (cached) and its run on ``key``;
+        arguments are traced, or closed over when the model needs them concrete
+        (:func:`~ppl.inference.base.compile_and_call`)."""
+
+        def build(split):
+            return _Lowered(self, model, split.treedef, split.is_array, split.static, args,
+                            kwargs)
+
+        return compile_and_call(self._cache, model, args, kwargs, build,
+                                lambda lowered, split: (lowered, lowered.run(key, split.arrays)))
 
     def run(self, key, model, *args, **kwargs) -> Posterior:
         """Sample ``model(*args, **kwargs)``; see the module docstring for what is returned.
@@ -340,8 +348,9 @@ class _HamiltonianMC:
         discrete sites uses ``jax.random.fold_in(key, 1)``. Same key, same answer.
         """
         key = check_key(key)
-        lowered, arrays = self._lowered(model, args, kwargs)
-        samples, log_likelihood, fields, step_size = lowered.run(key, arrays)
+        lowered, (samples, log_likelihood, fields, step_size) = self._lowered_run(
+            key, model, args, kwargs
+        )
         sample_stats = {
             "accept_prob": fields["accept_prob"],
             "diverging": fields["diverging"],

@@ -11,7 +11,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 from ppl.inference.base import CompiledRuns, check_count, check_key, check_log_weights
 from ppl.semantics.population import Population, effective_sample_size, log_evidence
-from ppl.semantics.trace import DETERMINISTIC, FACTOR, LATENT, OBSERVED
+from ppl.semantics.trace import DETERMINISTIC, FACTOR, LATENT, OBSERVED, check_arguments
 from ppl.semantics.weighted import Weighted
 
 from ppl.posterior import Posterior
@@ -42,6 +42,7 @@ class Importance:
             raise TypeError(f"proposal must be a program (a callable), got {proposal!r}")
         self.proposal = proposal
         self._runs = CompiledRuns(self._core)
+        self._checked = {}
 
     def _core(self, key, model, args, kwargs):
         population = Population(Weighted(model, self.proposal), self.num_samples)
@@ -49,7 +50,9 @@ class Importance:
 
     def run(self, key, model, *args, **kwargs) -> Posterior:
         """Draw ``num_samples`` weighted samples of ``model(*args, **kwargs)``."""
-        particles = self._runs(check_key(key), model, args, kwargs)
+        key = check_key(key)
+        check_arguments(model, args, kwargs, checked=self._checked)
+        particles = self._runs(key, model, args, kwargs)
         trace = particles.trace
         check_log_weights(
             particles.log_weights,

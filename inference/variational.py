@@ -10,6 +10,14 @@ Variational Inference"; Hoffman et al. 2013, "Stochastic Variational Inference")
 estimator is NumPyro's ``Trace_ELBO`` with ``num_particles`` draws per step; the
 optimiser is any optax transformation (default Adam, Kingma & Ba 2015).
 
+Improper priors (``ImproperUniform`` of any support) are fitted like any continuous
+site: the structure runs put them at a feasible point
+(:func:`ppl.semantics.trace.feasible_improper`), the autoguides' ``init_to_median`` finds
+no sampler and falls back to NumPyro's ``init_to_uniform`` (uniform in (-2, 2) on the
+unconstrained space), and the ELBO only evaluates their (constant) log density. A guide
+program must then sample them: a site it leaves out would be drawn from its prior, which
+raises :class:`~ppl.errors.UnsupportedModelError` naming the site.
+
 The family (``guide=``):
 
 * ``"normal"``: NumPyro's ``AutoNormal``, a mean-field Gaussian on the unconstrained space
@@ -63,7 +71,7 @@ from ppl.inference.base import CompiledRuns, check_count, check_key, check_optio
 from ppl.inference.hamiltonian import ModelSites, complete_draws, enumerate_discrete
 from ppl.inference.progress import progress_scan
 from ppl.semantics.sequential import replay_key
-from ppl.semantics.trace import DETERMINISTIC, LATENT, OBSERVED, record
+from ppl.semantics.trace import DETERMINISTIC, LATENT, OBSERVED, feasible_improper, record
 
 from ppl.errors import UnsupportedModelError
 from ppl.posterior import Posterior
@@ -119,7 +127,7 @@ def check_continuous(model, args, kwargs, what: str = "svi"):
     Raises :class:`UnsupportedModelError` naming the first discrete site (see the module
     notes) and when the program has no latent site at all.
     """
-    _, trace, raw = record(model, replay_key(), args, kwargs)
+    _, trace, raw = record(feasible_improper(model), replay_key(), args, kwargs)
     names = trace.latent_names
     for name in names:
         if getattr(raw[name]["fn"].support, "is_discrete", False):
@@ -140,7 +148,7 @@ def classify_latents(model, args, kwargs) -> ModelSites:
     Raises :class:`UnsupportedModelError` naming a discrete site without finite support,
     and when there is no continuous latent site (nothing to fit: use ``infer.exact``).
     """
-    _, trace, raw = record(model, replay_key(), args, kwargs)
+    _, trace, raw = record(feasible_improper(model), replay_key(), args, kwargs)
     continuous, discrete, in_markov = [], [], False
     for name in trace.latent_names:
         fn = raw[name]["fn"]
@@ -201,13 +209,13 @@ def draw_from_guide(key, model, guide, params, args, kwargs, num_samples: int,
 def observed_values(model, args, kwargs) -> dict:
     """The data of every observed site of one run (read without touching outer handlers)."""
     with numpyro.handlers.block():
-        _, trace, _ = record(model, replay_key(), args, kwargs)
+        _, trace, _ = record(feasible_improper(model), replay_key(), args, kwargs)
     return {n: trace.values[n] for n in trace.names(OBSERVED)}
 
 
 def check_latent_names(model, args, kwargs) -> list[str]:
     """Latent site names of one prior run of ``model`` (tracing only)."""
-    return record(model, replay_key(), args, kwargs)[1].latent_names
+    return record(feasible_improper(model), replay_key(), args, kwargs)[1].latent_names
 
 
 def fit(key, model, guide, optimizer, args, kwargs, num_steps: int, num_particles: int = 1,

@@ -56,12 +56,11 @@ import optax
 from jax.scipy.special import logsumexp
 from numpyro.distributions import constraints
 from ppl.inference.base import (
-    cached,
+    RunCache,
     check_count,
     check_key,
     check_option,
-    split_arguments,
-    store,
+    compile_and_call,
 )
 from ppl.inference.kernels import constrain, constrain_site, unconstrain
 from ppl.inference.progress import progress_scan
@@ -358,7 +357,7 @@ class VSDE:
         self.learn_params = bool(learn_params)
         self.init_scale = float(init_scale)
         self.progress_bar = bool(progress_bar)
-        self._cache = {}
+        self._cache = RunCache()
 
     # -- setup ----------------------------------------------------------------------
     def _initial(self, key, model, args, kwargs):
@@ -385,9 +384,6 @@ class VSDE:
 
     def _compiled(self, split, structure, static, model):
         """One jitted function: the optimisation scan, then the posterior draws."""
-        fn = cached(self._cache, split.cache_key)
-        if fn is not None:
-            return fn
         treedef, is_array, static_leaves = split.treedef, split.is_array, split.static
         optimizer, context, bound = self.optimizer, self.context, self.bound
         num_paths, num_samples, num_steps, progress_bar = (
@@ -424,9 +420,7 @@ class VSDE:
                                                                             num_samples))
             return phi, elbos, param_trace, draws
 
-        fn = jax.jit(run)
-        store(self._cache, split.cache_key, fn)
-        return fn
+        return jax.jit(run)
 
     # -- run --------------------------------------------------------------------------
     def run(self, key, model, *args, **kwargs) -> Posterior:
@@ -435,9 +429,11 @@ class VSDE:
         ``num_samples`` posterior paths. Returns a :class:`~ppl.Posterior`."""
         key_init, key_run = jax.random.split(check_key(key))
         structure, static, phi0, fixed = self._initial(key_init, model, args, kwargs)
-        split = split_arguments(model, args, kwargs)
-        fn = self._compiled(split, structure, static, model)
-        phi, elbos, param_trace, draws = fn(key_run, phi0, fixed, split.arrays)
+        phi, elbos, param_trace, draws = compile_and_call(
+            self._cache, model, args, kwargs,
+            lambda split: self._compiled(split, structure, static, model),
+            lambda fn, split: fn(key_run, phi0, fixed, split.arrays),
+        )
         return self._posterior(structure, static, phi, fixed, elbos, param_trace, draws)
 
     def _posterior(self, structure, static, phi, fixed, elbos, param_trace, draws):

@@ -10,6 +10,8 @@ Models with exact answers (float64 numpy/scipy, independent of the inference cod
   moments, E[x_{t-1} x_t^T | y]; :func:`lgssm_1d_log_smoothing_density` and
   :func:`lgssm_2d_log_smoothing_density` give the exact density of a whole smoothed path);
   the general-form :func:`kalman_filter`, :func:`rts_smoother`, :func:`log_smoothing_density`;
+  missing observations: each of these, :func:`lgssm_1d`, :func:`lgssm_1d_x0` and their
+  exact answers take ``mask=`` (True = observed; a missing step is predict-only);
 * :func:`lgssm_1d_x0` / :func:`lgssm_1d_x0_exact` and :func:`lgssm_2d_x0` /
   :func:`lgssm_2d_x0_exact`: the same with the initial law, x_0 a latent site ``"x0"`` ~
   N(m0, P0) passed as the ``init`` carry (also the smoothed law of x_0 and E[x_0 x_1^T | y]);

@@ -57,7 +57,7 @@ def _as_matrix(a, name):
     return a
 
 
-def _prepare(ys, A, Q, C, R, m0, P0):
+def _prepare(ys, A, Q, C, R, m0, P0, mask=None):
     A, Q, C, R = (_as_matrix(v, n) for v, n in ((A, "A"), (Q, "Q"), (C, "C"), (R, "R")))
     d, p = A.shape[0], C.shape[0]
     if A.shape != (d, d) or Q.shape != (d, d) or C.shape != (p, d) or R.shape != (p, p):
@@ -69,9 +69,34 @@ def _prepare(ys, A, Q, C, R, m0, P0):
         ys = ys[:, None]
     if ys.ndim != 2 or ys.shape[1] != p:
         raise ValueError(f"ys must have shape (T, {p}), got {ys.shape}")
+    observed = _observed_entries(ys, mask)
+    ys = np.where(observed, ys, 0.0)  # missing entries are never read: no NaN can spread
     m0 = np.zeros(d) if m0 is None else np.broadcast_to(np.asarray(m0, np.float64), (d,)).copy()
     P0 = np.zeros((d, d)) if P0 is None else _as_matrix(P0, "P0")
-    return ys, A, Q, C, R, m0, P0
+    return ys, A, Q, C, R, m0, P0, observed
+
+
+def _observed_entries(ys, mask):
+    """The (T, p) boolean array of the observed entries of ``ys`` (T, p): all of them for
+    ``mask=None`` (then NaN data raise), else ``mask`` of shape (T,) (a whole step
+    observed or missing) or (T, p) (some coordinates of a step missing)."""
+    T, p = ys.shape
+    if mask is None:
+        if np.isnan(ys).any():
+            first = tuple(int(i) for i in np.argwhere(np.isnan(ys))[0])
+            raise ValueError(
+                f"ys holds NaN (first at index {first}); pass mask=~np.isnan(ys) "
+                "(a step's update is skipped where the mask is False)"
+            )
+        return np.ones((T, p), bool)
+    mask = np.asarray(mask)
+    if mask.dtype != np.bool_:
+        raise ValueError(f"mask must be a boolean array (True = observed), got {mask.dtype}")
+    if mask.shape == (T,):
+        mask = mask[:, None]
+    if mask.shape not in ((T, 1), (T, p)):
+        raise ValueError(f"mask must have shape ({T},) or ({T}, {p}), got {mask.shape}")
+    return np.broadcast_to(mask, (T, p))
 
 
 def _sym(M):
@@ -88,9 +113,16 @@ def _mvn_logpdf(x, mean, cov):
     return -0.5 * np.sum(z**2, -1) - np.sum(np.log(np.diag(L))) - 0.5 * d * np.log(2 * np.pi)
 
 
-def kalman_filter(ys, A, Q, C, R, m0=None, P0=None):
+def kalman_filter(ys, A, Q, C, R, m0=None, P0=None, mask=None):
     """The Kalman filter (Kalman 1960) for ``x_t = A x_{t-1} + N(0, Q)``, ``y_t = C x_t +
     N(0, R)``, ``x_0 ~ N(m0, P0)`` (``m0`` defaults to 0 and ``P0`` to 0, i.e. a fixed x_0).
+
+    Missing observations: ``mask`` (optional, boolean, True = observed) of shape (T,) marks
+    whole steps, of shape (T, p) single coordinates. A step with no observed coordinate is
+    predict-only (filter = prediction) and adds 0 to the log evidence; a partly observed
+    step updates on its observed rows of ``C``, ``R`` and ``y_t``. The data at missing
+    entries are never read (they may be NaN). ``mask=None`` means every entry is observed,
+    and NaN data then raise a ``ValueError`` (NaN is never silently read as missing).
 
     ``ys`` has shape (T, p) (or (T,) when p = 1); ``A``, ``Q`` are (d, d), ``C`` is (p, d),
     ``R`` is (p, p); scalars are read as 1x1 matrices. Returns a dict of float64 arrays:
@@ -98,10 +130,12 @@ def kalman_filter(ys, A, Q, C, R, m0=None, P0=None):
     * ``filter_means`` (T, d), ``filter_covs`` (T, d, d): mean and covariance of
       p(x_t | y_{1:t}), t = 1..T;
     * ``pred_means`` (T, d), ``pred_covs`` (T, d, d): of p(x_t | y_{1:t-1});
-    * ``log_evidence``: log p(y_{1:T}) = sum_t log N(y_t; C pred_mean_t, C pred_cov_t C^T + R);
-    * ``m0``, ``P0``: the prior of x_0, as used.
+    * ``log_evidence``: log p(y_{1:T}) = sum_t log N(y_t; C pred_mean_t, C pred_cov_t C^T + R)
+      (over the observed entries);
+    * ``m0``, ``P0``: the prior of x_0, as used;
+    * ``mask`` (T, p): the observed entries, as used.
     """
-    ys, A, Q, C, R, m0, P0 = _prepare(ys, A, Q, C, R, m0, P0)
+    ys, A, Q, C, R, m0, P0, observed = _prepare(ys, A, Q, C, R, m0, P0, mask)
     T, d = ys.shape[0], A.shape[0]
     fm, fP = np.zeros((T, d)), np.zeros((T, d, d))
     pm, pP = np.zeros((T, d)), np.zeros((T, d, d))
@@ -110,13 +144,17 @@ def kalman_filter(ys, A, Q, C, R, m0=None, P0=None):
     for t in range(T):
         m_pred = A @ m
         P_pred = _sym(A @ P @ A.T + Q)
-        S = _sym(C @ P_pred @ C.T + R)
-        y_hat = C @ m_pred
-        log_evidence += float(_mvn_logpdf(ys[t], y_hat, S))
-        K = np.linalg.solve(S, C @ P_pred).T  # P_pred C^T S^-1 (S symmetric)
-        m = m_pred + K @ (ys[t] - y_hat)
-        I_KC = np.eye(d) - K @ C
-        P = _sym(I_KC @ P_pred @ I_KC.T + K @ R @ K.T)  # Joseph form
+        m, P = m_pred, P_pred  # predict only where the whole step is missing
+        rows = np.flatnonzero(observed[t])
+        if rows.size:
+            C_o, R_o, y_o = C[rows], R[np.ix_(rows, rows)], ys[t, rows]
+            S = _sym(C_o @ P_pred @ C_o.T + R_o)
+            y_hat = C_o @ m_pred
+            log_evidence += float(_mvn_logpdf(y_o, y_hat, S))
+            K = np.linalg.solve(S, C_o @ P_pred).T  # P_pred C^T S^-1 (S symmetric)
+            m = m_pred + K @ (y_o - y_hat)
+            I_KC = np.eye(d) - K @ C_o
+            P = _sym(I_KC @ P_pred @ I_KC.T + K @ R_o @ K.T)  # Joseph form
         pm[t], pP[t], fm[t], fP[t] = m_pred, P_pred, m, P
     return {
         "filter_means": fm,
@@ -126,6 +164,7 @@ def kalman_filter(ys, A, Q, C, R, m0=None, P0=None):
         "log_evidence": log_evidence,
         "m0": m0,
         "P0": P0,
+        "mask": observed,
     }
 
 
@@ -136,9 +175,11 @@ def _smoother_gains(filt, A):
     return np.swapaxes(np.linalg.solve(filt["pred_covs"], A @ P_prev), -1, -2)
 
 
-def rts_smoother(ys, A, Q, C, R, m0=None, P0=None):
+def rts_smoother(ys, A, Q, C, R, m0=None, P0=None, mask=None):
     """The Rauch-Tung-Striebel smoother (Rauch, Tung & Striebel 1965) for the model of
-    :func:`kalman_filter` (same arguments; ``Q`` must be positive definite).
+    :func:`kalman_filter` (same arguments, missing observations ``mask`` included: the
+    smoother is unchanged, the filter it runs on skips their updates; ``Q`` must be
+    positive definite).
 
     Returns the dict of :func:`kalman_filter` plus:
 
@@ -150,8 +191,8 @@ def rts_smoother(ys, A, Q, C, R, m0=None, P0=None):
     * ``smoothed_mean0`` (d,), ``smoothed_cov0`` (d, d): p(x_0 | y_{1:T});
     * ``gains`` (T, d, d): the smoother gains G_{t-1} = P_{t-1} A^T P_pred_t^-1, t = 1..T.
     """
-    ys, A, Q, C, R, m0, P0 = _prepare(ys, A, Q, C, R, m0, P0)
-    out = kalman_filter(ys, A, Q, C, R, m0, P0)
+    ys, A, Q, C, R, m0, P0, observed = _prepare(ys, A, Q, C, R, m0, P0, mask)
+    out = kalman_filter(ys, A, Q, C, R, m0, P0, mask=observed)
     fm, fP, pm, pP = out["filter_means"], out["filter_covs"], out["pred_means"], out["pred_covs"]
     T = fm.shape[0]
     G = _smoother_gains(out, A)
@@ -184,18 +225,18 @@ def rts_smoother(ys, A, Q, C, R, m0=None, P0=None):
     return out
 
 
-def log_smoothing_density(path, ys, A, Q, C, R, m0=None, P0=None):
+def log_smoothing_density(path, ys, A, Q, C, R, m0=None, P0=None, mask=None):
     """``log p(x_{1:T} = path | y_{1:T})``: the exact joint smoothing density of a whole path.
 
     Uses the backward factorisation ``p(x_T | y_{1:T}) prod_{t<T} p(x_t | x_{t+1}, y_{1:t})``
     with ``p(x_t | x_{t+1}, y_{1:t}) = N(m_t + G_t (x_{t+1} - A m_t), P_t - G_t P_pred_{t+1}
     G_t^T)`` (m_t, P_t filtered). ``path`` has shape (..., T, d); the result has the
-    leading shape ``...``.
+    leading shape ``...``. ``mask`` marks missing observations as in :func:`kalman_filter`.
     """
-    ys, A, Q, C, R, m0, P0 = _prepare(ys, A, Q, C, R, m0, P0)
+    ys, A, Q, C, R, m0, P0, observed = _prepare(ys, A, Q, C, R, m0, P0, mask)
     d = A.shape[0]
     path = np.asarray(path, dtype=np.float64)
-    filt = kalman_filter(ys, A, Q, C, R, m0, P0)
+    filt = kalman_filter(ys, A, Q, C, R, m0, P0, mask=observed)
     fm, fP, pP = filt["filter_means"], filt["filter_covs"], filt["pred_covs"]
     T = fm.shape[0]
     if path.shape[-2:] != (T, d):
@@ -215,19 +256,37 @@ def log_smoothing_density(path, ys, A, Q, C, R, m0=None, P0=None):
 # ---------------------------------------------------------------------------------------
 
 
+def _observe_steps(ys, mask):
+    """The ``xs`` of a 1-D LGSSM's ``markov`` and the observe of one step: the data
+    alone, or ``(data, mask)`` with the step's mask handed to ``ppl.observe``."""
+    ys = jnp.asarray(ys)
+    if mask is None:
+        return ys, lambda x, y, sigma_y: ppl.observe("y", dist.Normal(x, sigma_y), y)
+
+    def observe(x, y_and_mask, sigma_y):
+        y, m = y_and_mask
+        ppl.observe("y", dist.Normal(x, sigma_y), y, mask=m)
+
+    return (ys, jnp.asarray(mask)), observe
+
+
 @ppl.model
-def lgssm_1d(ys, rho=0.9, sigma_x=1.0, sigma_y=0.5):
+def lgssm_1d(ys, rho=0.9, sigma_x=1.0, sigma_y=0.5, mask=None):
     """1-D linear-Gaussian state-space model: ``x_0 = 0``, ``x_t ~ Normal(rho x_{t-1},
     sigma_x)`` (site ``"x"``), observed ``y_t ~ Normal(x_t, sigma_y)`` (site ``"y"``),
     t = 1..T. Returns the stacked states x_{1:T}. Exact answer: :func:`lgssm_1d_exact`.
-    """
 
-    def step(x, y):
+    ``mask`` (optional, boolean, shape (T,)): ``y_t`` is missing where it is False (it
+    contributes nothing; the data there may be NaN).
+    """
+    xs, observe = _observe_steps(ys, mask)
+
+    def step(x, inputs):
         x = ppl.sample("x", dist.Normal(rho * x, sigma_x))
-        ppl.observe("y", dist.Normal(x, sigma_y), y)
+        observe(x, inputs, sigma_y)
         return x
 
-    return ppl.markov(step, init=0.0, xs=jnp.asarray(ys))
+    return ppl.markov(step, init=0.0, xs=xs)
 
 
 @ppl.model
@@ -271,15 +330,18 @@ def _lgssm_1d_matrices(rho, sigma_x, sigma_y):
     )
 
 
-def lgssm_1d_log_smoothing_density(path, ys, rho=0.9, sigma_x=1.0, sigma_y=0.5):
+def lgssm_1d_log_smoothing_density(path, ys, rho=0.9, sigma_x=1.0, sigma_y=0.5, mask=None):
     """``log p(x_{1:T} = path | y_{1:T})`` for :func:`lgssm_1d` (exact; ``path`` has shape
-    (..., T), result shape ``...``). See :func:`log_smoothing_density`."""
+    (..., T), result shape ``...``; ``mask`` the observed steps). See
+    :func:`log_smoothing_density`."""
     A, Q, C, R = _lgssm_1d_matrices(rho, sigma_x, sigma_y)
     path = np.asarray(path, np.float64)[..., None]
-    return log_smoothing_density(path, np.asarray(ys, np.float64)[:, None], A, Q, C, R)
+    return log_smoothing_density(
+        path, np.asarray(ys, np.float64)[:, None], A, Q, C, R, mask=mask
+    )
 
 
-def lgssm_1d_exact(ys, rho=0.9, sigma_x=1.0, sigma_y=0.5):
+def lgssm_1d_exact(ys, rho=0.9, sigma_x=1.0, sigma_y=0.5, mask=None):
     """Exact posterior of :func:`lgssm_1d` by Kalman filtering and RTS smoothing.
 
     Returns a dict of float64 values: ``log_evidence`` (log p(y_{1:T})), ``filter_means``,
@@ -287,10 +349,11 @@ def lgssm_1d_exact(ys, rho=0.9, sigma_x=1.0, sigma_y=0.5):
     p(x_t | y_{1:T})), ``e_xprev_x`` (E[x_{t-1} x_t | y_{1:T}] for t = 1..T, with x_0 = 0),
     all arrays of shape (T,), and ``log_smoothing_density``: a function ``path -> log
     p(x_{1:T} = path | y_{1:T})`` (see :func:`lgssm_1d_log_smoothing_density`).
+    ``mask`` (T,) marks the observed steps (see :func:`kalman_filter`).
     """
     ys = np.asarray(ys, np.float64)
     A, Q, C, R = _lgssm_1d_matrices(rho, sigma_x, sigma_y)
-    out = rts_smoother(ys[:, None], A, Q, C, R)
+    out = rts_smoother(ys[:, None], A, Q, C, R, mask=mask)
     return {
         "log_evidence": out["log_evidence"],
         "filter_means": out["filter_means"][:, 0],
@@ -299,30 +362,31 @@ def lgssm_1d_exact(ys, rho=0.9, sigma_x=1.0, sigma_y=0.5):
         "smoothed_vars": out["smoothed_covs"][:, 0, 0],
         "e_xprev_x": out["e_xprev_x"][:, 0, 0],
         "log_smoothing_density": lambda path: lgssm_1d_log_smoothing_density(
-            path, ys, rho, sigma_x, sigma_y
+            path, ys, rho, sigma_x, sigma_y, mask
         ),
     }
 
 
 @ppl.model
-def lgssm_1d_x0(ys, rho=0.9, sigma_x=1.0, sigma_y=0.5, m0=0.0, p0=1.0):
+def lgssm_1d_x0(ys, rho=0.9, sigma_x=1.0, sigma_y=0.5, m0=0.0, p0=1.0, mask=None):
     """:func:`lgssm_1d` with the initial law: ``x_0 ~ Normal(m0, sqrt(p0))`` (site
     ``"x0"``, ``p0 > 0`` a variance) drawn before the time loop and passed as the ``init``
     carry, then ``x_t ~ Normal(rho x_{t-1}, sigma_x)`` (site ``"x"``), observed ``y_t ~
     Normal(x_t, sigma_y)`` (site ``"y"``), t = 1..T. Returns the stacked states x_{1:T}.
-    Exact answer: :func:`lgssm_1d_x0_exact`.
+    Exact answer: :func:`lgssm_1d_x0_exact`. ``mask`` as in :func:`lgssm_1d`.
     """
     x0 = ppl.sample("x0", dist.Normal(m0, jnp.sqrt(p0)))
+    xs, observe = _observe_steps(ys, mask)
 
-    def step(x, y):
+    def step(x, inputs):
         x = ppl.sample("x", dist.Normal(rho * x, sigma_x))
-        ppl.observe("y", dist.Normal(x, sigma_y), y)
+        observe(x, inputs, sigma_y)
         return x
 
-    return ppl.markov(step, init=x0, xs=jnp.asarray(ys))
+    return ppl.markov(step, init=x0, xs=xs)
 
 
-def lgssm_1d_x0_exact(ys, rho=0.9, sigma_x=1.0, sigma_y=0.5, m0=0.0, p0=1.0):
+def lgssm_1d_x0_exact(ys, rho=0.9, sigma_x=1.0, sigma_y=0.5, m0=0.0, p0=1.0, mask=None):
     """Exact posterior of :func:`lgssm_1d_x0` (x_0 ~ N(m0, p0), p0 a variance >= 0; p0 = 0
     is :func:`lgssm_1d_exact` with x_0 = m0) by Kalman filtering and RTS smoothing over the
     time axis 0..T, where x_0 is a latent state without an observation.
@@ -339,6 +403,8 @@ def lgssm_1d_x0_exact(ys, rho=0.9, sigma_x=1.0, sigma_y=0.5, m0=0.0, p0=1.0):
     * ``e_x0_x1``: E[x_0 x_1 | y_{1:T}] (= ``e_xprev_x[0]``);
     * ``log_smoothing_density``: ``path -> log p(x_{1:T} = path | y_{1:T})`` (x_0
       integrated out; ``path`` of shape (..., T)).
+
+    ``mask`` (T,) marks the observed steps (see :func:`kalman_filter`).
     """
     p0 = float(p0)
     if not p0 >= 0.0:
@@ -346,7 +412,7 @@ def lgssm_1d_x0_exact(ys, rho=0.9, sigma_x=1.0, sigma_y=0.5, m0=0.0, p0=1.0):
     ys = np.asarray(ys, np.float64)
     A, Q, C, R = _lgssm_1d_matrices(rho, sigma_x, sigma_y)
     m0v, P0 = np.array([float(m0)]), np.array([[p0]])
-    out = rts_smoother(ys[:, None], A, Q, C, R, m0=m0v, P0=P0)
+    out = rts_smoother(ys[:, None], A, Q, C, R, m0=m0v, P0=P0, mask=mask)
     e_xprev_x = out["e_xprev_x"][:, 0, 0]
     return {
         "log_evidence": out["log_evidence"],
@@ -359,7 +425,8 @@ def lgssm_1d_x0_exact(ys, rho=0.9, sigma_x=1.0, sigma_y=0.5, m0=0.0, p0=1.0):
         "smoothed_var0": float(out["smoothed_cov0"][0, 0]),
         "e_x0_x1": float(e_xprev_x[0]),
         "log_smoothing_density": lambda path: log_smoothing_density(
-            np.asarray(path, np.float64)[..., None], ys[:, None], A, Q, C, R, m0=m0v, P0=P0
+            np.asarray(path, np.float64)[..., None], ys[:, None], A, Q, C, R, m0=m0v, P0=P0,
+            mask=mask,
         ),
     }
 

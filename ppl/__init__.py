@@ -7,9 +7,12 @@ analyse the :class:`Posterior` with ArviZ.
 import numpyro.distributions as dist
 
 from ppl.errors import (
+    ConvergenceWarning,
     DuplicateSiteError,
+    InvalidDistributionError,
     NonFiniteWeightError,
     ObserveWithoutValueError,
+    ParticleCollapseWarning,
     PPLError,
     ShapeMismatchError,
     UnknownOptionError,
@@ -30,11 +33,14 @@ from ppl.primitives import (
 from ppl.sde import brownian, fbm, sde
 
 __all__ = [
+    "ConvergenceWarning",
     "DuplicateSiteError",
+    "InvalidDistributionError",
     "Model",
     "NonFiniteWeightError",
     "ObserveWithoutValueError",
     "PPLError",
+    "ParticleCollapseWarning",
     "Posterior",
     "ShapeMismatchError",
     "UnknownOptionError",

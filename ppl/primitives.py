@@ -13,15 +13,23 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import copy
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
 from numpyro.contrib.control_flow import scan as _numpyro_scan
+from numpyro.distributions.batch_util import promote_batch_shape
 from numpyro.primitives import _PYRO_STACK, Messenger
 
-from ppl.errors import NonFiniteWeightError, ObserveWithoutValueError, ShapeMismatchError
+from ppl.errors import (
+    InvalidDistributionError,
+    NonFiniteWeightError,
+    ObserveWithoutValueError,
+    PPLError,
+    ShapeMismatchError,
+)
 
 #: ``site["infer"]["ppl"]`` tags the kind of an observed site: "observe" or "factor".
 KIND_KEY = "ppl"
@@ -45,9 +53,89 @@ def _predictive() -> bool:
     return _handler_active(lambda h: getattr(h, "ppl_predictive", False))
 
 
+def _constrained_arguments(d, prefix=""):
+    """``(parameter path, value, constraint)`` of every argument ``d`` was built with (not
+    the lazily derived ones, NumPyro's ``get_args``), and of the distributions it wraps
+    (``base_dist`` of ``expand``/``to_event``/``mask``, a mixture's components)."""
+    if not isinstance(d, numpyro.distributions.Distribution):
+        return
+    try:
+        args = d.get_args()
+    except (AttributeError, NotImplementedError):  # a user-written distribution
+        args = {}
+    for param, value in args.items():
+        yield prefix + param, value, d.arg_constraints.get(param)
+    for attr, inner in vars(d).items():
+        inners = inner if isinstance(inner, (list, tuple)) else (inner,)
+        for i, sub in enumerate(inners):
+            if isinstance(sub, numpyro.distributions.Distribution):
+                path = f"{attr}[{i}]" if isinstance(inner, (list, tuple)) else attr
+                yield from _constrained_arguments(sub, f"{prefix}{path}.")
+
+
+def check_distribution_arguments(name: str, d):
+    """Raise :class:`~ppl.errors.InvalidDistributionError` naming site ``name`` if a
+    concrete parameter of ``d`` constrained to the simplex (``Categorical``,
+    ``OneHotCategorical``, ``Multinomial`` ``probs``, ...: any ``d.arg_constraints`` entry
+    ``constraints.simplex``, in ``d`` or a distribution it wraps) has a negative entry or
+    does not sum to 1 over its last axis.
+
+    NumPyro scores ``Categorical(probs=p)`` as ``log p[k]`` without normalising, so
+    unnormalised ``probs`` silently give a wrong evidence and posterior. The sums are taken
+    in float64 and allowed ``max(1e-5, K * eps)`` from 1 (``K`` categories, ``eps`` the
+    parameter's float precision: the worst-case rounding of normalising in float32).
+
+    A parameter that is a JAX tracer (computed under ``jit``/``vmap``/``scan`` from traced
+    values, as every value a model computes inside a jitted ``.run`` is) is not checked:
+    its value is unknown while tracing, and checking it at run time would need a host
+    callback in the hot path. Runs that check their program once outside ``jit`` first
+    (:func:`ppl.semantics.trace.check_arguments`) see the values.
+    """
+    simplex = numpyro.distributions.constraints.simplex
+    for param, value, constraint in _constrained_arguments(d):
+        if constraint is not simplex or isinstance(value, jax.core.Tracer):
+            continue
+        p = np.asarray(value)
+        if p.ndim < 1 or p.shape[-1] == 0:
+            continue
+        dtype = p.dtype if np.issubdtype(p.dtype, np.floating) else np.dtype(np.float32)
+        tolerance = max(1e-5, p.shape[-1] * float(np.finfo(dtype).eps))
+        p = p.astype(np.float64)
+        sums = p.sum(-1)
+        negative = np.any(p < 0, axis=-1)
+        bad = negative | ~(np.abs(sums - 1.0) <= tolerance)
+        if not np.any(bad):
+            continue
+        where = np.argwhere(bad)[0] if bad.ndim else ()
+        at = f" (at batch index {tuple(int(i) for i in where)})" if bad.ndim else ""
+        problem = "has a negative entry and sums" if negative[tuple(where)] else "sums"
+        raise InvalidDistributionError(
+            f"site '{name}': {type(d).__name__} parameter '{param}' must lie on the simplex "
+            f"(non-negative, summing to 1 over its last axis), but it {problem} to "
+            f"{sums[tuple(where)]:.6g}{at}; NumPyro would score it unnormalised and silently "
+            f"give a wrong answer. Normalise it, probs / probs.sum(-1, keepdims=True), or "
+            f"pass logits= (normalised for you)"
+        )
+
+
 def sample(name: str, d, *, sample_shape=(), infer=None):
-    """A latent random choice named ``name`` drawn from distribution ``d``."""
-    return numpyro.sample(name, d, sample_shape=sample_shape, infer=infer)
+    """A latent random choice named ``name`` drawn from distribution ``d``.
+
+    ``d`` may be improper (``dist.ImproperUniform(support, ...)``, NumPyro's flat and
+    Stan's ``ordered`` priors): methods that never draw from the prior (``infer.nuts``,
+    ``infer.hmc``, ``infer.svi``) run it; where a method would draw it from the prior,
+    :class:`~ppl.errors.UnsupportedModelError` names the site instead of NumPyro's bare
+    ``NotImplementedError``.
+    """
+    check_distribution_arguments(name, d)
+    from ppl.errors import improper_base, improper_prior_error
+
+    try:
+        return numpyro.sample(name, d, sample_shape=sample_shape, infer=infer)
+    except NotImplementedError as e:
+        if improper_base(d) is None:
+            raise
+        raise improper_prior_error(name, d) from e
 
 
 def _check_observed_shape(name, d, value):
@@ -91,14 +179,91 @@ class _CheckPlatedShape(Messenger):
             _check_observed_shape(msg["name"], msg["fn"], msg["value"])
 
 
-def observe(name: str, d, value):
+def _check_mask(name, d, value, mask):
+    """``mask`` as a boolean JAX array, checked against the batch shape of ``value``.
+
+    Raises :class:`PPLError` for a mask that is not boolean and
+    :class:`ShapeMismatchError` (naming the site) for one that does not broadcast to the
+    data's batch shape (the data's shape without ``d``'s event dims)."""
+    mask = jnp.asarray(mask)
+    if mask.dtype != jnp.bool_:
+        raise PPLError(
+            f"observe('{name}'): mask must be a boolean array (True = observed, False = "
+            f"missing), got dtype {mask.dtype}; e.g. mask=~jnp.isnan(y)"
+        )
+    n_event = len(d.event_shape)
+    value_shape = tuple(jnp.shape(value))
+    value_batch = value_shape[: len(value_shape) - n_event]
+    try:
+        joint = np.broadcast_shapes(tuple(mask.shape), value_batch)
+    except ValueError:
+        joint = None
+    if joint != value_batch:
+        raise ShapeMismatchError(
+            f"observe('{name}'): mask of shape {tuple(mask.shape)} does not broadcast to the "
+            f"data's batch shape {value_batch} (data shape {value_shape}, event shape "
+            f"{tuple(d.event_shape)}); give one True/False per observation"
+        )
+    return mask
+
+
+def _check_nan_data(name, value):
+    """Raise :class:`NonFiniteWeightError` if concrete ``value`` holds NaN (missing data
+    given without a mask). Traced data are checked after the run, from the weights."""
+    if isinstance(value, jax.core.Tracer):
+        return
+    arr = np.asarray(value)
+    if not np.issubdtype(arr.dtype, np.floating):
+        return
+    missing = np.isnan(arr)
+    if missing.any():
+        first = tuple(int(i) for i in np.argwhere(missing)[0])
+        raise NonFiniteWeightError(
+            f"observe('{name}'): non-finite data: the data hold NaN at {int(missing.sum())} of "
+            f"{arr.size} entries (first at index {first}); if they are missing values, pass "
+            f"mask=~jnp.isnan(y) to ppl.observe('{name}', d, y, mask=...) so that they "
+            "contribute nothing"
+        )
+
+
+def _mask_missing(d, value, mask):
+    """``(d.mask(mask), value)``: masked-out entries contribute exactly 0 to the log density.
+
+    NumPyro's ``MaskedDistribution`` scores a masked entry at a feasible point of the
+    support (``support.feasible_like``) before zeroing it (the double ``where``), so a NaN
+    placeholder in the data yields neither a NaN log density nor a NaN gradient and the
+    site keeps the data as given. For a support without a feasible point the placeholder is
+    replaced by 0 here instead."""
+    masked = d.mask(mask)
+    try:
+        d.support.feasible_like(value)
+    except (NotImplementedError, AttributeError):
+        event_mask = jnp.reshape(mask, mask.shape + (1,) * len(d.event_shape))
+        value = jnp.where(event_mask, value, jnp.zeros_like(value))
+    except Exception:  # noqa: BLE001  (shape trouble: the masked log_prob handles it)
+        pass
+    return masked, value
+
+
+def observe(name: str, d, value, mask=None):
     """Condition on ``value`` being drawn from ``d``: adds ``d.log_prob(value)`` to the weight.
 
+    ``mask`` (optional) is a boolean array broadcastable to the data's batch shape: entries
+    where it is False are missing and contribute exactly 0 to the log density (NumPyro's
+    ``d.mask(mask)``); their data are never read, so they may hold NaN. ppl marginalises
+    the missing entries out (no latent site is created for them, unlike NumPyro's
+    ``obs_mask``); impute them by posterior predictive: the predictive
+    :class:`ppl.semantics.Sampler` of the program conditioned on a posterior draw draws
+    every entry, the missing ones included. Inside a :func:`markov` step the mask is that
+    step's (pass it through ``xs``, e.g. ``xs=(ys, mask)``).
+
     Raises :class:`ObserveWithoutValueError` if ``value`` is None (use :func:`sample` for a
-    latent choice) and :class:`ShapeMismatchError` if the data's shape does not match ``d``.
-    Under :class:`ppl.semantics.Sampler` with ``predictive=True`` the value is drawn instead,
-    with the data's shape.
+    latent choice), :class:`ShapeMismatchError` if the data's (or the mask's) shape does not
+    match ``d``, and :class:`NonFiniteWeightError` for concrete data holding NaN without a
+    mask. Under :class:`ppl.semantics.Sampler` with ``predictive=True`` the value is drawn
+    instead, with the data's shape.
     """
+    check_distribution_arguments(name, d)
     if value is None:
         if not _predictive():
             raise ObserveWithoutValueError(
@@ -107,15 +272,51 @@ def observe(name: str, d, value):
             )
     else:
         _check_observed_shape(name, d, value)
+        if mask is not None:
+            mask = _check_mask(name, d, value, mask)
+        elif not _predictive():
+            _check_nan_data(name, value)
         if _predictive() and not _enumerating():
             # the data's batch shape may be larger than d's (d broadcasts against it);
             # a predictive draw stands in for the data, so it must have the data's shape
             value_batch = tuple(jnp.shape(value))[: jnp.ndim(value) - len(d.event_shape)]
             if tuple(d.batch_shape) != value_batch:
                 d = d.expand(value_batch)
+        if mask is not None:
+            d, value = _mask_missing(d, jnp.asarray(value), mask)
         with _CheckPlatedShape():
             return numpyro.sample(name, d, obs=value, infer={KIND_KEY: "observe"})
     return numpyro.sample(name, d, obs=value, infer={KIND_KEY: "observe"})
+
+
+class FactorWeight(numpyro.distributions.Unit):
+    """The distribution of a :func:`factor` site: NumPyro's ``Unit`` (log density
+    ``log_factor``, an empty value), whose batch shape follows ``log_factor`` when a
+    ``markov`` step's sites are stacked over time.
+
+    NumPyro's ``promote_batch_shape`` leaves a ``Unit`` unchanged, so after ``scan`` stacks
+    a factor site its value and ``log_factor`` have a leading time axis but its batch shape
+    does not; enumeration then puts the site's time dim on the wrong axis and funsor fails
+    ("Expected the joint log density is a scalar"). Registering the promotion for this
+    subclass (below) gives a factor inside a step the time and enumeration dims an
+    ``observe`` there gets, without changing ``Unit`` for other NumPyro programs.
+    """
+
+
+@promote_batch_shape.register(FactorWeight)
+def _promote_factor_batch_shape(d: FactorWeight):
+    promoted = copy.copy(d)
+    promoted._batch_shape = tuple(np.broadcast_shapes(d.batch_shape, jnp.shape(d.log_factor)))
+    return promoted
+
+
+class _FactorsInStep(Messenger):
+    """Give a ``numpyro.factor`` site written inside a markov step (a plain ``Unit``) the
+    :class:`FactorWeight` of :func:`factor`, so it too is stacked over time correctly."""
+
+    def process_message(self, msg):
+        if msg["type"] == "sample" and type(msg["fn"]) is numpyro.distributions.Unit:
+            msg["fn"] = FactorWeight(msg["fn"].log_factor)
 
 
 def factor(name: str, log_weight):
@@ -127,7 +328,7 @@ def factor(name: str, log_weight):
             raise NonFiniteWeightError(
                 f"factor('{name}') was given a non-finite log weight {np.asarray(log_weight)}"
             )
-    unit = numpyro.distributions.Unit(log_weight)
+    unit = FactorWeight(log_weight)
     return numpyro.sample(name, unit, obs=unit.sample(None), infer={KIND_KEY: "factor"})
 
 
@@ -267,7 +468,7 @@ def markov(step, init, xs=None, length=None):
 
     def body(carry, t_and_x):
         t, x = t_and_x
-        wrapped = step
+        wrapped = _FactorsInStep(step)
         for wrapper in _STEP_WRAPPERS.get():
             wrapped = wrapper(wrapped)
         with step_index(t):

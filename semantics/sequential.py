@@ -62,7 +62,8 @@ class StepResult(NamedTuple):
 
 
 def _slice(tree, t):
-    return None if tree is None else jax.tree.map(lambda a: a[t], tree)
+    # jnp.asarray: a numpy ``xs`` (closed over as concrete data) indexed by a traced ``t``
+    return None if tree is None else jax.tree.map(lambda a: jnp.asarray(a)[t], tree)
 
 
 class StateSpace:
@@ -236,7 +237,9 @@ def step_reads(model, args, kwargs, fixed=None) -> tuple[str, ...]:
         return ()
     values = {n: ssm.globals.values[n] for n in free}
     leaves, treedef = jax.tree.flatten((args, kwargs))
-    arrays = [i for i, leaf in enumerate(leaves) if isinstance(leaf, (jax.Array, np.ndarray))]
+    # tracers of an enclosing jit / scan are inputs; concrete arrays are closed over (a
+    # model may need its data concrete, as in ``int(np.max(y))``)
+    arrays = [i for i, leaf in enumerate(leaves) if isinstance(leaf, jax.core.Tracer)]
 
     def first_step(values, carry, array_leaves, held):
         full = list(leaves)
@@ -247,7 +250,7 @@ def step_reads(model, args, kwargs, fixed=None) -> tuple[str, ...]:
         result = inner.step(replay_key(), 0, carry)
         return result.carry, result.log_weight, result.log_transition, result.values
 
-    # every input abstract, so that tracers of an enclosing jit / scan are never closed over
+    # every traced input abstract, so that tracers of an enclosing jit are never closed over
     closed = jax.make_jaxpr(first_step)(
         _abstract(values), _abstract(ssm.init), _abstract([leaves[i] for i in arrays]),
         _abstract(fixed),

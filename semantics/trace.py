@@ -16,12 +16,19 @@ from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import numpyro
-from numpyro.distributions import Unit
+from numpyro.distributions import Unit, biject_to
 from numpyro.primitives import Messenger
 
-from ppl.errors import DuplicateSiteError
-from ppl.primitives import KIND_KEY, in_markov_step, wrap_markov_steps
+from ppl.errors import DuplicateSiteError, improper_base
+from ppl.primitives import (
+    KIND_KEY,
+    in_markov_step,
+    step_index,
+    stub_markov,
+    wrap_markov_steps,
+)
 
 LATENT, OBSERVED, FACTOR, DETERMINISTIC, PARAM = (
     "latent",
@@ -170,6 +177,32 @@ class Unobserve(Messenger):
         msg["value"] = None
 
 
+def _feasible_if_improper(msg):
+    """``biject_to(support)(0)`` for a latent site without a sampler; None (leave the site
+    alone) for every other message."""
+    if msg["type"] != "sample" or msg["is_observed"] or msg["value"] is not None:
+        return None
+    fn = msg["fn"]
+    if improper_base(fn) is None:
+        return None
+    transform = biject_to(fn.support)
+    shape = transform.inverse_shape(fn.shape(msg["kwargs"].get("sample_shape") or ()))
+    return transform(jnp.zeros(shape))
+
+
+def feasible_improper(model):
+    """``model`` with every latent site that has no sampler (an ``ImproperUniform`` prior,
+    :func:`ppl.errors.improper_base`) set to the feasible point ``biject_to(support)(0)`` of
+    its support (NumPyro's ``init_to_feasible``); every other site is drawn as usual.
+
+    For the runs that only read a program's structure (its sites, their supports and
+    shapes, its data) in the methods that never draw from the prior (NUTS, HMC, SVI: they
+    start from points in unconstrained space), so improper priors pass those runs; a
+    prior-sampling method that runs ``model`` itself still gets the named error of
+    :func:`ppl.sample`."""
+    return numpyro.handlers.substitute(model, substitute_fn=_feasible_if_improper)
+
+
 def record(model, key, args=(), kwargs=None, substitutions=None, predictive=False):
     """Run ``model(*args, **kwargs)`` once and return ``(return value, Trace, raw trace)``.
 
@@ -191,3 +224,51 @@ def record(model, key, args=(), kwargs=None, substitutions=None, predictive=Fals
     else:
         value = recorder(*args, **kwargs)
     return value, from_numpyro(recorder.trace), recorder.trace
+
+
+def _structure(model, args, kwargs):
+    """A hashable key of ``model`` and its arguments' structure: tree, array shapes and
+    dtypes, the other leaves themselves."""
+    leaves, treedef = jax.tree.flatten((args, kwargs))
+    shapes = tuple(
+        (jnp.shape(leaf), jnp.result_type(leaf)) if isinstance(leaf, jax.Array | np.ndarray)
+        else leaf
+        for leaf in leaves
+    )
+    return model, treedef, shapes
+
+
+def check_arguments(model, args=(), kwargs=None, checked=None):
+    """Run ``model`` once outside ``jit`` so that the value checks of its primitives see
+    concrete values (:func:`ppl.primitives.check_distribution_arguments`: ``probs`` that are
+    not normalised, say); raises their named error.
+
+    Inside a jitted run every value a program computes is a tracer and those checks cannot
+    run, so a method that draws from the prior calls this before compiling. The program's
+    global sites are drawn from the prior (key 0); each ``markov`` step is run once,
+    eagerly, on the initial carry and the first input (not scanned: nothing is compiled).
+    NumPyro's own argument validation is off during this run, so the error is ppl's, naming
+    the site, rather than NumPyro's. Does nothing when an argument is a tracer (``.run``
+    under an outer ``jit``). With a dict ``checked`` (a combinator's), a program is checked
+    once per argument structure (shapes and dtypes, not values), as it is compiled once.
+    """
+    kwargs = kwargs or {}
+    if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves((args, kwargs))):
+        return
+    if checked is not None:
+        try:
+            structure = _structure(model, args, kwargs)
+            if structure in checked:
+                return
+        except TypeError:  # an unhashable argument: check every run
+            checked, structure = None, None
+
+    def first_step(step, init, xs, num_steps):
+        x = None if xs is None else jax.tree.map(lambda leaf: leaf[0], xs)
+        with step_index(0):
+            step(init, x)
+
+    with numpyro.validation_enabled(False), stub_markov(first_step):
+        record(model, jax.random.PRNGKey(0), args, kwargs)
+    if checked is not None:
+        checked[structure] = True
