@@ -50,7 +50,13 @@ from numpyro.primitives import Messenger
 from ppl.inference.base import check_log_weights
 from ppl.inference.engine import ParticleState, run_particles
 from ppl.inference.kernels import MHState, as_smc_move, mh_accept, random_walk_mh
-from ppl.inference.tempered import _safe, _Unconstrain, _unconstrain, kernel_parameters
+from ppl.inference.tempered import (
+    _mh_relative_step_size,
+    _safe,
+    _Unconstrain,
+    _unconstrain,
+    kernel_parameters,
+)
 from ppl.semantics.sequential import StepResult, replay_key
 from ppl.semantics.trace import DETERMINISTIC, FACTOR, LATENT, OBSERVED, record
 
@@ -323,10 +329,12 @@ def _late_sites(fk: AnnealedModel) -> tuple:
 # --------------------------------------------------------------------------- rejuvenation
 
 
-def _random_walk_move(fk: AnnealedModel, key, t, parents: ParticleState, num_mcmc_steps):
-    """``num_mcmc_steps`` random-walk Metropolis moves of every particle on the
-    unconstrained coordinates, invariant for pi_{t-1}, with proposal covariance
-    ``(2.38^2 / D)`` times the particles' covariance (Chopin 2002, section 3)."""
+def _random_walk_move(fk: AnnealedModel, key, t, parents: ParticleState, move):
+    """``move.num_mcmc_steps`` random-walk Metropolis moves of every particle on the
+    unconstrained coordinates, invariant for pi_{t-1}, with proposal covariance ``h^2``
+    times the particles' covariance (Chopin 2002, section 3), ``h = 2.38 / sqrt(D)`` for
+    ``infer.mh``'s default ``step_size`` and in proportion to it otherwise (the rule of
+    tempered SMC's moves, :func:`ppl.inference.tempered._mh_relative_step_size`)."""
     model, args, kwargs = fk.model, fk.args, fk.kwargs
 
     def to_position(values):
@@ -350,9 +358,10 @@ def _random_walk_move(fk: AnnealedModel, key, t, parents: ParticleState, num_mcm
     mean = weights_ @ x
     cov = ((x - mean) * weights_[:, None]).T @ (x - mean)
     chol = kernel_parameters("random_walk", cov)
-    kernel = random_walk_mh(log_density, 2.38 / math.sqrt(dim), cholesky=chol, has_aux=True)
+    step_size = _mh_relative_step_size(move, dim)
+    kernel = random_walk_mh(log_density, step_size, cholesky=chol, has_aux=True)
     states = jax.vmap(lambda p: MHState(p, *log_density(p)))(x)
-    states, info = as_smc_move(kernel, num_mcmc_steps)(key, states)
+    states, info = as_smc_move(kernel, move.num_mcmc_steps)(key, states)
     g, values = states.aux
     params = jax.tree.map(lambda new, old: new.astype(old.dtype), values, parents.params)
     return parents._replace(params=params, carry=g.astype(parents.carry.dtype)), info.accepted
@@ -409,8 +418,7 @@ def rejuvenation(fk: AnnealedModel, move=None):
             key_refresh, key_move = jax.random.split(key)
             parents = refresh_undrawn(fk, key_refresh, t, parents)[0]
             if move.proposal == "random_walk":
-                new, accepted = _random_walk_move(fk, key_move, t, parents,
-                                                  move.num_mcmc_steps)
+                new, accepted = _random_walk_move(fk, key_move, t, parents, move)
             else:
                 new, accepted = _trace_move(fk, key_move, t, parents, move)
             return new, jnp.mean(accepted).astype(parents.carry.dtype)

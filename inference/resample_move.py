@@ -488,8 +488,9 @@ def rmsmc(num_particles: int, move=None, resample="systematic", ess_threshold=0.
     (:func:`ppl.inference.smc`, ``batch_size`` observation units per step) where, after
     every resampling, each particle makes ``move.num_mcmc_steps`` MH moves invariant for
     the posterior of the observations so far. With ``proposal="random_walk"`` the walk is
-    scaled to the particles (covariance ``2.38^2 / D`` times theirs; ``step_size`` is not
-    used); ``"prior"`` regenerates one latent site (discrete sites too) and a proposal
+    scaled to the particles (covariance ``h^2`` times theirs, ``h = 2.38 / sqrt(D)`` at
+    ``infer.mh``'s default ``step_size`` of 0.5, in proportion to it otherwise, as in
+    tempered SMC); ``"prior"`` regenerates one latent site (discrete sites too) and a proposal
     program proposes as in :func:`ppl.inference.mh`. ``info`` then has ``ess``,
     ``resampled``, ``log_evidence_increments``, ``accept_rate`` and
     ``accept_rate_per_step`` (NaN where no move ran).

@@ -30,7 +30,10 @@ algorithm, each line one building block below:
    the unconstrained coordinates: :func:`random_walk_step` (Gaussian random walk
    Metropolis) or :func:`hmc_step` (Hamiltonian Monte Carlo, Neal 2011, "MCMC using
    Hamiltonian dynamics", with a diagonal mass matrix from the particle variances); or
-   :func:`mutate_mh`, an ``infer.mh(...)`` trace kernel run on the tempered program. Each
+   :func:`mutate_mh`, an ``infer.mh(...)`` trace kernel run on the tempered program
+   (``proposal="prior"`` or a proposal program; ``infer.mh(proposal="random_walk")`` is
+   the particle-adapted :func:`random_walk_step`, since a random walk needs a scale and
+   the particles give it). Each
    is a kernel ``(key, state) -> (state, info)`` of :mod:`ppl.inference.kernels` (its
    shared accept step, random walk and change of variables), applied to every particle
    by :func:`ppl.inference.kernels.as_smc_move`.
@@ -55,6 +58,7 @@ returned :class:`~ppl.Posterior` has ``log_weights=None``, ``log_evidence`` and,
 
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
 from typing import NamedTuple
@@ -77,16 +81,27 @@ from ppl.inference.kernels import (
 from ppl.inference.resampling import SCHEMES, ess, get_scheme
 from ppl.inference.trace_mh import MH
 from ppl.semantics.sequential import replay_key
-from ppl.semantics.trace import DETERMINISTIC, FACTOR, LATENT, OBSERVED, record
+from ppl.semantics.trace import DETERMINISTIC, FACTOR, LATENT, OBSERVED, feasible_improper, record
 
-from ppl.errors import NonFiniteWeightError, UnsupportedModelError
+from ppl.errors import (
+    NonFiniteWeightError,
+    ParticleCollapseWarning,
+    UnsupportedModelError,
+    improper_base,
+    improper_prior_error,
+)
 from ppl.posterior import Posterior
 from ppl.primitives import intercept_markov
 
 __all__ = [
+    "COLLAPSE_ACCEPT",
+    "COLLAPSE_UNIQUE",
+    "COLLAPSE_WINDOW",
     "MOVES",
     "TemperedOutput",
     "TemperedSMC",
+    "check_collapse",
+    "distinct_values",
     "hmc_step",
     "incremental_weights",
     "mutate",
@@ -110,6 +125,10 @@ MOVES = {"random_walk": 0.25, "hmc": 0.65}
 
 _NUM_BISECTION = 50  # halvings of [0, 1 - b]: exponent resolution 2^-50, below float64 eps
 
+#: ``infer.mh``'s default ``step_size``: an mh random-walk move's ``step_size`` is read
+#: relative to it (:func:`_mh_relative_step_size`).
+_MH_DEFAULT_STEP_SIZE = inspect.signature(MH).parameters["step_size"].default
+
 
 # --------------------------------------------------------------------------- the model
 
@@ -123,11 +142,20 @@ def _reject_markov(step, init, xs, length):
 
 def check_static(model, args, kwargs):
     """The program's raw trace from one prior draw, after checking that it is static:
-    no ``ppl.markov``, at least one latent site, every latent site continuous. Raises
-    :class:`UnsupportedModelError` naming the offending sites."""
+    no ``ppl.markov``, at least one latent site, every latent site continuous and with a
+    proper prior (the reference distribution the particles start from; an
+    ``ImproperUniform`` site has none). Raises :class:`UnsupportedModelError` naming the
+    offending sites."""
     with intercept_markov(_reject_markov):
-        _, trace, raw = record(model, replay_key(), args, kwargs)
+        _, trace, raw = record(feasible_improper(model), replay_key(), args, kwargs)
     latent = trace.latent_names
+    for name in latent:
+        if improper_base(raw[name]["fn"]) is not None:
+            raise improper_prior_error(
+                name, raw[name]["fn"],
+                "tempered_smc cannot draw its particles from the prior (the reference "
+                "distribution at exponent 0)",
+            )
     if not latent:
         raise UnsupportedModelError(
             "tempered_smc: the program has no latent sites (nothing to infer; its evidence is "
@@ -449,6 +477,14 @@ def _default_step_size(move, dim):
     return 2.38 / math.sqrt(dim) if move == "random_walk" else dim**-0.25
 
 
+def _mh_relative_step_size(move: MH, dim: int) -> float:
+    """The initial random-walk step size for an ``infer.mh(proposal="random_walk",
+    step_size=s)`` move: ``(s / s0) * 2.38 / sqrt(D)`` relative to the particle covariance,
+    with ``s0`` the default step size of ``infer.mh`` (so the default starts where the
+    default ``"random_walk"`` move starts, and a step size the user set scales it)."""
+    return move.step_size / _MH_DEFAULT_STEP_SIZE * _default_step_size("random_walk", dim)
+
+
 def run_tempered_smc(key, model, args, kwargs, num_particles, move="random_walk",
                      num_mcmc_steps=5, step_size=None, target_ess=0.5, resample="systematic",
                      max_steps=200, num_leapfrog=10, adapt_step_size=True) -> TemperedOutput:
@@ -459,7 +495,10 @@ def run_tempered_smc(key, model, args, kwargs, num_particles, move="random_walk"
     Particles start from the prior; then one ``lax.while_loop`` runs, while b < 1,
     :func:`next_exponent` -> :func:`incremental_weights` -> :func:`proposal_scale` ->
     :func:`resample_particles` -> :func:`mutate` (or :func:`mutate_mh` when ``move`` is an
-    ``infer.mh(...)`` combinator). The loop also stops if the log evidence is no longer
+    ``infer.mh(...)`` combinator with a ``"prior"`` or program proposal; an
+    ``infer.mh(proposal="random_walk")`` move is :func:`mutate` with the random walk, its
+    own ``num_mcmc_steps`` and ``adapt_step_size``, and the initial step size of
+    :func:`_mh_relative_step_size`). The loop also stops if the log evidence is no longer
     finite (every particle impossible: :meth:`TemperedSMC.run` reports it). Step
     ``max_steps`` is forced to b = 1 (still a valid SMC sampler, only a noisier one;
     ``forced_final`` reports it). With
@@ -482,6 +521,11 @@ def run_tempered_smc(key, model, args, kwargs, num_particles, move="random_walk"
     lp0, ll0 = jax.vmap(parts)(x0)
     dtype = x0.dtype
     dim = x0.shape[1]
+    if isinstance(move, MH) and move.proposal == "random_walk":
+        # the mh combinator's random walk, in this context, is the particle-adapted one
+        num_mcmc_steps, adapt_step_size = move.num_mcmc_steps, move.adapt_step_size
+        step_size = _mh_relative_step_size(move, dim)
+        move = "random_walk"
     is_mh = not isinstance(move, str)
     if is_mh:
         step_size, adapt_step_size = move.step_size, False
@@ -617,9 +661,13 @@ class TemperedSMC:
     def run(self, key, model, *args, **kwargs) -> Posterior:
         """Run tempered SMC on the static program ``model(*args, **kwargs)`` and return an
         equally weighted :class:`~ppl.Posterior` with ``log_evidence``."""
-        check_static(model, args, kwargs)  # clear errors before compiling
+        raw = check_static(model, args, kwargs)  # clear errors before compiling
         out = self._runs(check_key(key), model, args, kwargs)
         _check_output(out)
+        latent = [n for n, site in raw.items() if site["type"] == "sample"
+                  and not site["is_observed"]]
+        num_unique = {n: distinct_values(out.samples[n]) for n in latent}
+        check_collapse(out, num_unique, self.num_particles, self.move, self.num_mcmc_steps)
         n = int(out.num_steps)
         if bool(out.forced_final):
             warnings.warn(
@@ -649,6 +697,7 @@ class TemperedSMC:
                 "num_mcmc_steps": self.num_mcmc_steps,
                 "target_ess": self.target_ess,
                 "resample": self.resample,
+                "num_unique": num_unique,
             },
         )
 
@@ -659,6 +708,62 @@ class TemperedSMC:
             f"target_ess={self.target_ess}, resample={self.resample!r}, "
             f"max_steps={self.max_steps})"
         )
+
+
+#: A population counts as collapsed when the moves' mean acceptance over the last
+#: ``COLLAPSE_WINDOW`` tempering steps is below ``COLLAPSE_ACCEPT``, or when some latent
+#: coordinate takes fewer than ``COLLAPSE_UNIQUE * N`` distinct values among the final N
+#: particles (a healthy run has nearly N: each resampled copy is moved apart).
+COLLAPSE_ACCEPT = 0.02
+COLLAPSE_UNIQUE = 0.5
+COLLAPSE_WINDOW = 3
+
+
+def distinct_values(values) -> int:
+    """The fewest distinct values any coordinate of a site takes over the particles
+    (``values`` with a leading particle axis); a population of copies of a few particles
+    has few."""
+    flat = np.asarray(values).reshape(np.shape(values)[0], -1)
+    if flat.shape[1] == 0:
+        return flat.shape[0]
+    ordered = np.sort(flat, axis=0)
+    return int(np.min(1 + np.sum(ordered[1:] != ordered[:-1], axis=0)))
+
+
+def check_collapse(out: TemperedOutput, num_unique, num_particles, move, num_mcmc_steps):
+    """Warn (:class:`~ppl.ParticleCollapseWarning`) with the figures when the moves'
+    acceptance collapsed late in the schedule or the final population is a few repeated
+    values (:data:`COLLAPSE_ACCEPT`, :data:`COLLAPSE_UNIQUE`); returns the problems
+    found (empty when none)."""
+    n = int(out.num_steps)
+    late = np.asarray(out.accept_rate[max(n - COLLAPSE_WINDOW, 0): n], np.float64)
+    problems = []
+    if late.size and np.mean(late) < COLLAPSE_ACCEPT:
+        problems.append(
+            f"the moves accepted {100 * np.mean(late):.2g}% of proposals over the last "
+            f"{late.size} tempering step(s) (per step: "
+            f"{', '.join(f'{100 * a:.2g}%' for a in late)})"
+        )
+    few = {k: v for k, v in num_unique.items() if v < COLLAPSE_UNIQUE * num_particles}
+    if few:
+        problems.append(
+            "the final population has only "
+            + ", ".join(f"{v} distinct value(s) of site '{k}'" for k, v in few.items())
+            + f" among {num_particles} particles"
+        )
+    if problems:
+        what = move if isinstance(move, str) else repr(move)
+        warnings.warn(
+            f"tempered_smc: the particle population collapsed: {'; '.join(problems)}. The "
+            "posterior it returns is then a few points near where the moves got stuck, its "
+            f"spread underestimated. With move={what} ({num_mcmc_steps} MCMC step(s) per "
+            "tempering step): raise num_mcmc_steps (so that acceptance x num_mcmc_steps is "
+            "well above 1 per tempering step), or use a move that adapts to the particles: "
+            "move='random_walk' (or infer.mh(proposal='random_walk')) or move='hmc'.",
+            ParticleCollapseWarning,
+            stacklevel=3,
+        )
+    return problems
 
 
 def _check_output(out: TemperedOutput):
@@ -702,12 +807,31 @@ def tempered_smc(num_particles: int, move="random_walk", num_mcmc_steps=5, step_
     acceptance 0.25 (random walk) or 0.65 (HMC). ``max_steps`` bounds the number of
     tempering steps: the last one jumps to b = 1 (with a warning).
 
-    ``move`` may also be an ``infer.mh(...)`` combinator: its trace kernel (``proposal``
-    ``"prior"``, ``"random_walk"`` with its own fixed ``step_size``, or a proposal
-    program) is run its own ``num_mcmc_steps`` times per tempering step on the tempered
-    program ``p(x) L(x)^b`` (every observe/factor site scaled by b); as with ``rmsmc``,
-    only its ``proposal``, ``num_mcmc_steps`` and ``step_size`` count, and the
-    ``num_mcmc_steps``, ``step_size`` and ``adapt_step_size`` given here are ignored.
+    ``move`` may also be an ``infer.mh(...)`` combinator, run its own ``num_mcmc_steps``
+    times per tempering step (the ``num_mcmc_steps``, ``step_size`` and
+    ``adapt_step_size`` given here are then ignored; so are the mh object's
+    ``num_samples``, ``num_warmup`` and ``num_chains``):
+
+    * ``infer.mh(proposal="random_walk", step_size=s, adapt_step_size=a)`` *is* the
+      particle-adapted random walk above (a fixed-scale walk on a posterior whose scale
+      shrinks by orders of magnitude from prior to posterior collapses the population).
+      Its ``step_size`` is read relative to ``infer.mh``'s default 0.5: the first step
+      size is ``(s / 0.5) * 2.38 / sqrt(D)`` in units of the particle covariance (the
+      default ``s = 0.5`` starts where ``move="random_walk"`` does, ``s = 1`` twice as
+      wide), then retuned towards acceptance 0.25 after each step unless ``a`` is False
+      (then it stays at that multiple of the particle covariance);
+    * ``proposal="prior"`` (single-site regeneration from the prior) or a proposal
+      program: the ``infer.mh`` trace kernel, unscaled, run on the tempered program
+      ``p(x) L(x)^b`` (every observe/factor site scaled by b). On a posterior much
+      narrower than the prior its acceptance vanishes late in the schedule: see the
+      collapse warning below.
+
+    After the run a :class:`~ppl.ParticleCollapseWarning` reports a collapsed population:
+    mean acceptance of the moves below 2% over the last (up to) 3 tempering steps, or a
+    latent coordinate taking fewer than ``N / 2`` distinct values among the final N
+    particles (``info["num_unique"]``: site -> the fewest distinct values of any of its
+    coordinates); the fix is more ``num_mcmc_steps`` or a move that adapts to the
+    particles (``"random_walk"``, ``"hmc"``).
     Programs with ``ppl.markov`` or discrete latent sites raise
     :class:`~ppl.UnsupportedModelError`.
 
