@@ -7,16 +7,21 @@ analyse the :class:`Posterior` with ArviZ.
 import numpyro.distributions as dist
 
 from ppl.errors import (
+    ArgumentTypeError,
     ConvergenceWarning,
     DuplicateSiteError,
+    InvalidArgumentError,
     InvalidDistributionError,
     NonFiniteWeightError,
+    NotFittedError,
     ObserveWithoutValueError,
     ParticleCollapseWarning,
     PPLError,
     ShapeMismatchError,
+    TracedControlFlowError,
     UnknownOptionError,
     UnsupportedModelError,
+    UnsupportedOptionError,
 )
 from ppl.model import Model, model
 from ppl.posterior import Posterior
@@ -33,18 +38,23 @@ from ppl.primitives import (
 from ppl.sde import brownian, fbm, sde
 
 __all__ = [
+    "ArgumentTypeError",
     "ConvergenceWarning",
     "DuplicateSiteError",
+    "InvalidArgumentError",
     "InvalidDistributionError",
     "Model",
     "NonFiniteWeightError",
+    "NotFittedError",
     "ObserveWithoutValueError",
     "PPLError",
     "ParticleCollapseWarning",
     "Posterior",
     "ShapeMismatchError",
+    "TracedControlFlowError",
     "UnknownOptionError",
     "UnsupportedModelError",
+    "UnsupportedOptionError",
     "brownian",
     "current_step",
     "deterministic",

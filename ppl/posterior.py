@@ -28,7 +28,17 @@ Log evidence
 ArviZ
     :meth:`Posterior.to_arviz` converts to :class:`arviz.InferenceData` (the ArviZ 0.x API):
     groups ``posterior``, ``sample_stats``, ``observed_data`` and ``log_likelihood``; every
-    site gets dims ``("chain", "draw", f"{site}_dim_0", ...)``.
+    site gets dims ``("chain", "draw", f"{site}_dim_0", ...)``. ArviZ ignores importance
+    weights, so by default a *weighted* result is first resampled to equally weighted draws
+    (systematic resampling, deterministic unless a key is given); ``weights="sample_stats"``
+    gives the raw weighted draws. See :meth:`Posterior.to_arviz`.
+
+MCMC diagnostics
+    A result of an MCMC method (:data:`MCMC_METHODS`) with several chains and no weights is
+    checked once, when it is built: rank-normalised split R-hat and bulk ESS of every scalar
+    of every site, and the number of divergent transitions (a ``"diverging"`` sample stat).
+    Problems give one :class:`ppl.errors.ConvergenceWarning`; the figures are in
+    :meth:`Posterior.diagnostics`.
 
 All summaries (:meth:`Posterior.mean`, :meth:`Posterior.var`, :meth:`Posterior.quantile`,
 :meth:`Posterior.expectation`) use the weights where they exist. They return JAX arrays.
@@ -38,6 +48,9 @@ A ``Posterior`` is a plain Python object (not a pytree); build it outside ``jax.
 from __future__ import annotations
 
 import math
+import os
+import sys
+import warnings
 from collections.abc import Callable, Mapping
 
 import jax
@@ -45,15 +58,30 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
 
-from ppl.errors import NonFiniteWeightError, UnknownOptionError
+from ppl.errors import ConvergenceWarning, NonFiniteWeightError, UnknownOptionError
 from ppl.weights import ess, normalise
 
-__all__ = ["Posterior"]
+__all__ = ["MCMC_METHODS", "Posterior", "check_mcmc_diagnostics", "mcmc_diagnostics"]
 
 #: Names :meth:`Posterior.to_arviz` writes into the ``sample_stats`` group itself.
 _RESERVED_STATS = ("log_weight", "log_evidence", "ess")
 #: Allowed values of ``to_arviz(weights=...)``.
-_WEIGHT_MODES = ("sample_stats", "resample")
+_WEIGHT_MODES = ("auto", "sample_stats", "resample")
+
+#: Methods whose draws are Markov chains. A Posterior of one of these methods with several
+#: chains and no weights is checked by :func:`check_mcmc_diagnostics` when it is built.
+MCMC_METHODS = frozenset({"nuts", "hmc", "mh", "pmmh", "particle_gibbs", "csmc", "ppg"})
+#: A scalar whose rank-normalised split R-hat exceeds this is flagged: the threshold of
+#: Vehtari, Gelman, Simpson, Carpenter & Bürkner (2021), "Rank-normalization, folding, and
+#: localization: an improved R-hat", used by Stan and ArviZ.
+RHAT_THRESHOLD = 1.01
+#: A scalar whose bulk ESS is below this many draws *per chain* (in total:
+#: ``ESS_BULK_PER_CHAIN * num_chains``) is flagged, as rstan's ``check_hmc_diagnostics`` /
+#: ``monitor`` do (Vehtari et al. 2021: 100 per chain, 400 for four chains).
+ESS_BULK_PER_CHAIN = 100
+#: Sites with more values than this (draws x scalars) are not checked, to keep the check
+#: cheap; they are listed in ``diagnostics()["skipped_sites"]``.
+_MAX_CHECKED_VALUES = 5_000_000
 
 
 # --------------------------------------------------------------------------- helpers
@@ -98,6 +126,203 @@ def _per_draw_dataset(arrays: Mapping, num_chains: int, num_draws: int, attrs=No
     return xr.Dataset(data_vars, coords=coords, attrs=dict(attrs or {}))
 
 
+# --------------------------------------------------------------------------- MCMC checks
+
+
+def _split_chains(x: np.ndarray) -> np.ndarray:
+    """``(chains, draws, k)`` -> ``(2 chains, draws // 2, k)``: first and last halves (the
+    middle draw of an odd count is dropped), as ArviZ and NumPyro split chains."""
+    half = x.shape[1] // 2
+    return np.concatenate([x[:, :half], x[:, x.shape[1] - half:]], axis=0)
+
+
+def _average_ranks(a: np.ndarray) -> np.ndarray:
+    """Ranks (1-based) along the last axis of 2-d ``a``, ties sharing their average rank:
+    ``scipy.stats.rankdata(a, axis=-1)`` in numpy (scipy.stats costs seconds to import)."""
+    size = a.shape[-1]
+    order = np.argsort(a, axis=-1)
+    s = np.take_along_axis(a, order, axis=-1)
+    pos = np.broadcast_to(np.arange(size), a.shape)
+    first = np.ones(a.shape, dtype=bool)  # first of a run of equal values
+    first[:, 1:] = s[:, 1:] != s[:, :-1]
+    last = np.ones(a.shape, dtype=bool)
+    last[:, :-1] = first[:, 1:]
+    start = np.maximum.accumulate(np.where(first, pos, 0), axis=-1)
+    end = np.minimum.accumulate(np.where(last, pos, size - 1)[:, ::-1], axis=-1)[:, ::-1]
+    ranks = np.empty(a.shape)
+    np.put_along_axis(ranks, order, (start + end) / 2.0 + 1.0, axis=-1)
+    return ranks
+
+
+def _z_scale(x: np.ndarray) -> np.ndarray:
+    """Rank-normalise ``(chains, draws, k)`` over all chains and draws, per scalar:
+    ``Phi^-1((rank - 3/8) / (S + 1/4))`` with average ranks for ties (Vehtari et al. 2021)."""
+    from scipy.special import ndtri
+
+    c, n, k = x.shape
+    ranks = _average_ranks(np.ascontiguousarray(x.reshape(c * n, k).T))
+    return ndtri((ranks.T - 0.375) / (c * n + 0.25)).reshape(c, n, k)
+
+
+def _rank_rhat_and_bulk_ess(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rank-normalised split R-hat (the larger of the bulk and folded-tail values, ArviZ's
+    default ``method="rank"``) and bulk ESS of ``(chains, draws >= 4, k)`` float draws, one
+    per scalar: NumPyro's ``split_gelman_rubin`` / ``effective_sample_size`` formulas on
+    rank-normalised split chains. NaN for a scalar that is constant or not finite."""
+    from numpyro.diagnostics import effective_sample_size, gelman_rubin
+
+    c, n, k = x.shape
+    rhat = np.full(k, np.nan)
+    ess_bulk = np.full(k, np.nan)
+    flat = x.reshape(c * n, k)
+    valid = np.all(np.isfinite(flat), axis=0)
+    valid[valid] = np.ptp(flat[:, valid], axis=0) > 0
+    if not valid.any():
+        return rhat, ess_bulk
+    x = x[:, :, valid]
+    z = _z_scale(_split_chains(x))
+    folded = np.abs(x - np.median(x.reshape(c * n, -1), axis=0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tail = gelman_rubin(_z_scale(_split_chains(folded)))
+        rhat[valid] = np.fmax(gelman_rubin(z), tail)
+        ess = effective_sample_size(z)
+    # ArviZ's bound tau >= 1 / log10(S): ESS in (0, S log10 S] even for a few draws.
+    cap = z.shape[0] * z.shape[1] * np.log10(z.shape[0] * z.shape[1])
+    ess_bulk[valid] = np.where((ess > 0) & (ess < cap), ess, cap)
+    return rhat, ess_bulk
+
+
+def _labels(name: str, shape: tuple) -> list[str]:
+    """ArviZ's row labels of a site's scalars: ``name``, ``name[2]``, ``name[1, 3]``."""
+    if not shape:
+        return [name]
+    return [f"{name}[{', '.join(map(str, i))}]" for i in np.ndindex(*shape)]
+
+
+def mcmc_diagnostics(post: Posterior) -> dict:
+    """Convergence figures of the (unweighted) chains of ``post``, computed on the host.
+
+    Per scalar of every site: the rank-normalised split R-hat (ArviZ's default, the larger
+    of the bulk and the folded "tail" values) and the bulk ESS (Vehtari et al. 2021), with
+    NumPyro's ``gelman_rubin`` / ``effective_sample_size`` formulas: ``r_hat`` is
+    ``az.rhat``'s, ``ess_bulk`` agrees with ``az.ess(method="bulk")`` within about 1% (ArviZ
+    adds one more autocorrelation term). Both need at least 4 draws per chain; a constant or
+    non-finite scalar gets NaN and is never flagged.
+
+    Returns a dict: ``num_chains``, ``num_draws``; ``r_hat`` and ``ess_bulk`` (site ->
+    array of the site's shape); ``num_divergences`` and ``divergences_per_chain`` (from a
+    ``"diverging"`` sample stat, else None); ``r_hat_threshold`` (:data:`RHAT_THRESHOLD`)
+    and ``ess_bulk_threshold`` (:data:`ESS_BULK_PER_CHAIN` x ``num_chains``); ``high_r_hat``
+    and ``low_ess_bulk`` (scalar label as in ``az.summary``, e.g. ``"m[1, 3]"`` -> value,
+    worst first); ``skipped_sites`` (not numeric, fewer than 4 draws per chain, or more
+    than 5e6 values, about 2 s of work); ``converged`` (nothing flagged, no divergence).
+    """
+    c, d = post.num_chains, post.num_draws
+    r_hat, ess_bulk, skipped = {}, {}, []
+    high, low = [], []
+    ess_min = ESS_BULK_PER_CHAIN * c
+    for name, value in post.samples.items():
+        arr = np.asarray(value)
+        shape = tuple(arr.shape[1:])
+        numeric = np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_
+        if d < 4 or not numeric or arr.size == 0 or arr.size > _MAX_CHECKED_VALUES:
+            skipped.append(name)
+            continue
+        rh, eb = _rank_rhat_and_bulk_ess(arr.reshape(c, d, -1).astype(np.float64))
+        r_hat[name], ess_bulk[name] = rh.reshape(shape), eb.reshape(shape)
+        for label, r, e in zip(_labels(name, shape), rh, eb, strict=True):
+            if r > RHAT_THRESHOLD:
+                high.append((label, float(r)))
+            if e < ess_min:
+                low.append((label, float(e)))
+    diverging = post.sample_stats.get("diverging")
+    num_div = per_chain = None
+    if diverging is not None:
+        div = np.asarray(diverging).reshape(c, d, -1).any(axis=-1)
+        per_chain = div.sum(axis=1)
+        num_div = int(per_chain.sum())
+    return {
+        "num_chains": c,
+        "num_draws": d,
+        "r_hat": r_hat,
+        "ess_bulk": ess_bulk,
+        "num_divergences": num_div,
+        "divergences_per_chain": per_chain,
+        "r_hat_threshold": RHAT_THRESHOLD,
+        "ess_bulk_threshold": ess_min,
+        "high_r_hat": dict(sorted(high, key=lambda t: -t[1])),
+        "low_ess_bulk": dict(sorted(low, key=lambda t: t[1])),
+        "skipped_sites": skipped,
+        "converged": not high and not low and not num_div,
+    }
+
+
+def _listing(flagged: dict, fmt: str, limit: int = 5) -> str:
+    items = [f"{label} ({fmt.format(v)})" for label, v in list(flagged.items())[:limit]]
+    more = len(flagged) - limit
+    return ", ".join(items) + (f" and {more} more" if more > 0 else "")
+
+
+def _diagnostics_message(method: str, diag: dict) -> str:
+    c, d = diag["num_chains"], diag["num_draws"]
+    parts = []
+    if diag["high_r_hat"]:
+        parts.append(
+            f"split R-hat > {diag['r_hat_threshold']} at {_listing(diag['high_r_hat'], '{:.4f}')}"
+        )
+    if diag["low_ess_bulk"]:
+        parts.append(
+            f"bulk ESS < {diag['ess_bulk_threshold']} ({ESS_BULK_PER_CHAIN} per chain) at "
+            f"{_listing(diag['low_ess_bulk'], '{:.0f}')}"
+        )
+    if diag["num_divergences"]:
+        per_chain = ", ".join(map(str, np.asarray(diag["divergences_per_chain"]).tolist()))
+        parts.append(
+            f"{diag['num_divergences']} of {c * d} transitions diverged (per chain: "
+            f"{per_chain})"
+        )
+    return (
+        f"{method or 'MCMC'}: {c} chains of {d} draws may not have converged: "
+        + "; ".join(parts)
+        + ". Thresholds as Stan and ArviZ (Vehtari et al. 2021); every figure is in "
+        "Posterior.diagnostics(). Run longer chains, look for several modes (R-hat), or "
+        "reparameterise (divergences)."
+    )
+
+
+def _stacklevel_outside_ppl() -> int:
+    """The ``stacklevel`` (for a ``warnings.warn`` in the caller) of the first frame outside
+    ppl's packages, so a warning points at the user's line, however deep ppl called it."""
+    prefixes = tuple(
+        os.path.dirname(m.__file__) + os.sep
+        for name in ("ppl", "ppl.inference", "ppl.semantics", "ppl.models")
+        if (m := sys.modules.get(name)) is not None and getattr(m, "__file__", None)
+    )
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(prefixes):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def check_mcmc_diagnostics(post: Posterior) -> dict:
+    """:func:`mcmc_diagnostics` of ``post``, and one :class:`~ppl.errors.ConvergenceWarning`
+    naming every flagged scalar (worst five per kind) and the divergences, if any.
+
+    Thresholds (as Stan and ArviZ): rank-normalised split R-hat > :data:`RHAT_THRESHOLD`
+    (1.01), bulk ESS < :data:`ESS_BULK_PER_CHAIN` (100) per chain, and any divergent
+    transition. ``Posterior`` calls this once, when an MCMC result (:data:`MCMC_METHODS`)
+    with several chains and no weights is built. Returns the figures.
+    """
+    diag = mcmc_diagnostics(post)
+    if not diag["converged"]:
+        warnings.warn(
+            _diagnostics_message(post.method, diag),
+            ConvergenceWarning,
+            stacklevel=_stacklevel_outside_ppl(),
+        )
+    return diag
+
+
 class Posterior:
     """Draws from (an approximation of) a posterior, with optional importance weights.
 
@@ -126,6 +351,12 @@ class Posterior:
         ValueError: if leading axes disagree, are not divisible by ``num_chains``, or a
             per-draw array is 0-d (the message names the site).
         NonFiniteWeightError: if a log weight is NaN or ``+inf``, or all are ``-inf``.
+
+    Warns:
+        ConvergenceWarning: for ``num_chains > 1``, no weights and ``method`` in
+            :data:`MCMC_METHODS`, when a scalar's split R-hat exceeds 1.01 or its bulk ESS
+            is below 100 per chain, or a transition diverged (:func:`check_mcmc_diagnostics`;
+            the figures are kept for :meth:`diagnostics`).
     """
 
     def __init__(
@@ -232,6 +463,14 @@ class Posterior:
                 )
         self._log_evidence = log_evidence
 
+        # Several unweighted chains of an MCMC method: check convergence once, here.
+        self._diagnostics = None
+        if num_chains > 1 and log_weights is None and self._method in MCMC_METHODS:
+            try:
+                self._diagnostics = check_mcmc_diagnostics(self)
+            except jax.errors.TracerArrayConversionError:
+                pass  # built under a jax transformation: nothing concrete to check
+
     # ----------------------------------------------------------------------- accessors
 
     @property
@@ -325,6 +564,25 @@ class Posterior:
             return float(self._total)
         return float(ess(self._log_weights))
 
+    def diagnostics(self) -> dict:
+        """Convergence figures of the chains: :func:`mcmc_diagnostics` (split R-hat and bulk
+        ESS per scalar, divergences, the flagged scalars and the thresholds).
+
+        Computed once: when the result was built, for an MCMC result with several chains
+        (which also warned then on a problem), else on the first call (no warning; a single
+        chain gets the split R-hat of its two halves). A weighted result is not a set of
+        Markov chains: it gets ``{"num_chains", "num_draws", "importance_ess"}`` only.
+        """
+        if self._diagnostics is None:
+            if self.is_weighted:
+                return {
+                    "num_chains": self._num_chains,
+                    "num_draws": self._num_draws,
+                    "importance_ess": self.ess,
+                }
+            self._diagnostics = mcmc_diagnostics(self)
+        return dict(self._diagnostics)
+
     # ----------------------------------------------------------------------- summaries
 
     def _site(self, site: str) -> jax.Array:
@@ -417,7 +675,10 @@ class Posterior:
         n = self._total if num_draws is None else int(num_draws)
         if n < 1:
             raise ValueError(f"Posterior.resample: num_draws must be positive, got {num_draws}")
-        idx = _systematic_indices(key, self.weights, n)
+        return self._take_draws(_systematic_indices(key, self.weights, n))
+
+    def _take_draws(self, idx) -> Posterior:
+        """The unweighted, single-chain Posterior of rows ``idx`` (see :meth:`resample`)."""
 
         def take(d):
             return {k: jnp.asarray(v)[idx] for k, v in d.items()}
@@ -443,48 +704,122 @@ class Posterior:
 
     # ----------------------------------------------------------------------- arviz
 
-    def to_arviz(self, weights: str = "sample_stats", key=None):
+    def to_arviz(self, weights: str = "auto", key=None):
         """Convert to :class:`arviz.InferenceData` (ArviZ 0.x API).
+
+        ArviZ's statistics (``az.summary``, ``az.loo``, ``az.plot_*``) treat every draw as
+        equally weighted; they never read importance weights. So by default a *weighted*
+        result (importance sampling, SMC, ...) is converted after **resampling** to equally
+        weighted draws, which those statistics then describe correctly; unweighted results
+        (MCMC, exact samplers, SVI...) are converted as they are.
 
         Groups (each present only when it has content):
 
         * ``posterior``: every site, dims ``("chain", "draw", f"{site}_dim_0", ...)``
           (scalar sites: ``("chain", "draw")``).
-        * ``sample_stats``: the per-draw statistics, same dim convention. For weighted
-          results also ``log_weight`` (dims ``("chain", "draw")``) and ``ess`` (0-d); when
-          a log evidence is present, ``log_evidence`` (0-d, or dims ``("chain",)`` per
-          chain). ``log_evidence`` and ``ess`` are also stored as dataset attributes.
+        * ``sample_stats``: the per-draw statistics, same dim convention; when a log
+          evidence is present, ``log_evidence`` (0-d, or dims ``("chain",)`` per chain, also
+          a dataset attribute). Raw weighted draws (``weights="sample_stats"``) also get
+          ``log_weight`` (dims ``("chain", "draw")``) and ``ess`` (0-d, also an attribute).
         * ``observed_data``: the data, dims ``f"{site}_dim_i"``.
         * ``log_likelihood``: pointwise log-likelihoods, dims ``("chain", "draw",
-          f"{site}_dim_i"...)`` (so ``az.loo`` / ``az.waic`` work on unweighted results;
-          they ignore importance weights, so use ``weights="resample"`` for weighted ones).
+          f"{site}_dim_i"...)``, of the same draws as ``posterior`` (so ``az.loo`` /
+          ``az.waic`` are right for resampled draws too).
+
+        Resampled conversions (the default for weighted results, or ``weights="resample"``):
+        the ``num_chains * num_draws`` draws are replaced by as many equally weighted draws,
+        in **one chain**, chosen by *systematic* resampling (each draw is copied
+        ``floor(M w_i)`` or ``ceil(M w_i)`` times: the lowest-variance standard scheme).
+        Copies of a draw stay adjacent, so ArviZ's autocorrelation-based ESS sees them as
+        correlated; still, the resampled draws carry no more information than the weighted
+        ones: take the importance ESS (:attr:`ess`, attribute ``importance_ess``), not
+        ArviZ's ``ess_bulk``, as their effective size. Every per-draw array (posterior,
+        sample_stats, log_likelihood) is taken at the same rows. ``sample_stats`` also gets
+        ``ancestor`` (dims ``("chain", "draw")``: each draw's index among the original,
+        chain-major draws) and, for weighted results, ``source_log_weight`` (dims
+        ``("source_draw",)``: the original unnormalised log weights), unless a sample stat
+        of that name exists; a
+        per-chain log evidence is pooled into one (``logsumexp - log num_chains``). Its
+        attributes: ``importance_ess`` (:attr:`ess`), ``num_source_draws``,
+        ``num_source_chains``, ``resampling``, ``resampling_key``. Every group's attributes
+        get ``ppl_weights="resampled"`` and a ``ppl_note`` saying what was done.
 
         Args:
-            weights: ``"sample_stats"`` (default) keeps the draws as they are and stores the
-                log weights in ``sample_stats``; ``"resample"`` first converts to equally
-                weighted draws with :meth:`resample` (one chain, same total number of
-                draws) and stores no ``log_weight``. For unweighted results the two differ
-                only in that ``"resample"`` reorders the draws into one chain.
-            key: PRNG key for ``weights="resample"``; defaults to ``jax.random.PRNGKey(0)``,
-                so the conversion is deterministic unless a key is given.
+            weights: ``"auto"`` (default): resample weighted results, keep unweighted ones;
+                ``"sample_stats"``: the raw draws, with the log weights in ``sample_stats``
+                (ArviZ ignores them: use this to read or reweight the draws yourself);
+                ``"resample"``: always resample (for unweighted results this only reorders
+                the draws into one chain).
+            key: PRNG key of the resampling. Default ``jax.random.PRNGKey(0)``: the
+                conversion is deterministic, the same draws on every call; pass keys to see
+                the resampling noise.
 
         Raises:
             UnknownOptionError: for any other value of ``weights``.
         """
-        import arviz as az
-
         if weights not in _WEIGHT_MODES:
             raise UnknownOptionError(
                 f"Posterior.to_arviz: unknown weights={weights!r}; allowed values are "
                 f"{list(_WEIGHT_MODES)}"
             )
-        if weights == "resample":
-            post = self.resample(jax.random.PRNGKey(0) if key is None else key)
-            return post.to_arviz(weights="sample_stats")
+        if weights == "resample" or (weights == "auto" and self.is_weighted):
+            return self._to_arviz_resampled(key)
+        return self._inference_data()
+
+    def _to_arviz_resampled(self, key):
+        """:meth:`to_arviz` of the systematically resampled draws, with the provenance."""
+        given = key is not None
+        idx = _systematic_indices(jax.random.PRNGKey(0) if key is None else key,
+                                  self.weights, self._total)
+        post = self._take_draws(idx)
+        n, importance_ess = self._total, self.ess
+        key_text = "given by the caller" if given else "PRNGKey(0), the default"
+        if self.is_weighted:
+            note = (
+                f"ppl: the {n} weighted draws (importance ESS {importance_ess:.1f}) were "
+                f"resampled to {n} equally weighted draws in one chain (systematic "
+                f"resampling, key {key_text}) because ArviZ ignores weights; sample_stats "
+                "keeps the original log weights (source_log_weight) and each draw's ancestor; "
+                "to_arviz(weights='sample_stats') gives the raw weighted draws"
+            )
+        else:
+            note = (
+                f"ppl: the {n} unweighted draws were resampled uniformly into one chain "
+                f"(systematic resampling, key {key_text}); each draw's ancestor is in "
+                "sample_stats"
+            )
+        stats = {"ancestor": (("chain", "draw"), np.asarray(idx).reshape(1, n))}
+        if self.is_weighted:
+            stats["source_log_weight"] = (("source_draw",), np.asarray(self._log_weights))
+        stats = {k: v for k, v in stats.items() if k not in self._sample_stats}
+        stats_attrs = {
+            "importance_ess": importance_ess,
+            "num_source_draws": n,
+            "num_source_chains": self._num_chains,
+            "resampling": "systematic",
+            "resampling_key": key_text,
+        }
+        le = self._log_evidence
+        if le is not None and np.shape(le) != ():
+            stats_attrs["log_evidence_per_chain"] = np.asarray(le).tolist()
+        meta = {"ppl_weights": "resampled", "ppl_note": note}
+        return post._inference_data(meta, stats, stats_attrs)
+
+    def _inference_data(self, extra_meta=None, extra_stats=None, stats_attrs=None):
+        """The InferenceData of these draws as they are (see :meth:`to_arviz`); the extras
+        go into every group's attributes, ``sample_stats`` and its attributes."""
+        import arviz as az
 
         c, d = self._num_chains, self._num_draws
         groups = {}
         meta = {"inference_library": "ppl", "ppl_method": self._method}
+        if self._log_weights is not None:
+            meta["ppl_weights"] = "weighted"
+            meta["ppl_note"] = (
+                "ppl: weighted draws; their log weights are sample_stats['log_weight'], which "
+                "ArviZ's statistics ignore (to_arviz() resamples them by default)"
+            )
+        meta.update(extra_meta or {})
         if self._samples:
             groups["posterior"] = _per_draw_dataset(self._samples, c, d, meta)
 
@@ -499,6 +834,9 @@ class Posterior:
             le = np.asarray(self._log_evidence)
             stats["log_evidence"] = ((), le) if le.ndim == 0 else (("chain",), le)
             stats.attrs["log_evidence"] = float(le) if le.ndim == 0 else le.tolist()
+        for name, value in (extra_stats or {}).items():
+            stats[name] = value
+        stats.attrs.update(stats_attrs or {})
         if stats.data_vars:
             groups["sample_stats"] = stats
 
@@ -519,15 +857,14 @@ class Posterior:
 
         Keyword arguments go to :func:`arviz.summary` (e.g. ``var_names``, ``hdi_prob``,
         ``kind``). Weighted results are first resampled to equal weights
-        (``to_arviz(weights="resample", key=key)``, key defaulting to
-        ``jax.random.PRNGKey(0)``) because ArviZ's statistics ignore importance weights;
-        their ESS/R-hat columns then describe the resampled draws, not the weights (see
-        :attr:`ess` for the importance-sampling ESS).
+        (``to_arviz(key=key)``, key defaulting to ``jax.random.PRNGKey(0)``) because
+        ArviZ's statistics ignore importance weights; their ESS/R-hat columns then describe
+        the resampled draws, not the weights (see :attr:`ess` for the importance-sampling
+        ESS).
         """
         import arviz as az
 
-        mode = "resample" if self.is_weighted else "sample_stats"
-        return az.summary(self.to_arviz(weights=mode, key=key), **kwargs)
+        return az.summary(self.to_arviz(key=key), **kwargs)
 
     # ----------------------------------------------------------------------- repr
 

@@ -47,7 +47,7 @@ def test_importance_with_a_proposal_program():
 def test_importance_posterior_converts_to_arviz():
     xs, ys = zoo.simulate_lgssm_1d(jax.random.PRNGKey(0), 12)
     post = infer.importance(num_samples=64).run(KEY, zoo.lgssm_1d, jnp.asarray(ys))
-    idata = post.to_arviz()
+    idata = post.to_arviz(weights="sample_stats")
     assert idata.posterior["x"].shape == (1, 64, 12)
     assert idata.log_likelihood["y"].shape == (1, 64, 12)
     assert idata.observed_data["y"].shape == (12,)

@@ -223,7 +223,7 @@ def test_to_arviz_round_trip_shapes_and_names(num_chains):
 
 def test_to_arviz_weighted_sample_stats_vs_resample():
     post, x, lw = weighted_posterior(n=400)
-    idata = post.to_arviz()
+    idata = post.to_arviz(weights="sample_stats")
     ss = idata.sample_stats
     assert ss["log_weight"].dims == ("chain", "draw")
     np.testing.assert_allclose(ss["log_weight"].values.ravel(), lw, rtol=1e-6)
@@ -248,7 +248,7 @@ def test_to_arviz_per_chain_log_evidence():
     post = Posterior(
         {"x": np.zeros(8)}, num_chains=2, log_weights=np.zeros(8), log_evidence=np.array([1.0, 2.0])
     )
-    ss = post.to_arviz().sample_stats
+    ss = post.to_arviz(weights="sample_stats").sample_stats
     assert ss["log_evidence"].dims == ("chain",)
     assert ss.attrs["log_evidence"] == [1.0, 2.0]
 
