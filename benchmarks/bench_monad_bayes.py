@@ -14,21 +14,19 @@ simulated once at the largest size and cut to each size, as monad-bayes does
   are each regenerated as a whole, where monad-bayes picks one scalar random choice: the
   cost of one step (one run of the program) is the same, the kernel is coarser.
 * ``SMC100``: SMC with 100 particles and systematic resampling at every step
-  (``ess_threshold=1``, as monad-bayes' ``smcSystematic``). The HMM is a ``ppl.markov``
-  program: ``infer.smc(100)`` on ``ppl.models.monad_bayes_hmm``. monad-bayes' SMC on LR and
-  LDA suspends the program at each ``factor``; ppl's SMC suspends between the steps of a
-  ``markov``, and the zoo's LR and LDA are static programs (plates), so the script runs
-  ``infer.smc(100)`` on a *markov rewrite* of each (:func:`logreg_markov`,
-  :func:`lda_markov`: the same measure, one step per data point / word, the global sites
-  drawn first), which is monad-bayes' algorithm. For reference it also runs what ppl
-  offers on the static programs as written: ``infer.importance(100)`` (likelihood
-  weighting, the same O(N n) cost) and, for LR, ``infer.tempered_smc(100)`` (adaptive
-  tempering, random-walk moves: a different algorithm; LDA has discrete latent sites,
-  which tempered SMC does not take).
+  (``ess_threshold=1``, as monad-bayes' ``smcSystematic``): ``infer.smc(100)`` on the
+  programs as written. The HMM is a ``ppl.markov`` program (one step per time point); LR
+  and LDA are static programs (plates), which ``infer.smc`` runs by data annealing
+  (:mod:`ppl.inference.data_annealing`): one observation per step, in program order along
+  the plates, which is monad-bayes' suspension at each ``factor``. For reference it also
+  runs ``infer.importance(100)`` (likelihood weighting, the same O(N n) cost) and, for
+  LR, ``infer.tempered_smc(100)`` (adaptive tempering, random-walk moves: a different
+  algorithm; LDA has discrete latent sites, which tempered SMC does not take).
 * ``RMSMC10-1``: ``infer.rmsmc(10, move=infer.mh(num_mcmc_steps=1))`` (monad-bayes'
-  resample-move SMC with 10 particles and 1 MH move per step): markov programs only, so the HMM and
-  the markov rewrites of LR and LDA; resampling at every step as above. Each move
-  rescans the path, O(n) per step and O(n^2) per run, as in monad-bayes.
+  resample-move SMC with 10 particles and 1 MH move per step), resampling at every step as
+  above, on the programs as written (on LR and LDA: IBIS, a single-site move on the
+  program with the observations so far). Each move reruns the program, O(n) per step
+  and O(n^2) per run, as in monad-bayes.
 
 Timing: the jitted core that ``.run()`` calls (one ``jax.jit`` per model, size and
 algorithm, compiled on the first call) and the full ``.run()`` (the core plus the host-side
@@ -36,8 +34,7 @@ checks and the ``Posterior``). ``compile`` is the first call minus a warm call; 
 and ``.run()`` are the best of ``--repeats`` calls after compilation (one call when a warm
 call takes over ``--slow`` seconds), each with a fresh key, with ``jax.block_until_ready``
 on the outputs. ``log Z`` is ppl's mean log-evidence estimate over the ``.run()`` calls
-(the markov rewrite and the static program denote the same measure, so their estimates
-agree within Monte Carlo error; estimates from few particles are biased low). ``mb 2022``
+(estimates from few particles are biased low). ``mb 2022``
 is monad-bayes' reported time for that cell (2022, its own machine; quoted, not
 re-measured): a reference, not a ratio measured here.
 
@@ -54,11 +51,8 @@ import time
 from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-import ppl
-from ppl import dist
 from ppl import inference as infer
 from ppl import models as zoo
 
@@ -82,54 +76,6 @@ FULL_SIZES = {
 QUICK_SIZES = {"LR": [200], "HMM": [200], "LDA": [50]}
 REFERENCE_SIZES = {"LR": [200, 500], "HMM": [1000], "LDA": [50]}
 ALGORITHMS = ("MH100", "SMC100", "RMSMC10-1")
-
-
-# --------------------------------------------------------------------------- rewrites
-
-
-@ppl.model
-def logreg_markov(xs, labels):
-    """``ppl.models.monad_bayes_logreg`` as a markov program: the same measure, one step
-    per data point (latent ``"z"``, observed ``"label"``), so SMC suspends after each
-    label as monad-bayes' does. ``"z_pred"`` carries no weight and only depends on the
-    globals, so it is drawn with them (a sample site may not follow the ``markov``)."""
-    m = ppl.sample("m", dist.Normal(0.0, 1.0))
-    b = ppl.sample("b", dist.Normal(0.0, 1.0))
-    sigma = ppl.sample("sigma", dist.Gamma(1.0, 1.0))
-    z_pred = ppl.sample("z_pred", dist.Normal(8.0 * m + b, sigma))
-
-    def step(carry, point):
-        x, label = point
-        z = ppl.sample("z", dist.Normal(m * x + b, sigma))
-        ppl.observe("label", dist.Bernoulli(logits=z), label)
-        return carry
-
-    ppl.markov(step, init=jnp.zeros(()), xs=(jnp.asarray(xs), jnp.asarray(labels)))
-    return jax.nn.sigmoid(z_pred)
-
-
-@ppl.model
-def lda_markov(docs, num_topics=2, vocab_size=4):
-    """``ppl.models.monad_bayes_lda`` as a markov program: the same measure, one step per
-    word (documents in order; latent topic ``"z"``, observed word ``"w"``). The topic
-    proportions ``"theta"`` of every document are drawn before the first word (monad-bayes
-    draws them at the start of their document; they carry no weight until then)."""
-    docs = jnp.asarray(docs)
-    num_docs, num_words = docs.shape
-    with ppl.plate("topics", num_topics):
-        phi = ppl.sample("phi", dist.Dirichlet(jnp.ones(vocab_size)))
-    with ppl.plate("docs", num_docs):
-        theta = ppl.sample("theta", dist.Dirichlet(jnp.ones(num_topics)))
-
-    def step(carry, word):
-        d, w = word
-        z = ppl.sample("z", dist.Categorical(probs=theta[d]))
-        ppl.observe("w", dist.Categorical(probs=phi[z]), w)
-        return carry
-
-    doc_index = jnp.repeat(jnp.arange(num_docs), num_words)
-    ppl.markov(step, init=jnp.zeros(()), xs=(doc_index, docs.reshape(-1)))
-    return phi
 
 
 # --------------------------------------------------------------------------- the grid
@@ -170,33 +116,27 @@ def cells(model, n, data, algorithms, ess_threshold):
                         ess_threshold=ess_threshold)
     if model == "LR":
         xs, labels = data["LR"]
-        args = (xs[:n], labels[:n])
-        static, markov = zoo.monad_bayes_logreg, logreg_markov
+        args, program = (xs[:n], labels[:n]), zoo.monad_bayes_logreg
     elif model == "LDA":
-        args = (data["LDA"][:, :n],)
-        static, markov = zoo.monad_bayes_lda, lda_markov
+        args, program = (data["LDA"][:, :n],), zoo.monad_bayes_lda
     else:
-        args = (data["HMM"][:n],)
-        static = markov = zoo.monad_bayes_hmm
+        args, program = (data["HMM"][:n],), zoo.monad_bayes_hmm
     out = []
     if "MH100" in algorithms:
-        out.append(Cell("MH100", "mh(100, prior)", mh, static, args))
+        out.append(Cell("MH100", "mh(100, prior)", mh, program, args))
     if "SMC100" in algorithms:
-        if model == "HMM":
-            out.append(Cell("SMC100", "smc(100)", smc, markov, args))
-        else:
-            out.append(Cell("SMC100", "smc(100), markov rewrite", smc, markov, args))
-            out.append(Cell("SMC100", "alt: importance(100), static",
-                            infer.importance(100), static, args))
+        out.append(Cell("SMC100", "smc(100)", smc, program, args))
+        if model != "HMM":
+            out.append(Cell("SMC100", "alt: importance(100)", infer.importance(100),
+                            program, args))
             if model == "LR":
-                out.append(Cell("SMC100", "alt: tempered_smc(100), static",
-                                infer.tempered_smc(100), static, args))
+                out.append(Cell("SMC100", "alt: tempered_smc(100)", infer.tempered_smc(100),
+                                program, args))
             else:
-                out.append(Cell("SMC100", "alt: tempered_smc(100), static", None, None,
+                out.append(Cell("SMC100", "alt: tempered_smc(100)", None, None,
                                 args, "n/a: discrete latent z"))
     if "RMSMC10-1" in algorithms:
-        what = "rmsmc(10, 1 mh step)" + ("" if model == "HMM" else ", markov rewrite")
-        out.append(Cell("RMSMC10-1", what, rmsmc, markov, args))
+        out.append(Cell("RMSMC10-1", "rmsmc(10, 1 mh step)", rmsmc, program, args))
     return out
 
 

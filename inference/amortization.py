@@ -75,6 +75,7 @@ from numpyro.infer import Trace_ELBO
 from numpyro.infer.elbo import ELBO
 from ppl.inference.base import CompiledRuns, check_count, check_key
 from ppl.inference.progress import progress_scan
+from ppl.inference.tracer_errors import control_flow_errors
 from ppl.inference.variational import (
     check_continuous,
     draw_from_guide,
@@ -86,7 +87,7 @@ from ppl.semantics.sequential import Sequential, replay_key
 from ppl.semantics.trace import OBSERVED, record
 
 from ppl import dist
-from ppl.errors import UnsupportedModelError
+from ppl.errors import ArgumentTypeError, UnsupportedModelError, check_positive
 from ppl.posterior import Posterior
 from ppl.primitives import step_index
 
@@ -365,15 +366,19 @@ class _Trainer:
 
     def __init__(self, hidden, num_steps, batch_size, optimizer, learning_rate, num_particles,
                  num_samples, features, progress_bar):
+        if isinstance(hidden, (str, bytes)) or not hasattr(hidden, "__iter__"):
+            raise ArgumentTypeError(
+                f"hidden must be a tuple of layer widths, e.g. hidden=(64, 64), got {hidden!r}"
+            )
         self.hidden = tuple(check_count("hidden", h) for h in hidden)
         self.num_steps = check_count("num_steps", num_steps)
         self.batch_size = check_count("batch_size", batch_size)
-        self.optimizer = make_optimizer(optimizer, float(learning_rate))
+        self.optimizer = make_optimizer(optimizer, check_positive("learning_rate", learning_rate))
         self.num_particles = check_count("num_particles", num_particles)
         self.num_samples = check_count("num_samples", num_samples)
         if features is not None and not callable(features):
-            raise TypeError(f"features must be a function of the observed values, got "
-                            f"{features!r}")
+            raise ArgumentTypeError(f"features must be a function of the observed values, got "
+                                    f"{features!r}")
         self.features = features
         self.progress_bar = bool(progress_bar)
 
@@ -398,8 +403,9 @@ class Amortized(_Trainer):
         def model_fn(data):
             return numpyro.handlers.condition(model, data=data)(*args, **kwargs)
 
-        trained, head, elbo = _fit(key, self, sites, draw_examples, features, model_fn,
-                                   num_steps, "amortized")
+        with control_flow_errors(model, args, kwargs, where="amortized"):
+            trained, head, elbo = _fit(key, self, sites, draw_examples, features, model_fn,
+                                       num_steps, "amortized")
         info = {"elbo": elbo, "num_steps": num_steps, "batch_size": self.batch_size,
                 "latent_sites": [s.name for s in sites]}
         return AmortizedGuide(model, trained, head, features, info, self.num_samples)
@@ -511,8 +517,9 @@ class AmortizedStep(_Trainer):
             _, carry, obs = data
             return features(carry, obs)
 
-        trained, head, elbo = _fit(key, self, sites, draw_examples, step_features, model_fn,
-                                   num_steps, "amortized_step")
+        with control_flow_errors(model, args, kwargs, where="amortized_step"):
+            trained, head, elbo = _fit(key, self, sites, draw_examples, step_features,
+                                       model_fn, num_steps, "amortized_step")
         info = {"elbo": elbo, "num_steps": num_steps, "batch_size": self.batch_size,
                 "latent_sites": step_latent}
         return AmortizedStepProposal(ssm.step_fn, trained, head, features, info)

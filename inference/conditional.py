@@ -80,7 +80,12 @@ from ppl.inference.kernels import sample_chain
 from ppl.inference.resampling import categorical
 from ppl.semantics.trace import LATENT, PARAM
 
-from ppl.errors import NonFiniteWeightError, ShapeMismatchError, UnsupportedModelError
+from ppl.errors import (
+    ArgumentTypeError,
+    NonFiniteWeightError,
+    ShapeMismatchError,
+    UnsupportedModelError,
+)
 from ppl.posterior import Posterior
 
 __all__ = [
@@ -146,7 +151,7 @@ def check_reference(fk: FeynmanKac, reference, who="csmc"):
     Returns it with arrays cast to the sites' dtypes."""
     shapes = path_shapes(fk)
     if not isinstance(reference, dict):
-        raise TypeError(
+        raise ArgumentTypeError(
             f"{who}: reference must be a dict site -> array (step sites (T, ...), time-0 "
             f"state sites as drawn), got {type(reference).__name__}"
         )
@@ -340,7 +345,7 @@ class CSMC:
         self.num_chains = check_count("num_chains", num_chains)
         self.new_path = check_option("new_path", new_path, NEW_PATHS)
         if fixed is not None and not isinstance(fixed, dict):
-            raise TypeError(f"fixed must be a dict global site -> value, got {fixed!r}")
+            raise ArgumentTypeError(f"fixed must be a dict global site -> value, got {fixed!r}")
         self.fixed = fixed
         self.progress_bar = bool(progress_bar)
         self._runs = CompiledRuns(self._chains)

@@ -53,7 +53,7 @@ import jax.numpy as jnp
 from numpyro.primitives import Messenger
 from ppl.inference.progress import progress_scan
 from ppl.inference.resampling import adaptive_resample, get_scheme
-from ppl.inference.sharding import shard_particles
+from ppl.inference.sharding import replicate, shard_particles
 from ppl.semantics.sequential import Sequential, StepResult, replay_key, step_reads
 from ppl.semantics.trace import LATENT, PARAM, record
 
@@ -257,12 +257,13 @@ class FeynmanKac:
             replay_key(), *self.args, params={**self.fixed, **params}, **self.kwargs
         )
 
-    def initial(self, key, num_particles: int, reference=None):
+    def initial(self, key, num_particles: int, reference=None, mesh=None):
         """M0 and G0: ``(state, l_init)``. Each particle draws its global sites from the
         prior (``vmap`` over ``num_particles`` keys), starts from the ``init`` carry built
         from them, and is weighted by the global ``observe``/``factor`` terms (likelihood
         weighting); ``l_init = log mean exp(log G0)``. With ``reference`` (its initial
-        site values) particle :data:`REFERENCE_INDEX` starts from them instead."""
+        site values) particle :data:`REFERENCE_INDEX` starts from them instead. ``mesh``:
+        G0 is made whole on every device before it is normalised (as in :func:`smc_step`)."""
 
         def start(ssm):
             drawn = {n: ssm.globals.values[n] for n in self.per_particle}
@@ -281,7 +282,7 @@ class FeynmanKac:
                 lambda a, r: a.at[REFERENCE_INDEX].set(jnp.asarray(r, a.dtype)),
                 (params, carry, log_g0), ref,
             )
-        log_w, total = weights.normalise(log_g0)
+        log_w, total = weights.normalise(replicate(log_g0, mesh))
         return ParticleState(params, carry, log_w), total - math.log(num_particles)
 
     def propagate(self, key, t, state: ParticleState, proposal=None, reference_t=None):
@@ -368,7 +369,7 @@ def write_paths(paths, t, values):
 
 
 def smc_step(key, t, fk, state: ParticleState, scheme="systematic",
-             ess_threshold=0.5, proposal=None, reference_t=None, move=None):
+             ess_threshold=0.5, proposal=None, reference_t=None, move=None, mesh=None):
     """One step of SMC: :func:`resample`, an optional ``move``, :func:`propagate`,
     reweight. Returns the new population (normalised weights) and the
     :class:`StepOutput`; ``l_t`` is ``log sum_n W~^n G^n``, the log of the weighted mean
@@ -378,7 +379,12 @@ def smc_step(key, t, fk, state: ParticleState, scheme="systematic",
     resampled population ``parents`` (``state``: the population before resampling) that
     leaves the target of step t-1 invariant (resample-move SMC, Gilks & Berzuini 2001;
     the moves of :func:`ppl.inference.kernels.as_smc_move`); it keeps the weights, so the
-    evidence estimate is unchanged. Its ``info`` goes to ``StepOutput.move_info``."""
+    evidence estimate is unchanged. Its ``info`` goes to ``StepOutput.move_info``.
+
+    ``mesh`` (particles split across devices, :mod:`ppl.inference.sharding`): the weights
+    are made whole on every device before resampling and before normalising, so both run
+    in a single device's order and the step is bitwise that of an unsharded run."""
+    state = shard_particles(state, mesh)
     key_resample, key_move = jax.random.split(key)
     conditional = reference_t is not None
     parents, ancestors, resampled = resample(key_resample, state, scheme, ess_threshold,
@@ -388,7 +394,7 @@ def smc_step(key, t, fk, state: ParticleState, scheme="systematic",
         key_rejuvenate, key_move = jax.random.split(key_move)
         parents, move_info = move(key_rejuvenate, t, state, parents, resampled)
     result, log_g = propagate(key_move, t, fk, parents, proposal, reference_t)
-    log_w, increment = weights.normalise(parents.log_weights + log_g)
+    log_w, increment = weights.normalise(parents.log_weights + replicate(log_g, mesh))
     new = ParticleState(parents.params, result.carry, log_w,
                         write_paths(parents.paths, t, result.values))
     return new, StepOutput(ancestors, resampled, parents, result, log_g, increment, move_info)
@@ -432,14 +438,18 @@ def run_particles(key, fk, num_particles: int, scheme="systematic",
     ``desc``) over the steps (:func:`~ppl.inference.progress.progress_scan`). Pure JAX: jit
     it, vmap it over keys, nest it."""
     key_init, key_steps = jax.random.split(key)
-    state, log_z_init = fk.initial(key_init, num_particles, reference)
+    if mesh is not None and isinstance(fk, FeynmanKac):  # others' M0 takes no mesh
+        state, log_z_init = fk.initial(key_init, num_particles, reference, mesh=mesh)
+    else:
+        state, log_z_init = fk.initial(key_init, num_particles, reference)
     state = shard_particles(state._replace(paths=paths), mesh)
     step_ref = None
     if reference is not None:
         step_ref = {n: v for n, v in reference.items() if n not in fk.per_particle}
 
     def advance(key_t, t, state, ref_t):
-        new, out = smc_step(key_t, t, fk, state, scheme, ess_threshold, proposal, ref_t, move)
+        new, out = smc_step(key_t, t, fk, state, scheme, ess_threshold, proposal, ref_t, move,
+                            mesh)
         return shard_particles(new, mesh), out
 
     if num_active is not None:

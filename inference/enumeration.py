@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import jax
 from ppl.inference.base import check_count, check_key
+from ppl.inference.tracer_errors import control_flow_errors
 from ppl.semantics.density import Density
 from ppl.semantics.enumerated import Enumerated
 from ppl.semantics.trace import DETERMINISTIC, LATENT, OBSERVED, check_arguments
@@ -25,11 +26,12 @@ class Exact:
         key = check_key(key)
         check_arguments(model, args, kwargs, checked=self._checked)
         enumerated = Enumerated(model)
-        log_z = jax.jit(lambda: enumerated.log_evidence(*args, **kwargs))()
-        marginals = jax.jit(lambda: enumerated.marginals(*args, **kwargs))()
-        samples, log_likelihood, observed = jax.jit(
-            lambda k: self._draws(k, model, enumerated, args, kwargs)
-        )(key)
+        with control_flow_errors(model, args, kwargs):  # `if z:` on a site: named error
+            log_z = jax.jit(lambda: enumerated.log_evidence(*args, **kwargs))()
+            marginals = jax.jit(lambda: enumerated.marginals(*args, **kwargs))()
+            samples, log_likelihood, observed = jax.jit(
+                lambda k: self._draws(k, model, enumerated, args, kwargs)
+            )(key)
         return Posterior(
             samples,
             log_evidence=log_z,

@@ -81,7 +81,13 @@ from ppl.semantics.sequential import Sequential, replay_key
 from ppl.semantics.trace import DETERMINISTIC, FACTOR, LATENT, OBSERVED, record
 
 from ppl import weights
-from ppl.errors import NonFiniteWeightError, UnsupportedModelError
+from ppl.errors import (
+    ArgumentTypeError,
+    NonFiniteWeightError,
+    UnsupportedModelError,
+    UnsupportedOptionError,
+    check_probability,
+)
 from ppl.posterior import Posterior
 from ppl.primitives import step_index
 
@@ -350,24 +356,16 @@ class SMC:
         self.batch_size = check_count("batch_size", batch_size)
         get_scheme(resample)  # UnknownOptionError naming `resample`
         self.resample = resample
-        try:
-            t = None if isinstance(ess_threshold, bool) else np.asarray(ess_threshold, float)
-        except (TypeError, ValueError):
-            t = None
-        if t is None or t.ndim != 0 or not np.isfinite(t) or not 0.0 <= float(t) <= 1.0:
-            raise ValueError(
-                f"ess_threshold must be a number in [0, 1] (a fraction of num_particles), "
-                f"got {ess_threshold!r}"
-            )
-        self.ess_threshold = float(t)
+        # a fraction of num_particles
+        self.ess_threshold = check_probability("ess_threshold", ess_threshold, closed=True)
         if proposal is not None and not callable(proposal):
-            raise TypeError(
+            raise ArgumentTypeError(
                 f"proposal must be a program proposal(t, carry, x) sampling one step's "
                 f"latent sites, got {proposal!r}"
             )
         self.proposal = proposal
         if move is not None:
-            raise NotImplementedError(
+            raise UnsupportedOptionError(
                 f"smc(move=...): a move must be an infer.mh(...) combinator (resample-move "
                 f"SMC, infer.rmsmc), got {move!r}"
             )
@@ -377,7 +375,7 @@ class SMC:
         if self.mesh is not None:
             check_divisible(self.num_particles, self.mesh)
         if not isinstance(history, bool):
-            raise TypeError(
+            raise ArgumentTypeError(
                 f"history must be True (keep the genealogy: paths and per-step particles) "
                 f"or False (evidence, final particles and per-step summaries only), got "
                 f"{history!r}"
@@ -498,20 +496,26 @@ def smc(num_particles: int, resample="systematic", ess_threshold=0.5, proposal=N
     ``devices="all"`` (or a list of devices) splits the particles across devices
     (:mod:`ppl.inference.sharding`; ``num_particles`` a multiple of their number).
 
-    ``history=False`` is for when the evidence (or the filter at the last step) is all
-    that is wanted: no genealogy is kept, so nothing of size T x N is recorded or traced
-    back. ``samples`` then hold each final particle's global sites and the latent sites
-    of the last step only (N, ...), ``log_likelihood`` / ``observed_data`` the global
-    observed sites only, and ``info`` has ``ess``, ``resampled``,
-    ``log_evidence_increments`` and ``filter_means`` but no ``ancestors``, ``particles``
-    or ``filter_log_weights``. The evidence and final weights are those of
-    ``history=True`` for the same key.
+    Memory: ``history=True`` keeps, for every step and particle, the ancestor index, the
+    log weight, each latent value twice (the particles and the traced-back paths) and the
+    pointwise log-likelihood: ``4 (2 + 2 d + o) T N`` bytes in float32 for ``d`` latent and
+    ``o`` observed scalars per step, so 20 T N bytes (2 GB at T = N = 10^4) for one of
+    each. A run whose outputs cannot fit in the free memory is refused before compiling
+    (:class:`~ppl.errors.ResourceError`; :mod:`ppl.inference.memory`), with a warning
+    above half of it. ``history=False`` is for when the evidence (or the filter at the last
+    step) is all that is wanted: no genealogy is kept, so nothing of size T x N is
+    recorded or traced back (memory O(N + T)). ``samples`` then hold each final
+    particle's global sites and the latent sites of the last step only (N, ...),
+    ``log_likelihood`` / ``observed_data`` the global observed sites only, and ``info``
+    has ``ess``, ``resampled``, ``log_evidence_increments`` and ``filter_means`` but no
+    ``ancestors``, ``particles`` or ``filter_log_weights``. The evidence and final weights
+    are those of ``history=True`` for the same key.
 
     A static program (no ``ppl.markov``) is run by data annealing
     (:mod:`ppl.inference.data_annealing`; Chopin 2002): every particle draws the latent
     sites from the prior, and the observations come in one step at a time (``batch_size``
-    units per step: the entries of each observed site's outermost plate, in program
-    order; a scalar site is one unit), each step weighting the particles by their
+    units per step: every entry of every observed and factor site, in program order and
+    along the site's plates), each step weighting the particles by their
     likelihood and resampling adaptively, as monad-bayes' SMC suspends at each factor.
     ``samples`` then hold the latent and deterministic sites of the final particles (N,
     ...), ``log_evidence`` estimates log p(y), and ``info`` has the per-step ``ess``,
@@ -531,7 +535,7 @@ def smc(num_particles: int, resample="systematic", ess_threshold=0.5, proposal=N
         from ppl.inference.resample_move import RMSMC
 
         if history is not True:
-            raise NotImplementedError(
+            raise UnsupportedOptionError(
                 "smc(history=False) is not supported with move= (resample-move SMC carries "
                 "the particles' paths by construction)"
             )

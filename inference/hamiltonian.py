@@ -42,6 +42,11 @@ as NumPyro's ``extra_fields`` give them), ``observed_data``, and ``log_likelihoo
 pointwise log density of every observed site given all latent sites of each draw (the
 :class:`~ppl.semantics.Density` trace under ``vmap``; with discrete sites this is the
 log-likelihood given the recovered ``z_s``, so it is absent when ``recover_discrete=False``).
+
+A chain that never had a finite log density (NaN data inside a ``markov`` step, a +inf
+factor, a NaN log density at every parameter value: NumPyro then repeats its initial
+point, every transition divergent) raises :class:`~ppl.errors.NonFiniteWeightError`
+naming the sites and steps (:func:`check_chains`).
 """
 
 from __future__ import annotations
@@ -63,13 +68,20 @@ from ppl.inference.base import (
     check_nonnegative,
     check_option,
     compile_and_call,
+    nonfinite_sites_at,
+    sites_text,
 )
 from ppl.semantics.density import Density
 from ppl.semantics.enumerated import Enumerated
 from ppl.semantics.sequential import replay_key
 from ppl.semantics.trace import DETERMINISTIC, LATENT, OBSERVED, feasible_improper, record
 
-from ppl.errors import UnsupportedModelError
+from ppl.errors import (
+    NonFiniteWeightError,
+    UnsupportedModelError,
+    check_positive,
+    check_probability,
+)
 from ppl.posterior import Posterior
 from ppl.primitives import in_markov_step, wrap_markov_steps
 
@@ -77,6 +89,7 @@ __all__ = [
     "HMC",
     "NUTS",
     "ModelSites",
+    "check_chains",
     "complete_draws",
     "enumerate_discrete",
     "hmc",
@@ -94,19 +107,11 @@ EXTRA_FIELDS = ("accept_prob", "num_steps", "potential_energy", "energy")
 
 
 def _check_probability(argument: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)):
-        raise TypeError(f"{argument} must be a number in (0, 1), got {value!r}")
-    if not 0.0 < float(value) < 1.0:
-        raise ValueError(f"{argument} must lie strictly between 0 and 1, got {value}")
-    return float(value)
+    return check_probability(argument, value)  # in (0, 1); strings refused
 
 
 def _check_positive(argument: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)):
-        raise TypeError(f"{argument} must be a positive number, got {value!r}")
-    if not float(value) > 0.0 or not np.isfinite(value):
-        raise ValueError(f"{argument} must be a positive finite number, got {value}")
-    return float(value)
+    return check_positive(argument, value)  # finite, > 0; strings refused
 
 
 # --------------------------------------------------------------------------- blocks
@@ -224,6 +229,49 @@ def complete_draws(key, model, continuous_draws, args, kwargs, sites: ModelSites
     samples = trace.select(LATENT, DETERMINISTIC)
     log_likelihood = {n: trace.log_probs[n] for n in trace.names(OBSERVED)}
     return samples, log_likelihood
+
+
+def check_chains(method: str, model, args, kwargs, sites: ModelSites, samples, fields):
+    """Raise :class:`~ppl.errors.NonFiniteWeightError` naming the sites when a chain never
+    had a finite log density.
+
+    NumPyro's NUTS/HMC, run under ``jit``, cannot refuse an initial point whose potential
+    energy (minus the log density) is NaN or infinite: it keeps the last of its tries, and
+    every trajectory from there is divergent with acceptance 0, so the chain is that point
+    repeated. An accepted state always has a finite energy, so a non-finite
+    ``potential_energy`` at any draw means such a stuck chain; so does a chain whose every
+    transition diverged with acceptance 0 when a site's log density is non-finite at its
+    draws (a NaN gradient, say). The sites are found by evaluating the program at that
+    draw (:func:`~ppl.inference.base.nonfinite_sites_at`: "NaN data", the step of a
+    ``markov`` site, a +inf factor, a NaN log density from the parameters)."""
+    energy = np.asarray(fields["potential_energy"]).reshape(-1)
+    bad = ~np.isfinite(energy)
+    diverging = np.asarray(fields["diverging"]).reshape(-1)
+    accepted = np.asarray(fields["accept_prob"]).reshape(-1)
+    stuck = diverging.size and diverging.all() and not np.any(accepted > 0)
+    if not bad.any() and not stuck:
+        return
+    i = int(np.flatnonzero(bad)[0]) if bad.any() else 0
+    latent = set(sites.continuous) | set(sites.discrete)
+    values = {n: np.asarray(v).reshape(-1, *np.shape(v)[1:])[i] if np.ndim(v) else v
+              for n, v in samples.items() if n in latent}
+    lines = nonfinite_sites_at(model, args, kwargs, values,
+                               include_neginf=bool(np.any(np.isposinf(energy))))
+    if not bad.any() and not lines:
+        return  # every transition diverged at finite densities: the diagnostics warn
+    if bad.any():
+        value = energy[i]
+        density = "NaN" if np.isnan(value) else ("+inf" if value < 0 else "-inf")
+        problem = (f"the log density is {density} at draw {i}, the chain's initial point "
+                   "(every transition from it diverged with acceptance 0, so the chain "
+                   "repeats it)")
+    else:
+        problem = ("every transition diverged with acceptance 0 from the initial point, "
+                   "where a log density is not finite")
+    raise NonFiniteWeightError(
+        f"{method}: {problem}; site(s) with a non-finite log density there: "
+        f"{sites_text(lines) or 'none found (check factor terms and the gradient)'}"
+    )
 
 
 # --------------------------------------------------------------------------- lowering
@@ -351,6 +399,7 @@ class _HamiltonianMC:
         lowered, (samples, log_likelihood, fields, step_size) = self._lowered_run(
             key, model, args, kwargs
         )
+        check_chains(self.method, model, args, kwargs, lowered.sites, samples, fields)
         sample_stats = {
             "accept_prob": fields["accept_prob"],
             "diverging": fields["diverging"],

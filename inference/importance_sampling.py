@@ -9,7 +9,13 @@ proposal program q, weights are p(x, y) / q(x) (Kahn & Marshall 1953; Ścibior e
 from __future__ import annotations
 
 import jax.numpy as jnp
-from ppl.inference.base import CompiledRuns, check_count, check_key, check_log_weights
+from ppl.inference.base import (
+    ArgumentTypeError,
+    CompiledRuns,
+    check_count,
+    check_key,
+    check_log_weights,
+)
 from ppl.semantics.population import Population, effective_sample_size, log_evidence
 from ppl.semantics.trace import DETERMINISTIC, FACTOR, LATENT, OBSERVED, check_arguments
 from ppl.semantics.weighted import Weighted
@@ -39,7 +45,7 @@ class Importance:
     def __init__(self, num_samples: int, proposal=None):
         self.num_samples = check_count("num_samples", num_samples)
         if proposal is not None and not callable(proposal):
-            raise TypeError(f"proposal must be a program (a callable), got {proposal!r}")
+            raise ArgumentTypeError(f"proposal must be a program (a callable), got {proposal!r}")
         self.proposal = proposal
         self._runs = CompiledRuns(self._core)
         self._checked = {}

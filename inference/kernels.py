@@ -52,7 +52,13 @@ from jax.flatten_util import ravel_pytree
 from numpyro.distributions.transforms import biject_to
 from ppl.inference.progress import progress_scan
 
-from ppl.errors import UnsupportedModelError, check_count, check_nonnegative
+from ppl.errors import (
+    InvalidArgumentError,
+    ShapeMismatchError,
+    UnsupportedModelError,
+    check_count,
+    check_nonnegative,
+)
 
 __all__ = [
     "Adaptation",
@@ -280,7 +286,7 @@ def as_smc_move(kernel, num_steps: int = 1):
     def move(key, particles, *params):
         leaves = jax.tree.leaves(particles)
         if not leaves:
-            raise ValueError("as_smc_move: the population has no array leaf")
+            raise InvalidArgumentError("as_smc_move: the population has no array leaf")
         keys = jax.random.split(key, jnp.shape(leaves[0])[0])
         return jax.vmap(lambda k, p: step(k, p, *params))(keys, particles)
 
@@ -386,7 +392,7 @@ def run_chain(key, kernel, init_state, num_samples: int, num_warmup: int = 0,
     if not draw:
         sizes = {jnp.shape(x)[0] if jnp.ndim(x) else None for x in jax.tree.leaves(init_state)}
         if sizes != {num_chains}:
-            raise ValueError(
+            raise ShapeMismatchError(
                 f"run_chain: init_state must be a function key -> state or a pytree whose "
                 f"leaves have a leading num_chains={num_chains} axis; leading sizes {sizes}"
             )

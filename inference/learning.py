@@ -85,7 +85,14 @@ from ppl.inference.smoothing import BACKWARD, ParisCollector, paris_sweep
 from ppl.semantics.sequential import Sequential, replay_key, step_reads
 from ppl.semantics.trace import LATENT, PARAM, from_numpyro, record
 
-from ppl.errors import NonFiniteWeightError, UnsupportedModelError
+from ppl.errors import (
+    ArgumentTypeError,
+    NonFiniteWeightError,
+    UnsupportedModelError,
+    check_nonnegative,
+    check_number,
+    check_positive,
+)
 from ppl.posterior import Posterior
 from ppl.primitives import stub_markov
 
@@ -382,7 +389,7 @@ class LearningResult(Posterior):
 
 def _check_optimizer(optimizer):
     if optimizer is not None and not isinstance(optimizer, optax.GradientTransformation):
-        raise TypeError(
+        raise ArgumentTypeError(
             f"optimizer must be an optax.GradientTransformation (e.g. optax.adam(1e-2)), got "
             f"{optimizer!r}"
         )
@@ -390,10 +397,7 @@ def _check_optimizer(optimizer):
 
 
 def _check_fraction(name, value, low_open=True):
-    value = float(value)
-    if not (0.0 < value <= 1.0 if low_open else 0.0 <= value <= 1.0):
-        raise ValueError(f"{name} must be in (0, 1], got {value}")
-    return value
+    return check_number(name, value, 0.0, 1.0, low_open=low_open)
 
 
 def _result(out, sites, names, unravel, method, info):
@@ -421,9 +425,7 @@ class _PPGLearner:
         self.num_backward = check_count("num_backward", num_backward)
         self.num_steps = check_count("num_steps", num_steps)
         self.num_sweeps, self.num_warmup = check_sweeps(num_sweeps, num_warmup)
-        self.step_size = float(step_size)
-        if not self.step_size > 0:
-            raise ValueError(f"step_size must be positive, got {step_size!r}")
+        self.step_size = check_positive("step_size", step_size)
         self.optimizer = _check_optimizer(optimizer) or optax.adam(
             robbins_monro(self.step_size, self.num_steps)
         )
@@ -559,7 +561,7 @@ class ScoreClimbing(_PPGLearner):
                  max_trials=16, block_size=256, average=0.5, init=None, fixed=None,
                  progress_bar=False):
         if not callable(guide):
-            raise TypeError(f"guide must be a ppl program (a function), got {guide!r}")
+            raise ArgumentTypeError(f"guide must be a ppl program (a function), got {guide!r}")
         super().__init__(num_particles, num_backward, num_steps, num_sweeps, num_warmup,
                          optimizer, step_size, backward, max_trials, block_size, average,
                          progress_bar)
@@ -714,13 +716,9 @@ class ParticleGibbs:
                  progress_bar=False):
         self.num_particles = check_count("num_particles", num_particles)
         self.num_samples = check_count("num_samples", num_samples)
-        if isinstance(num_warmup, bool) or int(num_warmup) != num_warmup or num_warmup < 0:
-            raise ValueError(f"num_warmup must be a non-negative integer, got {num_warmup!r}")
-        self.num_warmup = int(num_warmup)
+        self.num_warmup = check_nonnegative("num_warmup", num_warmup)
         self.num_chains = check_count("num_chains", num_chains)
-        self.step_size = float(step_size)
-        if not self.step_size > 0:
-            raise ValueError(f"step_size must be positive, got {step_size!r}")
+        self.step_size = check_positive("step_size", step_size)
         self.num_mcmc_steps = check_count("num_mcmc_steps", num_mcmc_steps)
         self.init = dict(init or {})
         self.new_path = check_option("new_path", new_path, ("backward", "ancestor"))

@@ -65,7 +65,13 @@ from ppl.inference.filtering import SMC
 from ppl.semantics.sequential import Sequential, replay_key
 from ppl.semantics.trace import record
 
-from ppl.errors import NonFiniteWeightError, UnsupportedModelError
+from ppl.errors import (
+    ArgumentTypeError,
+    InvalidArgumentError,
+    NonFiniteWeightError,
+    UnsupportedModelError,
+    check_probability,
+)
 from ppl.posterior import Posterior
 from ppl.primitives import stub_markov
 
@@ -109,13 +115,13 @@ def check_param_names(params, who):
     if not isinstance(params, (list, tuple)) or not params or not all(
         isinstance(p, str) for p in params
     ):
-        raise TypeError(
+        raise ArgumentTypeError(
             f"{who}: params must be a non-empty list of global latent site names, "
             f"got {params!r}"
         )
     dup = sorted({p for p in params if list(params).count(p) > 1})
     if dup:
-        raise ValueError(f"{who}: params names site(s) {dup} more than once")
+        raise InvalidArgumentError(f"{who}: params names site(s) {dup} more than once")
     return tuple(params)
 
 
@@ -142,7 +148,7 @@ class ParamSpace:
         latent = ssm.globals.latent_names
         unknown = [n for n in self.names if n not in latent]
         if unknown:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"{who}: params {unknown} are not global latent sites of the program (sites "
                 f"sampled before its ppl.markov call); the global latent sites are {latent}"
             )
@@ -379,7 +385,7 @@ def _scale_tree(step_size, names):
     if isinstance(step_size, Mapping):
         missing = [n for n in names if n not in step_size]
         if missing:
-            raise ValueError(f"pmmh: step_size has no entry for params {missing}")
+            raise InvalidArgumentError(f"pmmh: step_size has no entry for params {missing}")
         return {n: jnp.asarray(step_size[n]) for n in names}
     return {n: jnp.asarray(step_size) for n in names}
 
@@ -387,12 +393,17 @@ def _scale_tree(step_size, names):
 def _check_step_size(step_size):
     values = step_size.values() if isinstance(step_size, Mapping) else [step_size]
     for v in values:
+        if isinstance(v, (bool, str, bytes)) or v is None:
+            raise ArgumentTypeError(
+                f"step_size must be a positive number (or a dict param -> positive "
+                f"numbers), got {step_size!r}; pass numbers, not strings"
+            )
         try:
             arr = np.asarray(v, dtype=float)
         except (TypeError, ValueError):
             arr = np.asarray(np.nan)
-        if isinstance(v, bool) or not np.all(np.isfinite(arr)) or not np.all(arr > 0):
-            raise ValueError(
+        if not np.all(np.isfinite(arr)) or not np.all(arr > 0):
+            raise InvalidArgumentError(
                 f"step_size must be a positive number (or a dict param -> positive "
                 f"numbers), got {step_size!r}"
             )
@@ -412,7 +423,7 @@ class PMMH:
         self.progress_bar = bool(progress_bar)
         self.params = check_param_names(params, "pmmh")
         if not isinstance(likelihood, SMC):
-            raise TypeError(
+            raise ArgumentTypeError(
                 f"pmmh: likelihood must be an SMC combinator, e.g. infer.smc(num_particles="
                 f"200), whose log-evidence estimate is the likelihood; got {likelihood!r}"
             )
@@ -422,16 +433,17 @@ class PMMH:
         self.num_chains = check_count("num_chains", num_chains)
         self.proposal = check_option("proposal", proposal, _PROPOSALS)
         self.step_size = _check_step_size(step_size)
-        t = float(target_accept) if np.ndim(target_accept) == 0 else float("nan")
-        if not 0.0 < t < 1.0:
-            raise ValueError(f"target_accept must lie in (0, 1), got {target_accept!r}")
-        self.target_accept = t
+        self.target_accept = check_probability("target_accept", target_accept)
         self.adapt_step_size = bool(adapt_step_size)
         if init_params is not None and not isinstance(init_params, Mapping):
-            raise TypeError(f"init_params must be a dict param -> value, got {init_params!r}")
+            raise ArgumentTypeError(
+                f"init_params must be a dict param -> value, got {init_params!r}"
+            )
         unknown = sorted(set(init_params or {}) - set(self.params))
         if unknown:
-            raise ValueError(f"pmmh: init_params names {unknown}, which are not in params")
+            raise InvalidArgumentError(
+                f"pmmh: init_params names {unknown}, which are not in params"
+            )
         self.init_params = None if init_params is None else dict(init_params)
         self.return_paths = bool(return_paths)
         self._runs = CompiledRuns(self.core)

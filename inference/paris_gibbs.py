@@ -37,9 +37,11 @@ import jax.numpy as jnp
 import numpy as np
 from ppl.inference.base import (
     CompiledRuns,
+    InvalidArgumentError,
     check_count,
     check_key,
     check_sweeps,
+    nonfinite_sites_at,
 )
 from ppl.inference.kernels import sample_chain
 from ppl.inference.smoothing import (
@@ -118,7 +120,7 @@ class PPG:
                  block_size=256, fixed=None, progress_bar=False):
         self.num_particles = check_count("num_particles", num_particles)
         if self.num_particles < 2:
-            raise ValueError(
+            raise InvalidArgumentError(
                 "num_particles must be >= 2 for PPG (particle 0 is the frozen reference)"
             )
         self.num_backward = check_count("num_backward", num_backward)
@@ -143,9 +145,11 @@ class PPG:
         """Run PPG on ``model(*args, **kwargs)``; returns a :class:`SmoothingPosterior`
         whose ``estimate`` is the bias-reduced smoothed expectation."""
         out = self._runs(check_key(key), model, args, kwargs)
-        steps, increments = jax.tree.map(
+        steps, _ = jax.tree.map(
             lambda a: np.asarray(a).reshape(-1, *np.shape(a)[2:]), out.steps)
-        check_paris_run(steps, increments, np.zeros(()), "ppg")
+        check_paris_run(steps, out.steps[1], np.zeros(()), "ppg",  # (sweeps, T) increments
+                        diagnose=lambda neginf: nonfinite_sites_at(model, args, kwargs,
+                                                                   self.fixed, neginf))
         kept = slice(self.num_warmup, None)
         samples = {FUNCTIONAL_SITE: out.sweep_estimates[kept]}
         samples.update({n: v[kept] for n, v in out.paths.items()})

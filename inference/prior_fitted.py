@@ -64,7 +64,17 @@ import optax
 from ppl.inference.base import check_key
 from ppl.semantics.trace import DETERMINISTIC, FACTOR, LATENT, record
 
-from ppl.errors import ShapeMismatchError, UnsupportedModelError, check_count
+from ppl.errors import (
+    ArgumentTypeError,
+    InvalidArgumentError,
+    NotFittedError,
+    ShapeMismatchError,
+    UnknownOptionError,
+    UnsupportedModelError,
+    check_count,
+    check_nonnegative,
+    check_positive,
+)
 from ppl.posterior import Posterior
 from ppl.primitives import KIND_KEY
 
@@ -93,7 +103,7 @@ def make_borders(samples, num_buckets: int):
     s = np.sort(np.asarray(samples, np.float64).ravel())
     s = s[np.isfinite(s)]
     if s.size < 2 * num_buckets:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"make_borders: need at least {2 * num_buckets} finite prior samples for "
             f"{num_buckets} buckets, got {s.size}"
         )
@@ -435,10 +445,12 @@ LOSS_WEIGHTINGS = ("point", "dataset")
 
 
 def _check_choice(where, argument, value, choices):
-    """Raise ``ValueError`` naming ``where`` and ``argument`` unless ``value`` is one of
-    ``choices``."""
+    """Raise :class:`UnknownOptionError` naming ``where`` and ``argument`` unless
+    ``value`` is one of ``choices``."""
     if value not in choices:
-        raise ValueError(f"{where}: {argument} must be one of {choices}, got {value!r}")
+        raise UnknownOptionError(
+            f"{where}: {argument} must be one of {choices}, got {value!r}"
+        )
 
 
 def batch_loss(net, config, norm, bars, x, y, t, n_train, weighting="point"):
@@ -496,27 +508,25 @@ class PFN:
                  loss_weighting="point", progress_bar=True):
         self.num_points = check_count("num_points", num_points)
         if self.num_points < 2:
-            raise ValueError(f"pfn: num_points must be >= 2, got {num_points}")
+            raise InvalidArgumentError(f"pfn: num_points must be >= 2, got {num_points}")
         if inputs is not None and not callable(inputs):
-            raise TypeError(f"pfn: inputs must be a function (key, n) -> x, got {inputs!r}")
+            raise ArgumentTypeError(f"pfn: inputs must be a function (key, n) -> x, got {inputs!r}")
         self.inputs = inputs if inputs is not None else _uniform_inputs
         if not isinstance(target, str) or not isinstance(observed, str):
-            raise TypeError("pfn: target and observed must be site names (str)")
+            raise ArgumentTypeError("pfn: target and observed must be site names (str)")
         self.target, self.observed = target, observed
         self.num_buckets = check_count("num_buckets", num_buckets)
         if self.num_buckets < 3:
-            raise ValueError(f"pfn: num_buckets must be >= 3, got {num_buckets}")
+            raise InvalidArgumentError(f"pfn: num_buckets must be >= 3, got {num_buckets}")
         self.width = check_count("width", width)
         self.depth = check_count("depth", depth)
         self.heads = check_count("heads", heads)
         if self.width % self.heads:
-            raise ValueError(f"pfn: width={width} is not divisible by heads={heads}")
+            raise InvalidArgumentError(f"pfn: width={width} is not divisible by heads={heads}")
         self.hidden = 2 * self.width if hidden is None else check_count("hidden", hidden)
         self.batch_size = check_count("batch_size", batch_size)
-        if not float(learning_rate) > 0:
-            raise ValueError(f"pfn: learning_rate must be positive, got {learning_rate}")
-        self.learning_rate = float(learning_rate)
-        self.warmup = warmup
+        self.learning_rate = check_positive("learning_rate", learning_rate)
+        self.warmup = None if warmup is None else check_nonnegative("warmup", warmup)
         self.chunk = check_count("chunk", chunk)
         self.min_train = check_count("min_train", min_train)
         self.sink = bool(sink)
@@ -692,8 +702,8 @@ class PFN:
         self._check_fitted()
         check_key(key)
         if self.config.decoder:
-            raise ValueError(f"pfn.add_decoder: the network already has a decoder of "
-                             f"{self.config.decoder} units")
+            raise InvalidArgumentError(f"pfn.add_decoder: the network already has a decoder of "
+                                       f"{self.config.decoder} units")
         hidden = check_count("hidden", hidden)
         self.network = self.network.with_decoder(hidden, key)
         self.config = dataclasses.replace(self.config, decoder=hidden)
@@ -704,9 +714,9 @@ class PFN:
     def _resumable(self, model, x0):
         """The current network, checked to fit ``model`` and its inputs (``fit(resume=True)``)."""
         if self.network is None:
-            raise RuntimeError("pfn.fit(resume=True): there is no network to resume; train "
-                               "one first or load a checkpoint with "
-                               "ppl.inference.prior_fitted.load")
+            raise NotFittedError("pfn.fit(resume=True): there is no network to resume; train "
+                                 "one first or load a checkpoint with "
+                                 "ppl.inference.prior_fitted.load")
         name = _model_name(model)
         if self.model_name is not None and name != self.model_name:
             raise UnsupportedModelError(
@@ -722,8 +732,8 @@ class PFN:
 
     def _check_fitted(self):
         if self.network is None:
-            raise RuntimeError("pfn: the network is not trained; call .fit(key, model, ...) "
-                               "or load a checkpoint with ppl.inference.prior_fitted.load(path)")
+            raise NotFittedError("pfn: the network is not trained; call .fit(key, model, ...) "
+                                 "or load a checkpoint with ppl.inference.prior_fitted.load(path)")
 
     def logits(self, x, y, n_train):
         """Bucket logits for a padded batch: ``x``, ``y`` (B, T) with the first
@@ -767,10 +777,12 @@ class PFN:
                 f"trained on {self.config.num_features}"
             )
         if not (np.all(np.isfinite(np.asarray(x))) and np.all(np.isfinite(np.asarray(y)))):
-            raise ValueError("pfn.run: x and y must be finite")
+            raise InvalidArgumentError("pfn.run: x and y must be finite")
         if self.latent_mode:
             if x_query is not None:
-                raise ValueError(f"pfn.run: x_query is not used for target='{self.target}'")
+                raise InvalidArgumentError(
+                    f"pfn.run: x_query is not used for target='{self.target}'"
+                )
             n = x.shape[0]
             if n > self.config.num_points:
                 raise ShapeMismatchError(
@@ -778,7 +790,7 @@ class PFN:
                     f"{self.config.num_points}")
             return x, y, None
         if x_query is None:
-            raise ValueError("pfn.run: give the query inputs x_query for target='y'")
+            raise InvalidArgumentError("pfn.run: give the query inputs x_query for target='y'")
         xq = jnp.asarray(x_query, float)
         if xq.ndim != x.ndim or _as_features(xq).shape[-1] != _as_features(x).shape[-1]:
             raise ShapeMismatchError(
@@ -786,7 +798,7 @@ class PFN:
         if xq.shape[0] < 1:
             raise ShapeMismatchError("pfn.run: x_query is empty")
         if not np.all(np.isfinite(np.asarray(xq))):
-            raise ValueError("pfn.run: x_query must be finite")
+            raise InvalidArgumentError("pfn.run: x_query must be finite")
         return x, y, xq
 
     def run(self, key, model, x, y, x_query=None, num_samples=1000) -> Posterior:
@@ -862,9 +874,10 @@ def _stored(array, weights_dtype, index):
         return array
     finite = np.abs(array[np.isfinite(array)])
     if finite.size and finite.max() > np.finfo(weights_dtype).max:
-        raise ValueError(f"pfn.save: network array {index} has weights beyond the range of "
-                         f"{weights_dtype} (largest |w| = {finite.max():.3g}); save in "
-                         "float32")
+        raise InvalidArgumentError(
+            f"pfn.save: network array {index} has weights beyond the range of "
+            f"{weights_dtype} (largest |w| = {finite.max():.3g}); save in float32"
+        )
     return array.astype(weights_dtype)
 
 
@@ -899,16 +912,18 @@ def load(path, inputs=None, progress_bar=True, **options) -> PFN:
     architecture = {"num_points", "target", "observed", "num_buckets", "width", "depth",
                     "heads", "hidden", "min_train", "sink", "decoder"}
     if architecture & set(options):
-        raise ValueError(f"pfn.load: {sorted(architecture & set(options))} come from the "
-                         "checkpoint and cannot be given")
+        raise InvalidArgumentError(f"pfn.load: {sorted(architecture & set(options))} come from the "
+                                   "checkpoint and cannot be given")
     with np.load(path, allow_pickle=False) as f:
         data = {k: f[k] for k in f.files}
     meta = json.loads(str(data["meta"]))
     meta.setdefault("sink", False)  # checkpoints written before the attention sink existed
     meta.setdefault("decoder", 0)  # ... and before the MLP decoder
     if meta.get("version") != _FORMAT_VERSION:
-        raise ValueError(f"pfn.load: {path} has checkpoint version {meta.get('version')}, "
-                         f"expected {_FORMAT_VERSION}")
+        raise InvalidArgumentError(
+            f"pfn.load: {path} has checkpoint version {meta.get('version')}, "
+            f"expected {_FORMAT_VERSION}"
+        )
     pfn_ = PFN(num_points=meta["num_points"], inputs=inputs, target=meta["target"],
                observed=meta["observed"], num_buckets=meta["num_buckets"], width=meta["width"],
                depth=meta["depth"], heads=meta["heads"], hidden=meta["hidden"],
@@ -922,11 +937,15 @@ def load(path, inputs=None, progress_bar=True, **options) -> PFN:
     params, static = eqx.partition(skeleton, eqx.is_array)
     leaves, treedef = jax.tree.flatten(params)
     if len(leaves) != sum(k.startswith("leaf_") for k in data):
-        raise ValueError(f"pfn.load: {path} does not match the network its metadata describes")
+        raise InvalidArgumentError(
+            f"pfn.load: {path} does not match the network its metadata describes"
+        )
     new = [data[f"leaf_{i}"] for i in range(len(leaves))]
     for i, (a, b) in enumerate(zip(leaves, new, strict=True)):
         if a.shape != b.shape:
-            raise ValueError(f"pfn.load: array {i} has shape {b.shape}, expected {a.shape}")
+            raise InvalidArgumentError(
+                f"pfn.load: array {i} has shape {b.shape}, expected {a.shape}"
+            )
     new = [jnp.asarray(b, a.dtype) for a, b in zip(leaves, new, strict=True)]
     pfn_.network = eqx.combine(jax.tree.unflatten(treedef, new), static)
     pfn_.normaliser = _Normaliser(*(jnp.asarray(data[k])

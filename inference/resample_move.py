@@ -87,7 +87,7 @@ from ppl.semantics.sequential import StateSpace, replay_key
 from ppl.semantics.trace import LATENT, record
 
 from ppl import primitives
-from ppl.errors import UnsupportedModelError
+from ppl.errors import ArgumentTypeError, UnsupportedModelError
 from ppl.posterior import Posterior
 
 __all__ = [
@@ -404,7 +404,7 @@ class RMSMC:
         if move is None:
             move = MH(num_mcmc_steps=1)
         if not isinstance(move, MH):
-            raise TypeError(f"move must be an infer.mh(...) combinator, got {move!r}")
+            raise ArgumentTypeError(f"move must be an infer.mh(...) combinator, got {move!r}")
         self.move = move
         self.regenerate = check_option("regenerate", regenerate, REGENERATE)
         self.progress_bar = bool(progress_bar)

@@ -43,7 +43,13 @@ import numpy as np
 from jax.scipy.special import logsumexp
 
 from ppl import weights
-from ppl.errors import NonFiniteWeightError, UnknownOptionError
+from ppl.errors import (
+    ArgumentTypeError,
+    InvalidArgumentError,
+    NonFiniteWeightError,
+    ShapeMismatchError,
+    UnknownOptionError,
+)
 
 __all__ = [
     "SCHEMES",
@@ -73,7 +79,7 @@ def _as_log_weights(log_weights, where: str) -> jax.Array:
     dtype = lw.dtype if jnp.issubdtype(lw.dtype, jnp.floating) else jnp.result_type(float)
     lw = jnp.asarray(lw, dtype=dtype)  # also drops weak typing: one compile per shape
     if lw.ndim != 1 or lw.shape[0] == 0:
-        raise ValueError(
+        raise ShapeMismatchError(
             f"{where}: log_weights must be a non-empty 1-D array of shape (N,), got shape "
             f"{lw.shape}; use jax.vmap for a batch of weight vectors"
         )
@@ -102,9 +108,13 @@ def _num_samples(num_samples, n: int, where: str) -> int:
     if num_samples is None:
         return n
     if isinstance(num_samples, bool) or not isinstance(num_samples, int | np.integer):
-        raise ValueError(f"{where}: num_samples must be a positive int, got {num_samples!r}")
+        raise ArgumentTypeError(
+            f"{where}: num_samples must be a positive int, got {num_samples!r}"
+        )
     if num_samples < 1:
-        raise ValueError(f"{where}: num_samples must be a positive int, got {num_samples}")
+        raise InvalidArgumentError(
+            f"{where}: num_samples must be a positive int, got {num_samples}"
+        )
     return int(num_samples)
 
 
@@ -353,13 +363,18 @@ def adaptive_resample(
     rounding in the ESS).
     This is the usual adaptive rule (Chopin & Papaspiliopoulos 2020, chs. 9-10).
 
-    Raises ``ValueError`` if ``ess_threshold`` is not in ``[0, 1]`` and
+    Raises :class:`~ppl.errors.InvalidArgumentError` (a ``ValueError``) if
+    ``ess_threshold`` is not a number in ``[0, 1]`` and
     :class:`ppl.errors.NonFiniteWeightError` as :func:`resample` does.
     """
     if _is_concrete(ess_threshold):
+        if isinstance(ess_threshold, (bool, str, bytes)) or ess_threshold is None:
+            raise ArgumentTypeError(
+                f"ess_threshold must be a number in [0, 1], got {ess_threshold!r}"
+            )
         t = np.asarray(ess_threshold)
         if t.ndim != 0 or not np.isfinite(t) or not (0.0 <= float(t) <= 1.0):
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"ess_threshold must be a number in [0, 1] (a fraction of the number of "
                 f"particles), got {ess_threshold!r}"
             )

@@ -55,7 +55,7 @@ from ppl.inference.resampling import get_scheme
 from ppl.semantics.sequential import StepResult, replay_key
 
 from ppl import weights
-from ppl.errors import NonFiniteWeightError
+from ppl.errors import ArgumentTypeError, NonFiniteWeightError, check_positive, check_probability
 from ppl.posterior import Posterior
 
 __all__ = [
@@ -291,27 +291,18 @@ class SMC2:
         self.progress_bar = bool(progress_bar)
         self.num_theta = check_count("num_theta", num_theta)
         if not isinstance(likelihood, SMC) or getattr(likelihood, "move", None) is not None:
-            raise TypeError(
+            raise ArgumentTypeError(
                 f"smc2: likelihood must be an SMC combinator without move, e.g. "
                 f"infer.smc(num_particles=100), the inner filter of each theta particle; got "
                 f"{likelihood!r}"
             )
         self.likelihood = likelihood
-        t = None if isinstance(ess_threshold, bool) else np.asarray(ess_threshold, float)
-        if t is None or t.ndim != 0 or not np.isfinite(t) or not 0.0 <= float(t) <= 1.0:
-            raise ValueError(
-                f"ess_threshold must be a number in [0, 1] (a fraction of num_theta), got "
-                f"{ess_threshold!r}"
-            )
-        self.ess_threshold = float(t)
+        # a fraction of num_theta
+        self.ess_threshold = check_probability("ess_threshold", ess_threshold, closed=True)
         get_scheme(resample)  # UnknownOptionError naming `resample`
         self.resample = resample
         self.num_mcmc_steps = check_count("num_mcmc_steps", num_mcmc_steps)
-        if scale is not None and not (
-            np.ndim(scale) == 0 and np.isfinite(scale) and float(scale) > 0
-        ):
-            raise ValueError(f"scale must be a positive number (or None), got {scale!r}")
-        self.scale = None if scale is None else float(scale)
+        self.scale = None if scale is None else check_positive("scale", scale)
         self._runs = CompiledRuns(self.core)
 
     def core(self, key, model, args, kwargs) -> SMC2Output:

@@ -53,7 +53,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
-from ppl.inference.base import CompiledRuns, check_count, check_key, check_option
+from ppl.inference.base import (
+    CompiledRuns,
+    check_count,
+    check_key,
+    check_option,
+    nonfinite_sites_at,
+    sites_text,
+)
 from ppl.inference.conditional import (
     check_markov_gap,
     check_reference,
@@ -75,7 +82,7 @@ from ppl.inference.resampling import categorical, get_scheme
 from ppl.semantics.sequential import replay_key
 from ppl.semantics.trace import LATENT, record
 
-from ppl.errors import NonFiniteWeightError, UnsupportedModelError
+from ppl.errors import ArgumentTypeError, NonFiniteWeightError, UnsupportedModelError
 from ppl.posterior import Posterior
 from ppl.primitives import step_index
 from ppl.weights import ess_normalised
@@ -289,7 +296,7 @@ def _psi_shape(functional, fk: FeynmanKac, fparams):
     try:
         return jax.eval_shape(lambda: _as_float(functional(0, ssm.init, ssm.init, fparams)))
     except (TypeError, ValueError, AttributeError, IndexError, KeyError) as err:
-        raise TypeError(
+        raise ArgumentTypeError(
             f"paris: the functional must be psi(t, x_prev, x, params) -> array, with x_prev "
             f"and x carries of the markov step (shaped like its init carry) and params the "
             f"dict of global values {sorted(fparams)}; calling it failed: {err}"
@@ -484,9 +491,34 @@ class SmoothingPosterior(Posterior):
         return self.info["online_estimates"]
 
 
-def check_paris_run(steps, increments, log_evidence, who):
+def check_paris_run(steps, increments, log_evidence, who, diagnose=None):
     """Raise clear errors after a run: non-finite weights, a violated bound, a carry that
-    is not the Markov state."""
+    is not the Markov state.
+
+    Non-finite weights are checked first (a NaN log density also makes the carry check
+    fail, which would blame the carry): ``increments`` (T,) or (sweeps, T) name the first
+    bad step, and ``diagnose(include_neginf)`` (when given) returns the lines naming the
+    sites, e.g. :func:`~ppl.inference.base.nonfinite_sites_at` at a prior run with the
+    fixed globals ("NaN data" at site 'y', step t)."""
+    increments = np.asarray(increments)
+    if not np.all(np.isfinite(increments)) or not np.all(np.isfinite(log_evidence)):
+        bad = np.argwhere(~np.isfinite(increments))
+        where = "at the global sites"
+        cause = "every particle is impossible under the data, or a log density is NaN"
+        neginf = True
+        if bad.size:
+            t = int(bad[0][-1])
+            where = f"first at step t={t}"
+            value = increments[tuple(bad[0])]
+            neginf = bool(np.isneginf(value))
+            cause = ("a log density is NaN" if np.isnan(value) else "a log weight is +inf"
+                     if value > 0 else "every particle has weight zero (impossible under "
+                     "the data, or a NaN log density)")
+        lines = diagnose(neginf) if diagnose is not None else []
+        sites = f"; site(s) with a non-finite log density: {sites_text(lines)}" if lines else ""
+        raise NonFiniteWeightError(
+            f"{who}: the filter weights are not finite ({where}): {cause}{sites}"
+        )
     check_markov_gap(steps.markov_gap, who)
     excess = np.asarray(steps.bound_excess)
     if np.any(excess > BOUND_TOLERANCE * (1.0 + np.abs(excess))):
@@ -497,14 +529,6 @@ def check_paris_run(steps, increments, log_evidence, who):
             f"fix log_bound (it must bound log m(x_prev, x) over every x_prev) or use "
             f"backward='exact'"
         )
-    increments = np.asarray(increments)
-    if not np.all(np.isfinite(increments)) or not np.all(np.isfinite(log_evidence)):
-        bad = np.flatnonzero(~np.isfinite(increments))
-        where = f"first at step t={int(bad[0])}" if bad.size else "at the global sites"
-        raise NonFiniteWeightError(
-            f"{who}: the filter weights are not finite ({where}): every particle is "
-            f"impossible under the data, or a log density is NaN"
-        )
 
 
 # --------------------------------------------------------------------------- combinator
@@ -512,7 +536,7 @@ def check_paris_run(steps, increments, log_evidence, who):
 
 def _check_functional(functional):
     if not callable(functional):
-        raise TypeError(
+        raise ArgumentTypeError(
             f"functional must be a function psi(t, x_prev, x, params) -> array, got "
             f"{functional!r}"
         )
@@ -521,7 +545,7 @@ def _check_functional(functional):
 
 def _check_log_bound(log_bound):
     if log_bound is not None and not callable(log_bound):
-        raise TypeError(
+        raise ArgumentTypeError(
             f"log_bound must be a function log_bound(t, x, params) -> scalar (an upper bound "
             f"of log m(x_prev, x) over x_prev), got {log_bound!r}"
         )
@@ -534,7 +558,7 @@ def check_backward_options(functional, backward, max_trials, log_bound, block_si
     PaRIS runs): the functional, the backward sampler and its budget, the density bound,
     the block size and the fixed global values, each error naming its argument."""
     if fixed is not None and not isinstance(fixed, dict):
-        raise TypeError(f"fixed must be a dict global site -> value, got {fixed!r}")
+        raise ArgumentTypeError(f"fixed must be a dict global site -> value, got {fixed!r}")
     return {
         "functional": _check_functional(functional),
         "backward": check_option("backward", backward, BACKWARD),
@@ -576,7 +600,9 @@ class PaRIS:
         """Run PaRIS on ``model(*args, **kwargs)``; returns a :class:`SmoothingPosterior`
         whose ``estimate`` is the smoothed expectation of the additive functional."""
         out = self._runs(check_key(key), model, args, kwargs)
-        check_paris_run(out.steps, out.increments, out.log_evidence, "paris")
+        check_paris_run(out.steps, out.increments, out.log_evidence, "paris",
+                        diagnose=lambda neginf: nonfinite_sites_at(model, args, kwargs, self.fixed,
+                                                                   neginf))
         clash = FUNCTIONAL_SITE in out.final_values
         if clash:
             raise UnsupportedModelError(

@@ -84,6 +84,8 @@ from ppl.semantics.sequential import replay_key
 from ppl.semantics.trace import DETERMINISTIC, FACTOR, LATENT, OBSERVED, feasible_improper, record
 
 from ppl.errors import (
+    ArgumentTypeError,
+    InvalidArgumentError,
     NonFiniteWeightError,
     ParticleCollapseWarning,
     UnsupportedModelError,
@@ -602,9 +604,11 @@ def _finish(final: _LoopState, model, args, kwargs, unravel) -> TemperedOutput:
 
 def _check_fraction(argument, value):
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)):
-        raise TypeError(f"{argument} must be a number in (0, 1), got {value!r}")
+        raise ArgumentTypeError(f"{argument} must be a number in (0, 1), got {value!r}")
     if not 0.0 < float(value) < 1.0:
-        raise ValueError(f"{argument} must lie strictly between 0 and 1, got {value}")
+        raise InvalidArgumentError(
+            f"{argument} must lie strictly between 0 and 1, got {value}"
+        )
     return float(value)
 
 
@@ -612,9 +616,9 @@ def _check_step_size(value):
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)):
-        raise TypeError(f"step_size must be a positive number or None, got {value!r}")
+        raise ArgumentTypeError(f"step_size must be a positive number or None, got {value!r}")
     if not (np.isfinite(value) and value > 0):
-        raise ValueError(f"step_size must be a positive finite number, got {value}")
+        raise InvalidArgumentError(f"step_size must be a positive finite number, got {value}")
     return float(value)
 
 
@@ -626,7 +630,7 @@ class TemperedSMC:
                  adapt_step_size=True):
         self.num_particles = check_count("num_particles", num_particles)
         if self.num_particles < 2:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"num_particles must be >= 2 for tempered SMC (the proposal scale is the "
                 f"particles' covariance), got {num_particles}"
             )
@@ -635,7 +639,7 @@ class TemperedSMC:
         elif isinstance(move, str):
             self.move = check_option("move", move, tuple(MOVES))
         else:
-            raise TypeError(
+            raise ArgumentTypeError(
                 f"tempered_smc: move must be 'random_walk', 'hmc' or an infer.mh(...) "
                 f"combinator, got {move!r}"
             )

@@ -49,7 +49,6 @@ Gilks 1997).
 
 from __future__ import annotations
 
-import math
 from functools import partial
 from typing import NamedTuple
 
@@ -79,7 +78,12 @@ from ppl.semantics.sequential import replay_key
 from ppl.semantics.trace import DETERMINISTIC, FACTOR, LATENT, OBSERVED, Trace, record
 from ppl.semantics.traced import Traced
 
-from ppl.errors import NonFiniteWeightError, UnsupportedModelError
+from ppl.errors import (
+    ArgumentTypeError,
+    NonFiniteWeightError,
+    UnsupportedModelError,
+    check_positive,
+)
 from ppl.posterior import Posterior
 
 __all__ = [
@@ -357,7 +361,7 @@ def _check_proposal(proposal):
     if isinstance(proposal, str):
         return check_option("proposal", proposal, PROPOSALS)
     if not callable(proposal):
-        raise TypeError(
+        raise ArgumentTypeError(
             f"proposal must be 'prior', 'random_walk' or a program proposal(current_values, "
             f"*args, **kwargs), got {proposal!r}"
         )
@@ -365,13 +369,7 @@ def _check_proposal(proposal):
 
 
 def _check_positive(argument, value) -> float:
-    try:
-        v = None if isinstance(value, bool) else float(value)
-    except (TypeError, ValueError):
-        v = None
-    if v is None or not math.isfinite(v) or v <= 0:
-        raise ValueError(f"{argument} must be a positive number, got {value!r}")
-    return v
+    return check_positive(argument, value)  # refuses strings ('0.5'), NaN, <= 0
 
 
 class MH:

@@ -56,29 +56,45 @@ one ``jax.jit`` per model and argument structure. The result is an unweighted
 every step, shape ``(num_steps,)``), ``params`` (the fitted variational parameters, constrained
 as NumPyro's ``SVI.get_params`` gives them) and ``guide``. ``log_likelihood`` and
 ``observed_data`` are filled as for the other methods, so ArviZ conversion works.
+
+An ELBO estimate that is NaN or infinite at any step raises
+:class:`~ppl.errors.NonFiniteWeightError` (:func:`check_elbo`): naming the sites when the
+model's log density is not finite at the initial guide (NaN data, a +inf factor, a NaN
+log density), else saying that the optimiser diverged, at which step, and to lower the
+learning rate.
 """
 
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import numpyro
 import optax
 from numpyro.infer import SVI as NumPyroSVI
 from numpyro.infer import Trace_ELBO, TraceEnum_ELBO
 from numpyro.infer.autoguide import AutoMultivariateNormal, AutoNormal
 from numpyro.optim import _NumPyroOptim, optax_to_numpyro
-from ppl.inference.base import CompiledRuns, check_count, check_key, check_option
+from ppl.inference.base import (
+    CompiledRuns,
+    NonFiniteWeightError,
+    check_count,
+    check_key,
+    check_option,
+    nonfinite_sites_at,
+    sites_text,
+)
 from ppl.inference.hamiltonian import ModelSites, complete_draws, enumerate_discrete
 from ppl.inference.progress import progress_scan
 from ppl.semantics.sequential import replay_key
 from ppl.semantics.trace import DETERMINISTIC, LATENT, OBSERVED, feasible_improper, record
 
-from ppl.errors import UnsupportedModelError
+from ppl.errors import ArgumentTypeError, UnsupportedModelError, check_positive
 from ppl.posterior import Posterior
 from ppl.primitives import in_markov_step
 
-__all__ = ["GUIDES", "SVI", "check_continuous", "classify_latents", "draw_from_guide",
-           "make_guide",
+__all__ = ["GUIDES", "SVI", "check_continuous", "check_elbo", "classify_latents",
+           "draw_from_guide", "guide_point", "make_guide",
            "make_optimizer", "observed_values", "svi"]
 
 #: The automatic guide families ``guide=`` accepts by name.
@@ -91,8 +107,9 @@ GUIDES = ("normal", "mvn")
 def make_optimizer(optimizer, learning_rate: float):
     """A NumPyro optimiser from an optax transformation (or a NumPyro optimiser as is).
 
-    ``None`` gives ``optax.adam(learning_rate)`` (Kingma & Ba 2015). Raises ``TypeError``
-    naming ``optimizer`` for anything else.
+    ``None`` gives ``optax.adam(learning_rate)`` (Kingma & Ba 2015). Raises
+    :class:`~ppl.errors.ArgumentTypeError` (a ``TypeError``) naming ``optimizer`` for
+    anything else.
     """
     if optimizer is None:
         optimizer = optax.adam(learning_rate)
@@ -102,7 +119,7 @@ def make_optimizer(optimizer, learning_rate: float):
         callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))
     ):
         return optax_to_numpyro(optimizer)
-    raise TypeError(
+    raise ArgumentTypeError(
         f"optimizer must be an optax GradientTransformation (e.g. optax.adam(1e-2)) or a "
         f"numpyro.optim optimiser, got {optimizer!r}"
     )
@@ -219,14 +236,17 @@ def check_latent_names(model, args, kwargs) -> list[str]:
 
 
 def fit(key, model, guide, optimizer, args, kwargs, num_steps: int, num_particles: int = 1,
-        progress_bar: bool = False, desc: str = "svi", enumerate_sites: bool = False):
+        progress_bar: bool = False, desc: str = "svi", enumerate_sites: bool = False,
+        track_finite: bool = False):
     """NumPyro's ``SVI.init`` then ``num_steps`` updates in one ``lax.scan``.
 
     Each update is one stochastic gradient step on the ``Trace_ELBO`` estimate with
     ``num_particles`` reparameterised draws (Kingma & Welling 2014, eq. 7); with
     ``enumerate_sites`` the discrete sites of ``model`` are summed out (``TraceEnum_ELBO``
     on the enumerated program, module notes). Returns ``(params, elbo)``: the constrained
-    parameters and the ELBO estimate of each step.
+    parameters and the ELBO estimate of each step; with ``track_finite``, also the initial
+    parameters and the last parameters at which the ELBO estimate was finite (for
+    :func:`check_elbo`).
     """
     if enumerate_sites:
         model = enumerate_discrete(model)
@@ -235,6 +255,19 @@ def fit(key, model, guide, optimizer, args, kwargs, num_steps: int, num_particle
         elbo = Trace_ELBO(num_particles=num_particles)
     engine = NumPyroSVI(model, guide, optimizer, elbo)
     state = engine.init(key, *args, **kwargs)
+    if track_finite:
+        initial = engine.get_params(state)
+
+        def tracked(carry, _):
+            state, last = carry
+            before = engine.get_params(state)  # the ELBO of this step is estimated here
+            state, loss = engine.update(state, *args, **kwargs)
+            last = jax.tree.map(lambda b, a: jnp.where(jnp.isfinite(loss), b, a), before, last)
+            return (state, last), -loss
+
+        (state, last), elbo = progress_scan(tracked, (state, initial), length=num_steps,
+                                            desc=desc, enable=progress_bar)
+        return engine.get_params(state), elbo, initial, last
 
     def body(state, _):
         state, loss = engine.update(state, *args, **kwargs)
@@ -243,6 +276,50 @@ def fit(key, model, guide, optimizer, args, kwargs, num_steps: int, num_particle
     state, elbo = progress_scan(body, state, length=num_steps, desc=desc,
                                enable=progress_bar)
     return engine.get_params(state), elbo
+
+
+def guide_point(key, guide, params, args, kwargs, latent) -> dict:
+    """One draw of ``guide`` with ``params``: the values of the model's ``latent`` sites."""
+    _, q_trace, _ = record(numpyro.handlers.substitute(guide, data=params), key, args, kwargs)
+    return {n: v for n, v in q_trace.select(LATENT).items() if n in latent}
+
+
+def check_elbo(elbo, model, initial, last, args, kwargs, learning_rate, who="svi"):
+    """Raise :class:`~ppl.errors.NonFiniteWeightError` when an ELBO estimate of the run
+    is NaN or infinite (the optimiser state is then NaN and so are the draws).
+
+    The sites to blame are sought at ``initial``, a draw of the initial guide (latent
+    values, :func:`guide_point`): NaN data (also inside a ``markov`` step), a +inf factor,
+    a log density that is NaN at the parameters. When the data and that initial log
+    density are finite and the ELBO was finite at first, the optimiser diverged: the error
+    names the step at which the ELBO went non-finite and suggests a smaller learning rate
+    (and names any site that is non-finite at ``last``, a draw of the guide at the last
+    parameters with a finite ELBO)."""
+    elbo = np.asarray(elbo)
+    bad = ~np.isfinite(elbo)
+    if not bad.any():
+        return
+    k = int(np.flatnonzero(bad)[0])
+    value = "NaN" if np.isnan(elbo[k]) else f"{elbo[k]:+}"
+    neginf = bool(np.isneginf(elbo[k]))  # impossible (e.g. infinite) data
+    lines = nonfinite_sites_at(model, args, kwargs, initial, include_neginf=neginf)
+    if k == 0 or lines:
+        raise NonFiniteWeightError(
+            f"{who}: the ELBO estimate is {value} at step {k} (the model's log density is "
+            f"not finite, not a learning-rate problem); site(s) with a non-finite log "
+            f"density at a draw of the initial guide: "
+            f"{sites_text(lines) or 'none found (check factor terms and the gradient)'}"
+        )
+    lines = nonfinite_sites_at(model, args, kwargs, last)
+    at_last = (f"; at the last parameters with a finite ELBO: {sites_text(lines)}"
+               if lines else "")
+    raise NonFiniteWeightError(
+        f"{who}: the optimiser diverged: the ELBO estimate was finite up to step {k - 1} "
+        f"(last {elbo[k - 1]:.4g}) and is {value} at step {k}, while the data and the "
+        f"initial log density are finite; use a smaller learning rate (learning_rate="
+        f"{learning_rate:g}, or the optimizer's), or clip the gradients, e.g. "
+        f"optax.chain(optax.clip_by_global_norm(1.0), optax.adam(...)){at_last}"
+    )
 
 
 # --------------------------------------------------------------------------- combinator
@@ -258,7 +335,7 @@ class SVI:
         if isinstance(guide, str):
             check_option("guide", guide, GUIDES)
         elif not callable(guide):
-            raise TypeError(
+            raise ArgumentTypeError(
                 f"guide must be one of {list(GUIDES)} or a guide program (a callable), "
                 f"got {guide!r}"
             )
@@ -266,10 +343,8 @@ class SVI:
         self.num_steps = check_count("num_steps", num_steps)
         self.num_samples = check_count("num_samples", num_samples)
         self.num_particles = check_count("num_particles", num_particles)
-        if not float(init_scale) > 0.0:
-            raise ValueError(f"init_scale must be positive, got {init_scale}")
-        self.init_scale = float(init_scale)
-        self.learning_rate = float(learning_rate)
+        self.init_scale = check_positive("init_scale", init_scale)
+        self.learning_rate = check_positive("learning_rate", learning_rate)
         self.optimizer = make_optimizer(optimizer, self.learning_rate)
         self.progress_bar = bool(progress_bar)
         self._runs = CompiledRuns(self._core)
@@ -278,19 +353,27 @@ class SVI:
         k_fit, k_draw = jax.random.split(key)
         sites = classify_latents(model, args, kwargs)
         guide = make_guide(self.guide, model, self.init_scale, hide=sites.discrete)
-        params, elbo = fit(k_fit, model, guide, self.optimizer, args, kwargs,
-                           self.num_steps, self.num_particles, self.progress_bar,
-                           enumerate_sites=bool(sites.discrete))
+        params, elbo, initial, last = fit(
+            k_fit, model, guide, self.optimizer, args, kwargs, self.num_steps,
+            self.num_particles, self.progress_bar, enumerate_sites=bool(sites.discrete),
+            track_finite=True,
+        )
         samples, log_likelihood = draw_from_guide(
             k_draw, model, guide, params, args, kwargs, self.num_samples, sites
         )
-        return samples, log_likelihood, elbo, params, observed_values(model, args, kwargs)
+        observed = observed_values(model, args, kwargs)
+        latent = set(sites.continuous)
+        initial, last = (guide_point(k_draw, guide, p, args, kwargs, latent)
+                         for p in (initial, last))  # where check_elbo looks for the sites
+        return samples, log_likelihood, elbo, params, observed, initial, last
 
     def run(self, key, model, *args, **kwargs) -> Posterior:
         """Fit the guide to ``model(*args, **kwargs)`` and draw ``num_samples`` from it."""
         key = check_key(key)
         sites = classify_latents(model, args, kwargs)
-        samples, log_likelihood, elbo, params, observed = self._runs(key, model, args, kwargs)
+        samples, log_likelihood, elbo, params, observed, initial, last = self._runs(
+            key, model, args, kwargs)
+        check_elbo(elbo, model, initial, last, args, kwargs, self.learning_rate)
         guide_name = self.guide if isinstance(self.guide, str) else getattr(
             self.guide, "__name__", repr(self.guide))
         info = {"elbo": elbo, "params": params, "guide": guide_name,

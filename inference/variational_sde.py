@@ -61,12 +61,19 @@ from ppl.inference.base import (
     check_key,
     check_option,
     compile_and_call,
+    nonfinite_sites_at,
+    sites_text,
 )
 from ppl.inference.kernels import constrain, constrain_site, unconstrain
 from ppl.inference.progress import progress_scan
 from ppl.semantics.trace import DETERMINISTIC, FACTOR, LATENT, OBSERVED, record
 
-from ppl.errors import NonFiniteWeightError, UnsupportedModelError
+from ppl.errors import (
+    ArgumentTypeError,
+    NonFiniteWeightError,
+    UnsupportedModelError,
+    check_positive,
+)
 from ppl.posterior import Posterior
 from ppl.sde import SDE_TAG, controlled
 
@@ -341,13 +348,12 @@ class VSDE:
         if isinstance(control, str):
             check_option("control", control, _CONTROLS)
         elif not (callable(control) or isinstance(control, dict)):
-            raise TypeError(
+            raise ArgumentTypeError(
                 f"vsde: control must be 'mlp', 'affine', a callable u(t, state, context) or a "
                 f"dict sde site -> callable; got {control!r}"
             )
-        if not float(init_scale) > 0:
-            raise ValueError(f"vsde: init_scale must be > 0, got {init_scale}")
-        self.learning_rate = float(learning_rate)
+        check_positive("init_scale", init_scale)
+        self.learning_rate = check_positive("learning_rate", learning_rate)
         self.optimizer = optimizer if optimizer is not None else optax.adam(self.learning_rate)
         self.control = control
         self.width = check_count("width", width)
@@ -434,16 +440,50 @@ class VSDE:
             lambda split: self._compiled(split, structure, static, model),
             lambda fn, split: fn(key_run, phi0, fixed, split.arrays),
         )
+        initial = {**constrain(structure.supports,
+                               {n: g["loc"] for n, g in phi0["guide"].items()})[0],
+                   **_constrained_params({**fixed, **phi0["params"]}, structure)}
+        self._check_finite(elbos, draws, lambda neginf: nonfinite_sites_at(
+            model, args, kwargs, initial, include_neginf=neginf))
         return self._posterior(structure, static, phi, fixed, elbos, param_trace, draws)
+
+    def _check_finite(self, elbos, draws, diagnose):
+        """Raise :class:`NonFiniteWeightError` when the ELBO of a training step or of a
+        posterior draw is not finite. ``diagnose(include_neginf)`` names the sites with a
+        non-finite log density at the initial point (the guides' initial means and the
+        parameters' initial values; :func:`~ppl.inference.base.nonfinite_sites_at`): then
+        the model is to blame ("infinite data" at site 'y', say), not the learning rate,
+        which is suggested only when that point is finite and the ELBO was finite at
+        first."""
+        elbos = np.asarray(elbos)
+        log_w = np.asarray(draws.log_weight)
+        bad = ~np.isfinite(elbos)
+        if not bad.any() and np.all(np.isfinite(log_w)):
+            return
+        k = int(np.flatnonzero(bad)[0]) if bad.any() else None
+        value = elbos[k] if k is not None else log_w[~np.isfinite(log_w)][0]
+        lines = diagnose(bool(np.isneginf(value)))
+        where = f"at step {k}" if k is not None else "at the posterior draws"
+        if lines or k == 0:
+            found = sites_text(lines) or (
+                "none found (check the drift/diffusion for blow-ups along the path, the "
+                "factor terms, or refine times)"
+            )
+            raise NonFiniteWeightError(
+                f"vsde: the ELBO is {value} {where} (the model's log density is not finite, "
+                f"not a learning-rate problem); site(s) with a non-finite log density at the "
+                f"initial point: {found}"
+            )
+        since = f" (finite up to step {k - 1})" if k else ""
+        raise NonFiniteWeightError(
+            f"vsde: the ELBO became {value} {where}{since} while the data and the initial "
+            "log density are finite; lower learning_rate, check the drift/diffusion for "
+            "blow-ups, or refine times"
+        )
 
     def _posterior(self, structure, static, phi, fixed, elbos, param_trace, draws):
         elbo_draws = np.asarray(draws.elbo)
         log_w = np.asarray(draws.log_weight)
-        if not np.all(np.isfinite(np.asarray(elbos))) or not np.all(np.isfinite(log_w)):
-            raise NonFiniteWeightError(
-                "vsde: the ELBO became non-finite during training or at the posterior draws; "
-                "lower learning_rate, check the drift/diffusion for blow-ups, or refine times"
-            )
         n = log_w.shape[0]
         log_evidence = float(np.logaddexp.reduce(log_w) - np.log(n))
         free = {**fixed, **phi["params"]}

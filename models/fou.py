@@ -84,7 +84,13 @@ from scipy import linalg
 from scipy.special import gamma as gamma_fn
 from scipy.special import gammaincc, hyp1f1, roots_jacobi, roots_legendre
 
-from ppl.errors import ShapeMismatchError, UnknownOptionError, check_count
+from ppl.errors import (
+    ArgumentTypeError,
+    InvalidArgumentError,
+    ShapeMismatchError,
+    UnknownOptionError,
+    check_count,
+)
 
 KINDS = ("I", "II")
 NUM_NODES = 20          # Gauss-Legendre nodes per panel
@@ -117,16 +123,18 @@ def _check_kind(kind) -> str:
 
 
 def _scalar(name, value, lo=None, lo_open=False, hi=None):
+    if isinstance(value, (str, bytes)):
+        raise ArgumentTypeError(f"{name} must be a real scalar, got {value!r} (a string)")
     try:
         v = float(value)
     except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a real scalar, got {value!r}") from None
+        raise ArgumentTypeError(f"{name} must be a real scalar, got {value!r}") from None
     if not np.isfinite(v):
-        raise ValueError(f"{name} must be finite, got {v}")
+        raise InvalidArgumentError(f"{name} must be finite, got {v}")
     if lo is not None and (v < lo or (lo_open and v == lo)):
-        raise ValueError(f"{name} must be {'>' if lo_open else '>='} {lo}, got {v}")
+        raise InvalidArgumentError(f"{name} must be {'>' if lo_open else '>='} {lo}, got {v}")
     if hi is not None and v >= hi:
-        raise ValueError(f"{name} must be < {hi}, got {v}")
+        raise InvalidArgumentError(f"{name} must be < {hi}, got {v}")
     return v
 
 
@@ -140,7 +148,7 @@ def _check_times(times) -> np.ndarray:
     if t.ndim != 1 or t.shape[0] < 1:
         raise ShapeMismatchError(f"times must be a 1-D array of >= 1 times, got shape {t.shape}")
     if not np.all(np.isfinite(t)) or np.any(t < 0) or np.any(np.diff(t) <= 0):
-        raise ValueError(f"times must be finite, >= 0 and strictly increasing, got {t}")
+        raise InvalidArgumentError(f"times must be finite, >= 0 and strictly increasing, got {t}")
     return t
 
 
@@ -364,10 +372,12 @@ def fou_stationary_autocovariance(lags, hurst, theta, sigma=1.0) -> np.ndarray:
     by ``sqrt(1/V_H)`` for the standard fBM), theta > 0. Module docstring for c."""
     h, theta, sigma = _check_params(hurst, theta, sigma)
     if theta == 0:
-        raise ValueError("theta must be > 0 for the stationary fOU (no stationary law at 0)")
+        raise InvalidArgumentError(
+            "theta must be > 0 for the stationary fOU (no stationary law at 0)"
+        )
     d = np.abs(np.asarray(lags, dtype=np.float64))
     if not np.all(np.isfinite(d)):
-        raise ValueError("lags must be finite")
+        raise InvalidArgumentError("lags must be finite")
     keys, inverse = _distinct(d.ravel(), max(float(d.max(initial=0.0)), 1e-300))
     return sigma**2 * _stationary_c(keys, h, theta)[inverse].reshape(d.shape)
 
@@ -433,8 +443,9 @@ def fou_bridge_moments(times, hurst, theta, sigma, obs_time, obs_value=0.0, obs_
     o = inverse[-1]
     denom = cov[o, o] + obs_sigma**2
     if denom <= 0:
-        raise ValueError("the observation has zero variance (obs_sigma = 0 and X(obs_time) "
-                         "deterministic)")
+        raise InvalidArgumentError(
+            "the observation has zero variance (obs_sigma = 0 and X(obs_time) deterministic)"
+        )
     k = cov[inverse[:-1], o]
     post_mean = mean[inverse[:-1]] + k * (obs_value - mean[o]) / denom
     post_var = np.diag(cov)[inverse[:-1]] - k**2 / denom
@@ -466,8 +477,8 @@ def _normals(key_or_seed, shape):
                                             jax.config.read("jax_enable_x64") else
                                             jnp.float64), dtype=np.float64)
     except (TypeError, ValueError) as err:
-        raise TypeError(f"key_or_seed must be an int seed or a JAX PRNG key, got "
-                        f"{key_or_seed!r}") from err
+        raise ArgumentTypeError(f"key_or_seed must be an int seed or a JAX PRNG key, got "
+                                f"{key_or_seed!r}") from err
 
 
 def simulate_fou_exact(key_or_seed, times, hurst, theta, sigma, kind: str = "II",
@@ -493,14 +504,14 @@ def fou_log_likelihood(y, times, hurst, theta, sigma, obs_sigma, kind: str = "II
         raise ShapeMismatchError(f"y must have last axis {t.shape[0]} (one per time), got "
                                  f"shape {y.shape}")
     if not np.all(np.isfinite(y)):
-        raise ValueError("y must be finite")
+        raise InvalidArgumentError("y must be finite")
     obs_sigma = _scalar("obs_sigma", obs_sigma, lo=0.0)
     cov = fou_covariance(t, hurst, theta, sigma, kind, x0_var) + obs_sigma**2 * np.eye(len(t))
     try:
         chol = linalg.cholesky(cov, lower=True)
     except linalg.LinAlgError as err:
-        raise ValueError("covariance + obs_sigma^2 I is singular; use obs_sigma > 0 or "
-                         "times > 0") from err
+        raise InvalidArgumentError("covariance + obs_sigma^2 I is singular; use obs_sigma > 0 or "
+                                   "times > 0") from err
     resid = y - fou_mean(t, theta, x0)
     z = linalg.solve_triangular(chol, np.moveaxis(resid.reshape(-1, len(t)), -1, 0), lower=True)
     quad = np.sum(z**2, axis=0)

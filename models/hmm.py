@@ -24,6 +24,7 @@ from scipy.special import logsumexp
 
 import ppl
 from ppl import dist
+from ppl.errors import ShapeMismatchError
 
 
 def forward_backward(log_init_probs, log_trans, log_lik):
@@ -43,7 +44,7 @@ def forward_backward(log_init_probs, log_trans, log_lik):
     log_lik = np.asarray(log_lik, np.float64)
     T, K = log_lik.shape
     if log_init_probs.shape != (K,) or log_trans.shape != (K, K):
-        raise ValueError(
+        raise ShapeMismatchError(
             f"shapes: log_init_probs {log_init_probs.shape}, log_trans {log_trans.shape}, "
             f"log_lik {log_lik.shape}; expected (K,), (K, K), (T, K)"
         )

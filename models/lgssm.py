@@ -42,6 +42,7 @@ from scipy import linalg
 
 import ppl
 from ppl import dist
+from ppl.errors import ArgumentTypeError, InvalidArgumentError, ShapeMismatchError
 
 # ---------------------------------------------------------------------------------------
 # Exact answers in general matrix form
@@ -53,7 +54,9 @@ def _as_matrix(a, name):
     if a.ndim == 0:
         a = a.reshape(1, 1)
     if a.ndim != 2:
-        raise ValueError(f"{name} must be a matrix (or a scalar for dimension 1), got {a.shape}")
+        raise ShapeMismatchError(
+            f"{name} must be a matrix (or a scalar for dimension 1), got {a.shape}"
+        )
     return a
 
 
@@ -61,14 +64,14 @@ def _prepare(ys, A, Q, C, R, m0, P0, mask=None):
     A, Q, C, R = (_as_matrix(v, n) for v, n in ((A, "A"), (Q, "Q"), (C, "C"), (R, "R")))
     d, p = A.shape[0], C.shape[0]
     if A.shape != (d, d) or Q.shape != (d, d) or C.shape != (p, d) or R.shape != (p, p):
-        raise ValueError(
+        raise ShapeMismatchError(
             f"inconsistent shapes A{A.shape} Q{Q.shape} C{C.shape} R{R.shape} (d={d}, p={p})"
         )
     ys = np.asarray(ys, dtype=np.float64)
     if ys.ndim == 1 and p == 1:
         ys = ys[:, None]
     if ys.ndim != 2 or ys.shape[1] != p:
-        raise ValueError(f"ys must have shape (T, {p}), got {ys.shape}")
+        raise ShapeMismatchError(f"ys must have shape (T, {p}), got {ys.shape}")
     observed = _observed_entries(ys, mask)
     ys = np.where(observed, ys, 0.0)  # missing entries are never read: no NaN can spread
     m0 = np.zeros(d) if m0 is None else np.broadcast_to(np.asarray(m0, np.float64), (d,)).copy()
@@ -84,18 +87,18 @@ def _observed_entries(ys, mask):
     if mask is None:
         if np.isnan(ys).any():
             first = tuple(int(i) for i in np.argwhere(np.isnan(ys))[0])
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"ys holds NaN (first at index {first}); pass mask=~np.isnan(ys) "
                 "(a step's update is skipped where the mask is False)"
             )
         return np.ones((T, p), bool)
     mask = np.asarray(mask)
     if mask.dtype != np.bool_:
-        raise ValueError(f"mask must be a boolean array (True = observed), got {mask.dtype}")
+        raise ArgumentTypeError(f"mask must be a boolean array (True = observed), got {mask.dtype}")
     if mask.shape == (T,):
         mask = mask[:, None]
     if mask.shape not in ((T, 1), (T, p)):
-        raise ValueError(f"mask must have shape ({T},) or ({T}, {p}), got {mask.shape}")
+        raise ShapeMismatchError(f"mask must have shape ({T},) or ({T}, {p}), got {mask.shape}")
     return np.broadcast_to(mask, (T, p))
 
 
@@ -240,7 +243,7 @@ def log_smoothing_density(path, ys, A, Q, C, R, m0=None, P0=None, mask=None):
     fm, fP, pP = filt["filter_means"], filt["filter_covs"], filt["pred_covs"]
     T = fm.shape[0]
     if path.shape[-2:] != (T, d):
-        raise ValueError(f"path must have shape (..., {T}, {d}), got {path.shape}")
+        raise ShapeMismatchError(f"path must have shape (..., {T}, {d}), got {path.shape}")
     G = _smoother_gains(filt, A)  # G[t] links x_t to x_{t+1}; G[1:] are the filtered ones
     total = _mvn_logpdf(path[..., T - 1, :], fm[T - 1], fP[T - 1])
     for t in range(T - 1):  # 0-based filtered index t, conditioning on x at index t + 1
@@ -408,7 +411,7 @@ def lgssm_1d_x0_exact(ys, rho=0.9, sigma_x=1.0, sigma_y=0.5, m0=0.0, p0=1.0, mas
     """
     p0 = float(p0)
     if not p0 >= 0.0:
-        raise ValueError(f"p0 must be a variance >= 0, got {p0!r}")
+        raise InvalidArgumentError(f"p0 must be a variance >= 0, got {p0!r}")
     ys = np.asarray(ys, np.float64)
     A, Q, C, R = _lgssm_1d_matrices(rho, sigma_x, sigma_y)
     m0v, P0 = np.array([float(m0)]), np.array([[p0]])
@@ -603,7 +606,9 @@ def lgssm_2d_x0_exact(
     out = rts_smoother(ys, A, Q, C, R, m0=m0, P0=P0)
     m0, P0 = out["m0"], out["P0"]
     if not np.all(np.linalg.eigvalsh(_sym(P0)) >= -1e-12 * max(1.0, np.abs(P0).max())):
-        raise ValueError(f"P0 must be a covariance matrix (positive semi-definite), got {P0}")
+        raise InvalidArgumentError(
+            f"P0 must be a covariance matrix (positive semi-definite), got {P0}"
+        )
     keys = (
         "log_evidence",
         "filter_means",

@@ -104,6 +104,8 @@ def check_nonnegative(argument: str, value) -> int:
 
 def _int_hint(value, lowest: int) -> int:
     """The integer a user most likely meant by ``value`` ('10' -> 10, 10.0 -> 10)."""
+    if isinstance(value, bool):
+        return max(lowest, 10)
     try:
         guess = int(float(value))
     except (TypeError, ValueError, OverflowError):
@@ -218,3 +220,13 @@ class ParticleCollapseWarning(ConvergenceWarning):
     final particles are a few repeated values, so the posterior's spread is underestimated
     (e.g. ``tempered_smc`` with a prior-proposal ``infer.mh`` move). A
     :class:`ConvergenceWarning`, so one filter silences both."""
+
+
+class ResourceError(PPLError, MemoryError):
+    """A run whose outputs alone would not fit in the memory available (estimated from
+    their shapes before compiling; see :mod:`ppl.inference.memory`). Also a
+    ``MemoryError``."""
+
+
+class LargeRunWarning(UserWarning):
+    """A run whose outputs would take more than half of the memory available."""

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import functools
 
+from ppl.errors import ArgumentTypeError
+
 
 class Model:
     """A ppl program: a callable that makes random choices through effect handlers."""
 
     def __init__(self, fn):
         if not callable(fn):
-            raise TypeError(f"ppl.model expects a function, got {type(fn).__name__}")
+            raise ArgumentTypeError(f"ppl.model expects a function, got {type(fn).__name__}")
         self.fn = fn
         functools.update_wrapper(self, fn)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import copy
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +25,7 @@ from numpyro.distributions.batch_util import promote_batch_shape
 from numpyro.primitives import _PYRO_STACK, Messenger
 
 from ppl.errors import (
+    DuplicateSiteError,
     InvalidDistributionError,
     NonFiniteWeightError,
     ObserveWithoutValueError,
@@ -417,39 +419,244 @@ def in_markov_step(msg) -> bool:
     return "_scan_current_index" in msg.get("infer", {})
 
 
-def _sequence_length(xs, length):
-    if xs is None:
+def _step_name(step) -> str:
+    """How errors name a markov step: its function's name (``step``, ``<lambda>``)."""
+    while isinstance(step, functools.partial):
+        step = step.func
+    return getattr(step, "__name__", None) or type(step).__name__
+
+
+def _sequence_length(xs, length, step=None):
+    """The number of time steps T of a markov call (``xs``'s leading axis or ``length``).
+
+    Raises a named error for a missing, disagreeing or empty time axis: T = 0 (an empty
+    ``xs`` or ``length=0``) would leave every interpretation of the program without a
+    step (no state, no transition to read), so it is refused here, at the markov call,
+    whatever runs the program."""
+    where = f"markov(step '{_step_name(step)}')" if step is not None else "markov"
+    leaves = [] if xs is None else jax.tree.leaves(xs)
+    if not leaves:
         if length is None:
-            raise ValueError("markov needs the inputs `xs` or a `length`")
+            raise PPLError(f"{where} needs the per-step inputs `xs` or a `length`")
         if int(length) < 1:
-            raise ValueError(f"markov: length must be >= 1, got {length}")
+            raise ShapeMismatchError(
+                f"{where}: length must be >= 1, got length={length} (T = {int(length)} time "
+                "steps); a markov call needs at least one step"
+            )
         return int(length)
-    lengths = {int(jnp.shape(leaf)[0]) if jnp.ndim(leaf) else -1 for leaf in jax.tree.leaves(xs)}
+    lengths = {int(jnp.shape(leaf)[0]) if jnp.ndim(leaf) else -1 for leaf in leaves}
     if -1 in lengths or len(lengths) != 1:
         raise ShapeMismatchError(
-            f"markov: every array in `xs` needs the same leading (time) axis; got lengths "
+            f"{where}: every array in `xs` needs the same leading (time) axis; got lengths "
             f"{sorted(lengths)}"
         )
     (n,) = lengths
     if length is not None and int(length) != n:
-        raise ShapeMismatchError(f"markov: length={length} but xs has {n} steps")
+        raise ShapeMismatchError(f"{where}: length={length} but xs has {n} steps")
+    if n == 0:
+        shapes = [tuple(jnp.shape(leaf)) for leaf in leaves]
+        raise ShapeMismatchError(
+            f"{where}: xs is empty (leading axis of length 0, shape(s) {shapes}), so T = 0 "
+            "time steps; a markov call needs at least one step. Skip the markov call (or "
+            "the whole run) when there are no data"
+        )
     return n
 
 
-def check_carry(before, after):
-    """Raise :class:`ShapeMismatchError` if a markov step changed its carry's structure."""
+def _promotes_to(init_leaf, dtype) -> bool:
+    """Whether ``lax.scan`` lets a carry that starts as ``init_leaf`` take ``dtype``: a
+    weakly typed leaf (a Python number given as ``init``) that JAX's type promotion with
+    ``dtype`` turns into ``dtype`` (``init=0`` may become float32, ``init=0.0`` may not
+    become int32)."""
+    try:
+        weak = bool(jax.typeof(init_leaf).weak_type)
+    except (AttributeError, TypeError):
+        return False
+    return weak and jnp.result_type(init_leaf, dtype) == dtype
+
+
+def check_carry(before, after, step=None, shapes=True, init=None):
+    """Raise :class:`ShapeMismatchError` naming the markov ``step`` if it returned a carry
+    whose structure or shape (when ``shapes``; not under enumeration, which adds dims)
+    differs from the carry it received, or, given the markov call's ``init``, whose dtype
+    does: what ``lax.scan`` would refuse with a bare ``TypeError`` (as there, a carry that
+    starts from a Python number may take the dtype type promotion gives it)."""
+    where = f"markov(step '{_step_name(step)}')" if step is not None else "markov"
     tree_before, tree_after = jax.tree.structure(before), jax.tree.structure(after)
     if tree_before != tree_after:
         raise ShapeMismatchError(
-            f"markov: the step returned a carry of structure {tree_after} but received "
+            f"{where}: the step returned a carry of structure {tree_after} but received "
             f"{tree_before}; a step must return a carry shaped like its input"
         )
-    for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after), strict=True):
-        if jnp.shape(a) != jnp.shape(b):
+    paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(before)[0]]
+    init_leaves = None if init is None else jax.tree.leaves(init)
+    leaves = zip(paths, jax.tree.leaves(before), jax.tree.leaves(after), strict=True)
+    for i, (path, a, b) in enumerate(leaves):
+        leaf = f"the carry{path}" if path else "the carry"
+        if shapes and jnp.shape(a) != jnp.shape(b):
             raise ShapeMismatchError(
-                f"markov: the step changed the carry's shape from {jnp.shape(a)} to "
-                f"{jnp.shape(b)}; a step must return a carry shaped like its input"
+                f"{where}: the step changed the shape of {leaf} from {jnp.shape(a)} to "
+                f"{jnp.shape(b)}; a step must return a carry shaped like its input (give "
+                f"`init` the shape the step returns, e.g. init=jnp.zeros({jnp.shape(b)}))"
             )
+        if init is None:
+            continue
+        dtype_a, dtype_b = jnp.asarray(a).dtype, jnp.asarray(b).dtype
+        if dtype_a != dtype_b and not _promotes_to(init_leaves[i], dtype_b):
+            raise ShapeMismatchError(
+                f"{where}: the step changed the dtype of {leaf} from {dtype_a} to {dtype_b} "
+                f"(shape {jnp.shape(b)}); a step must return a carry of its input's dtype. "
+                f"Give `init` the dtype the step returns (e.g. init=jnp.asarray(0.0) or "
+                f"init=jnp.asarray(init, jnp.{dtype_b})), or cast the returned carry "
+                f"(carry.astype(jnp.{dtype_a}))"
+            )
+
+
+def _step_batch_shape(fn) -> tuple:
+    """The batch shape NumPyro's ``scan`` gives a step's distribution once its sites are
+    stacked over time, less the time axis: ``promote_batch_shape``'s, read from the
+    parameters' shapes (a ``mask`` is dropped, as there)."""
+    try:
+        return tuple(promote_batch_shape(fn).batch_shape)
+    except Exception:  # noqa: BLE001  (a user-written distribution NumPyro cannot promote)
+        return tuple(fn.batch_shape)
+
+
+def _check_step_observed_shape(where, name, fn, value):
+    """Inside a markov step the data of one step must have exactly the distribution's
+    batch shape (after the step's plates) + event shape.
+
+    Outside ``markov`` data may have more batch dims than the distribution (it broadcasts
+    against them, as (T, 1) data under a scalar ``Normal``). Inside a step that gives
+    wrong answers as soon as the steps are stacked over time (NumPyro's ``scan``, which
+    importance, mh, nuts, svi and exact read the program through): the stacked
+    distribution has batch shape (T,) + its own, the stacked data (T,) + the step's, and
+    their broadcast scores every step's data under every step's distribution."""
+    event_shape = tuple(fn.event_shape)
+    value_shape = tuple(jnp.shape(value))
+    value_batch = value_shape[: len(value_shape) - len(event_shape)]
+    dist_batch = _step_batch_shape(fn)
+    if _enumerating():
+        # enumeration adds dims to the left of the step's plates; compare the tail
+        dist_batch = dist_batch[len(dist_batch) - len(value_batch) :] if value_batch else ()
+    if value_batch == dist_batch:
+        return
+    fix = (
+        f"pass the data so that one step's slice has the distribution's shape (e.g. "
+        f"xs=ys of shape (T,) for a scalar observation per step, not ys[:, None]), or give "
+        f"the distribution the data's batch shape: observe under a plate of that size in "
+        f"the step, or d.expand({value_batch}) (d.expand({value_batch})"
+        f".to_event({len(value_batch)}) to score them as one event)"
+    )
+    raise ShapeMismatchError(
+        f"{where}: observe('{name}'): the step's data has shape {value_shape} but the "
+        f"distribution's batch shape is {dist_batch} (event shape {event_shape}); inside a "
+        f"markov step they must agree exactly, as stacking the steps over time would "
+        f"broadcast them wrongly. Fix: {fix}"
+    )
+
+
+def _names_outside_step() -> tuple:
+    """The sample and deterministic sites the traces around a markov call have recorded
+    so far (up to a ``block``, which hides what is inside from the traces beyond it), each
+    trace's with the ``scope`` handlers between the call and it (which prefix a step
+    site's name before that trace sees it): ``((scopes, names), ...)``."""
+    seen, scopes = [], []
+    for handler in reversed(_PYRO_STACK):
+        if isinstance(handler, numpyro.handlers.block):
+            break
+        if isinstance(handler, numpyro.handlers.scope):
+            scopes.append(handler)
+        elif isinstance(handler, numpyro.handlers.trace):
+            names = frozenset(
+                n for n, site in handler.trace.items()
+                if site.get("type") in ("sample", "deterministic")
+            )
+            if names:
+                seen.append((tuple(scopes), names))
+    return tuple(seen)
+
+
+def _reuses_outside_name(msg, outside) -> bool:
+    """Whether site ``msg`` of a step, named as each trace outside will name it, is
+    already in that trace (see :func:`_names_outside_step`)."""
+    for scopes, names in outside:
+        name = msg["name"]
+        for s in scopes:
+            if msg["type"] not in s.hide_types:
+                name = f"{s.prefix}{s.divider}{name}"
+        if name in names:
+            return True
+    return False
+
+
+class _StepChecks(Messenger):
+    """The checks one run of a markov step passes under every interpretation of the
+    program (NumPyro's ``scan``, :class:`ppl.semantics.Sequential` stepping, enumeration,
+    the eager first step of :func:`ppl.semantics.trace.check_arguments`): a site name used
+    twice in the step or reusing a name from outside the step
+    (:class:`~ppl.errors.DuplicateSiteError`, before NumPyro's bare ``AssertionError``),
+    and observed data whose shape is not the distribution's
+    (:class:`ShapeMismatchError`, :func:`_check_step_observed_shape`). Its
+    ``process_message`` runs after the step's plates have expanded the distribution and
+    before any trace outside the step records the site.
+
+    Only the step's own sites are checked: a site that a handler outside the step adds
+    while it processes one of them (the tilts of :class:`ppl.semantics.Enumerated`,
+    which observe an enumerated value) arrives while that site is still in flight, and
+    is the handler's, not the program's."""
+
+    def __init__(self, fn, where, outside):
+        self.where = where
+        self.outside = outside
+        self.seen = set()
+        self.in_flight = None  # the step's site being processed
+        super().__init__(fn)
+
+    def process_message(self, msg):
+        if msg["type"] not in ("sample", "deterministic") or "name" not in msg:
+            return
+        if self.in_flight is not None:
+            return
+        self.in_flight = msg
+        name = msg["name"]
+        if name in self.seen:
+            raise DuplicateSiteError(
+                f"{self.where}: the site name '{name}' is used twice in one step; give "
+                "every random choice of the step a unique name"
+            )
+        if _reuses_outside_name(msg, self.outside):
+            raise DuplicateSiteError(
+                f"{self.where}: the step's site '{name}' reuses the name of a site outside "
+                "the step; a step's sites are stacked over time and need names of their own "
+                f"(rename one of the two, e.g. '{name}_t')"
+            )
+        self.seen.add(name)
+        if (
+            msg["type"] == "sample" and msg["is_observed"] and msg["value"] is not None
+            and not isinstance(msg["fn"], numpyro.distributions.Unit)
+        ):
+            _check_step_observed_shape(self.where, name, msg["fn"], msg["value"])
+
+    def postprocess_message(self, msg):
+        if msg is self.in_flight:
+            self.in_flight = None
+
+
+def _checked_step(step, init, outside):
+    """``step`` wrapped so that each of its runs passes :class:`_StepChecks` and
+    :func:`check_carry` (against the markov call's ``init``), whichever interpretation
+    runs it."""
+    where = f"markov(step '{_step_name(step)}')"
+
+    @functools.wraps(step)
+    def checked(carry, x):
+        new_carry = _StepChecks(step, where, outside)(carry, x)
+        new_carry = jax.tree.map(jnp.asarray, new_carry)
+        check_carry(carry, new_carry, step, shapes=not _enumerating(), init=init)
+        return new_carry
+
+    return checked
 
 
 def markov(step, init, xs=None, length=None):
@@ -460,9 +667,18 @@ def markov(step, init, xs=None, length=None):
     are that step's; in the program's trace each site is stacked along a leading time axis.
     Read as a whole program this is NumPyro's ``scan`` (so NUTS, SVI and enumeration see it);
     :class:`ppl.semantics.Sequential` reads it step by step as a state-space model.
+
+    Every interpretation runs the step through the same checks, so a bad program gets
+    the same named error under every combinator: T = 0 steps and a step that changes its
+    carry's shape or dtype (:class:`ShapeMismatchError`), a site name used twice in a step
+    or shared with a site outside it (:class:`~ppl.errors.DuplicateSiteError`), and
+    observed data whose per-step shape is not the distribution's
+    (:class:`ShapeMismatchError`; inside a step, data must not broadcast against the
+    distribution).
     """
-    num_steps = _sequence_length(xs, length)
+    num_steps = _sequence_length(xs, length, step)
     init = jax.tree.map(jnp.asarray, init)
+    step = _checked_step(step, init, _names_outside_step())
     if _MARKOV_INTERCEPTORS:
         return _MARKOV_INTERCEPTORS[-1](step, init, xs, num_steps)
 
@@ -474,8 +690,6 @@ def markov(step, init, xs=None, length=None):
         with step_index(t):
             new_carry = wrapped(carry, x)
         new_carry = jax.tree.map(jnp.asarray, new_carry)
-        if not _enumerating():
-            check_carry(carry, new_carry)
         return new_carry, new_carry
 
     _, carries = _numpyro_scan(body, init, (jnp.arange(num_steps), xs), length=num_steps)

@@ -59,7 +59,13 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
-from ppl.errors import ShapeMismatchError, UnknownOptionError
+from ppl.errors import (
+    ArgumentTypeError,
+    InvalidArgumentError,
+    ShapeMismatchError,
+    UnknownOptionError,
+    check_number,
+)
 
 __all__ = [
     "FBM",
@@ -111,18 +117,20 @@ def fbm(hurst, num_ou: int = 5, gamma_max: float = 20.0, kind: str = "II") -> FB
     ``hurst`` may be a float or a value from a ``ppl.param`` / ``ppl.sample`` site (it is
     traced and differentiable: the weights are re-solved from it each run).
     """
-    if isinstance(num_ou, bool) or not isinstance(num_ou, (int, np.integer)) or num_ou < 2:
-        raise ValueError(f"fbm: num_ou must be an integer >= 2, got {num_ou!r}")
+    if isinstance(num_ou, bool) or not isinstance(num_ou, (int, np.integer)):
+        raise ArgumentTypeError(f"fbm: num_ou must be an integer >= 2, got {num_ou!r}")
+    if num_ou < 2:
+        raise InvalidArgumentError(f"fbm: num_ou must be an integer >= 2, got {num_ou!r}")
     if kind not in ("I", "II"):
         raise UnknownOptionError(f"unknown fbm kind={kind!r}; choose one of ['I', 'II']")
-    gamma_max = float(gamma_max)
-    if not gamma_max > 1.0:
-        raise ValueError(f"fbm: gamma_max must be > 1 (the grid spans 1/gamma_max..gamma_max), "
-                         f"got {gamma_max}")
+    # the grid spans 1/gamma_max..gamma_max
+    gamma_max = check_number("fbm: gamma_max", gamma_max, low=1.0, low_open=True)
     if not isinstance(hurst, jax.core.Tracer):
+        if isinstance(hurst, (bool, str, bytes)) or hurst is None:
+            raise ArgumentTypeError(f"fbm: hurst must be a scalar in (0, 1), got {hurst!r}")
         h = np.asarray(hurst)
         if h.shape != () or not 0.0 < float(h) < 1.0:
-            raise ValueError(f"fbm: hurst must be a scalar in (0, 1), got {hurst!r}")
+            raise InvalidArgumentError(f"fbm: hurst must be a scalar in (0, 1), got {hurst!r}")
     return FBM(hurst, int(num_ou), gamma_max, kind)
 
 
@@ -152,9 +160,9 @@ def _check_times(name: str, times, noise) -> jax.Array:
     if concrete is not None:
         steps = np.diff(concrete.astype(np.float64))
         if not np.all(steps > 0):
-            raise ValueError(f"sde('{name}'): times must be strictly increasing")
+            raise InvalidArgumentError(f"sde('{name}'): times must be strictly increasing")
         if isinstance(noise, FBM) and noise.gamma_max * steps.max() >= MAX_SPEED_STEP:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"sde('{name}'): times has a step dt = {steps.max():.4g} too long for the "
                 f"fastest OU speed gamma_max = {noise.gamma_max:g} of noise=fbm(...): need "
                 f"gamma_max * dt < {MAX_SPEED_STEP} (a finer times grid, or a smaller "
@@ -333,7 +341,7 @@ def sde(name: str, drift, diffusion, x0, times, noise=None, params=None):
     """
     noise = Brownian() if noise is None else noise
     if not isinstance(noise, (Brownian, FBM)):
-        raise TypeError(
+        raise ArgumentTypeError(
             f"sde('{name}'): noise must be ppl.brownian() or ppl.fbm(hurst, num_ou=K), got "
             f"{noise!r}"
         )

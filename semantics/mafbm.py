@@ -81,7 +81,13 @@ from jax.custom_derivatives import SymbolicZero
 from scipy.special import gamma as gamma_fn
 from scipy.special import gammainc, gammaincc, hyp2f1
 
-from ppl.errors import ShapeMismatchError, UnknownOptionError, check_count
+from ppl.errors import (
+    InvalidArgumentError,
+    ShapeMismatchError,
+    UnknownOptionError,
+    UnsupportedOptionError,
+    check_count,
+)
 
 KINDS = ("I", "II")
 _FD_STEP = 5e-4
@@ -110,7 +116,7 @@ def _concrete(x):
 
 def _check_hurst_values(h: np.ndarray):
     if not np.all((h > 0) & (h < 1)):
-        raise ValueError(f"hurst must lie in the open interval (0, 1), got {h}")
+        raise InvalidArgumentError(f"hurst must lie in the open interval (0, 1), got {h}")
 
 
 def _check_hurst(hurst):
@@ -122,15 +128,19 @@ def _check_hurst(hurst):
 def _check_horizon(T):
     t = _concrete(T)
     if t is not None and not np.all(np.isfinite(t) & (t > 0)):
-        raise ValueError(f"T (the horizon of the integrated squared error) must be > 0, got {t}")
+        raise InvalidArgumentError(
+            f"T (the horizon of the integrated squared error) must be > 0, got {t}"
+        )
 
 
 def _check_speed_values(g: np.ndarray):
     if not np.all(np.isfinite(g) & (g > 0)):
-        raise ValueError(f"gammas (OU speeds) must be finite and > 0, got {g}")
+        raise InvalidArgumentError(f"gammas (OU speeds) must be finite and > 0, got {g}")
     flat = np.sort(g, axis=-1)
     if np.any(np.diff(flat, axis=-1) <= 0):
-        raise ValueError(f"gammas (OU speeds) must be distinct (A is singular otherwise), got {g}")
+        raise InvalidArgumentError(
+            f"gammas (OU speeds) must be distinct (A is singular otherwise), got {g}"
+        )
 
 
 def _check_speeds(gammas) -> jnp.ndarray:
@@ -172,10 +182,12 @@ def geometric_speeds(num_ou: int, gamma_max) -> jnp.ndarray:
     g = _concrete(gamma_max)
     if g is not None:
         if g.ndim != 0 or not np.isfinite(g) or g <= 0:
-            raise ValueError(f"gamma_max must be a finite scalar > 0, got {gamma_max!r}")
+            raise InvalidArgumentError(f"gamma_max must be a finite scalar > 0, got {gamma_max!r}")
         if k_count > 1 and g == 1:
-            raise ValueError("gamma_max must differ from 1 when num_ou > 1 (all speeds would be "
-                             "1 and the weights' system singular)")
+            raise InvalidArgumentError(
+                "gamma_max must differ from 1 when num_ou > 1 (all speeds would be 1 and the "
+                "weights' system singular)"
+            )
     if k_count == 1:
         return jnp.ones((1,), dtype=_float_dtype(gamma_max))
     k = jnp.arange(1, k_count + 1)
@@ -334,7 +346,9 @@ def weights_and_derivative(hurst, gammas, T, kind: str, derivative: bool = True,
     _check_hurst_values(h)  # repeated here: traced arguments are only seen on the host
     _check_speed_values(np.asarray(gammas, dtype=np.float64))
     if not np.all(np.asarray(T, dtype=np.float64) > 0):
-        raise ValueError(f"T (the horizon of the integrated squared error) must be > 0, got {T}")
+        raise InvalidArgumentError(
+            f"T (the horizon of the integrated squared error) must be > 0, got {T}"
+        )
     a = matrix_a(gammas, T, kind)
     if derivative:
         rhs = np.stack(_b_and_derivative(h, gammas, T, kind), axis=-1)
@@ -371,8 +385,8 @@ def _weights_jvp(kind, rcond, primals, tangents):
     hurst, gammas, T = primals
     hurst_dot, gammas_dot, T_dot = tangents
     if type(gammas_dot) is not SymbolicZero or type(T_dot) is not SymbolicZero:
-        raise NotImplementedError("mafbm_weights is differentiable in hurst only; pass gammas "
-                                  "and T as constants (or wrap them in lax.stop_gradient)")
+        raise UnsupportedOptionError("mafbm_weights is differentiable in hurst only; pass gammas "
+                                     "and T as constants (or wrap them in lax.stop_gradient)")
     out = jax.ShapeDtypeStruct(gammas.shape, gammas.dtype)
     host = functools.partial(_host_weights_jvp, kind, rcond, np.dtype(gammas.dtype))
     omega, d_omega = jax.pure_callback(host, (out, out), hurst, gammas, T,
@@ -406,7 +420,7 @@ def mafbm_weights(hurst, gammas, T=1.0, kind: str = "II", rcond: float = RCOND) 
                                  f"{jnp.shape(hurst)} and {jnp.shape(T)}")
     rcond = float(rcond)
     if not 0 <= rcond < 1:
-        raise ValueError(f"rcond must lie in [0, 1), got {rcond}")
+        raise InvalidArgumentError(f"rcond must lie in [0, 1), got {rcond}")
     dtype = _float_dtype(hurst, gammas)
     return _weights(jnp.asarray(hurst, dtype), gammas.astype(dtype), jnp.asarray(T, dtype), kind,
                     rcond)
@@ -451,7 +465,7 @@ def exact_fbm_covariance(s, t, hurst, kind: str = "II") -> np.ndarray:
     _check_hurst_values(h)
     s, t = np.broadcast_arrays(np.asarray(s, np.float64), np.asarray(t, np.float64))
     if np.any(s < 0) or np.any(t < 0):
-        raise ValueError("times must be >= 0")
+        raise InvalidArgumentError("times must be >= 0")
     if kind == "I":
         return 0.5 * _variance_constant(h, "I") * (s ** (2 * h) + t ** (2 * h)
                                                    - np.abs(t - s) ** (2 * h))
@@ -470,7 +484,7 @@ def _check_times(times) -> jnp.ndarray:
                                  f"{times.shape}")
     t = _concrete(times)
     if t is not None and (np.any(t < 0) or np.any(np.diff(t) <= 0)):
-        raise ValueError(f"times must be >= 0 and strictly increasing, got {t}")
+        raise InvalidArgumentError(f"times must be >= 0 and strictly increasing, got {t}")
     return times
 
 

@@ -43,7 +43,7 @@ from numpyro.primitives import _PYRO_STACK
 from ppl.semantics.trace import DETERMINISTIC, LATENT, Trace, _Recorder, from_numpyro, record
 
 from ppl.errors import UnsupportedModelError
-from ppl.primitives import check_carry, step_index, stub_markov
+from ppl.primitives import step_index, stub_markov
 
 
 def replay_key():
@@ -91,8 +91,8 @@ class StateSpace:
             new_carry, trace, _ = record(
                 self.step_fn, key, (carry, self.inputs(t)), substitutions=values
             )
+        # the step checks its carry (ppl.primitives.check_carry) in every interpretation
         new_carry = jax.tree.map(jnp.asarray, new_carry)
-        check_carry(carry, new_carry)
         return StepResult(new_carry, trace.select(LATENT), trace.log_likelihood, trace.log_prior)
 
     def step(self, key, t, carry) -> StepResult:

@@ -12,6 +12,7 @@ handlers and is the single entry point every representation uses.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 import jax
@@ -21,9 +22,10 @@ import numpyro
 from numpyro.distributions import Unit, biject_to
 from numpyro.primitives import Messenger
 
-from ppl.errors import DuplicateSiteError, improper_base
+from ppl.errors import DuplicateSiteError, InvalidDistributionError, PPLError, improper_base
 from ppl.primitives import (
     KIND_KEY,
+    _constrained_arguments,
     in_markov_step,
     step_index,
     stub_markov,
@@ -211,19 +213,100 @@ def record(model, key, args=(), kwargs=None, substitutions=None, predictive=Fals
     sites are drawn too (prior predictive simulation).
     """
     kwargs = kwargs or {}
-    fn = model
+    recorder = _recorder(model, key, substitutions, predictive)
+    try:
+        value = _run(recorder, args, kwargs, predictive)
+    except ValueError as error:
+        if isinstance(error, PPLError) or not _INVALID_PARAMETER.match(str(error)):
+            raise
+        raise _invalid_parameter_error(error, recorder.trace, model, key, args, kwargs,
+                                       substitutions, predictive) from error
+    return value, from_numpyro(recorder.trace), recorder.trace
+
+
+def _recorder(model, key, substitutions, predictive, check=False):
+    fn = _CheckParameters(model) if check else model
     if substitutions:
         fn = numpyro.handlers.substitute(fn, data=dict(substitutions))
     if predictive:
         fn = Unobserve(fn)
-    fn = numpyro.handlers.seed(fn, key)
-    recorder = _Recorder(fn)
+    return _Recorder(numpyro.handlers.seed(fn, key))
+
+
+def _run(recorder, args, kwargs, predictive):
     if predictive:
         with wrap_markov_steps(Unobserve):
-            value = recorder(*args, **kwargs)
-    else:
-        value = recorder(*args, **kwargs)
-    return value, from_numpyro(recorder.trace), recorder.trace
+            return recorder(*args, **kwargs)
+    return recorder(*args, **kwargs)
+
+
+#: NumPyro's ``validate_args`` error for a concrete parameter outside its constraint.
+_INVALID_PARAMETER = re.compile(r"^(\w+) distribution got invalid (\w+) parameter\.$")
+
+
+def invalid_parameter(name: str, d):
+    """Raise :class:`InvalidDistributionError` naming site ``name`` if a concrete
+    parameter of ``d`` (or of a distribution it wraps) lies outside its constraint (a
+    negative scale, say): NumPyro's own check says only "Normal distribution got invalid
+    scale parameter". Tracer parameters (inside ``jit``) are not checked."""
+    from numpyro.distributions import constraints
+
+    for param, value, constraint in _constrained_arguments(d):
+        if (constraint is None or constraints.is_dependent(constraint)
+                or isinstance(value, jax.core.Tracer)):
+            continue
+        try:
+            ok = np.asarray(constraint(value))
+        except Exception:  # noqa: BLE001  (a constraint that cannot judge this value)
+            continue
+        if np.all(ok):
+            continue
+        arr = np.asarray(value)
+        at, shown = "", arr
+        if ok.ndim and arr.ndim >= ok.ndim:
+            first = tuple(int(i) for i in np.argwhere(~ok)[0])
+            at, shown = f" at index {first}", arr[first]
+        shown = np.array2string(np.asarray(shown), precision=4, threshold=6)
+        raise InvalidDistributionError(
+            f"site '{name}': {type(d).__name__} parameter '{param}' must satisfy "
+            f"{constraint!r}, but it is {shown}{at} in this run; NumPyro refuses such a "
+            "distribution. A parameter computed from a latent site must lie in its "
+            "constraint for every value that site can take: give the latent site a prior on "
+            "that support (dist.HalfNormal or dist.LogNormal for a scale, say) or map it "
+            "there (jnp.exp, jax.nn.softplus)"
+        )
+
+
+class _CheckParameters(Messenger):
+    """Raise :func:`invalid_parameter` at the first sample site with an invalid parameter."""
+
+    def process_message(self, msg):
+        if msg["type"] == "sample":
+            invalid_parameter(msg["name"], msg["fn"])
+
+
+def _invalid_parameter_error(error, partial, model, key, args, kwargs, substitutions,
+                             predictive) -> InvalidDistributionError:
+    """The :class:`InvalidDistributionError` naming the site for NumPyro's bare
+    ``ValueError`` about an invalid parameter, raised while a distribution was built
+    (before its site is reached): the same run again (same key and substitutions, so the
+    same values) with NumPyro's validation off and every site's parameters checked
+    (:func:`invalid_parameter`); if no site has one (the distribution never reached a
+    site), the error names the last site recorded before it."""
+    try:
+        with numpyro.validation_enabled(False):
+            _run(_recorder(model, key, substitutions, predictive, check=True), args,
+                 kwargs, predictive)
+    except InvalidDistributionError as named:
+        return named
+    except Exception:  # noqa: BLE001  (no better diagnosis: fall back below)
+        pass
+    last = [n for n, s in partial.items() if s.get("type") == "sample"]
+    after = f"after site '{last[-1]}'" if last else "before any site"
+    return InvalidDistributionError(
+        f"{error} (raised while building a distribution {after}; a parameter computed from "
+        "a latent site must lie in its constraint for every value that site can take)"
+    )
 
 
 def _structure(model, args, kwargs):

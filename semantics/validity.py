@@ -24,6 +24,8 @@ import jax
 import numpy as np
 from scipy.special import logsumexp
 
+from ppl.errors import ArgumentTypeError, InvalidArgumentError, UnknownOptionError
+
 LOG_EVIDENCE = "log_evidence"
 
 
@@ -82,7 +84,7 @@ def weighted_samples(result):
         return result.samples, result.log_weights, result.log_evidence
     if hasattr(result, "trace") and hasattr(result, "log_weights"):
         return result.trace.values, result.log_weights, result.log_evidence
-    raise TypeError(f"cannot read weighted samples from {type(result).__name__}")
+    raise ArgumentTypeError(f"cannot read weighted samples from {type(result).__name__}")
 
 
 def _normalised(log_weights, n):
@@ -134,13 +136,13 @@ def preserves(
     when ``check`` and any comparison fails; returns the :class:`ValidityReport`.
     """
     if se not in ("replicates", "iid"):
-        raise ValueError(f"se must be 'replicates' or 'iid', got {se!r}")
+        raise UnknownOptionError(f"se must be 'replicates' or 'iid', got {se!r}")
     missing = [n for n in exact if n != LOG_EVIDENCE and n not in test_functions]
     if missing:
-        raise ValueError(f"no test function for exact value(s) {missing}")
+        raise InvalidArgumentError(f"no test function for exact value(s) {missing}")
     replicates = 1 if se == "iid" else int(num_replicates)
     if se == "replicates" and replicates < 2:
-        raise ValueError("se='replicates' needs num_replicates >= 2")
+        raise InvalidArgumentError("se='replicates' needs num_replicates >= 2")
     per_name = {name: [] for name in test_functions if name in exact}
     iid_se, log_zs = {}, []
     for key_r in jax.random.split(key, replicates):
@@ -159,7 +161,9 @@ def preserves(
             report.checks.append(_replicate_check(name, values, exact[name], k))
     if LOG_EVIDENCE in exact:
         if not log_zs:
-            raise ValueError("exact log_evidence given but the result has no log_evidence")
+            raise InvalidArgumentError(
+                "exact log_evidence given but the result has no log_evidence"
+            )
         report.checks.append(_evidence_check(log_zs, exact[LOG_EVIDENCE], k))
     if check:
         report.assert_ok()

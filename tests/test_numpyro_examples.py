@@ -275,8 +275,10 @@ def branch_on_sample(ys):
 @pytest.mark.parametrize("algo", [infer.importance(10), infer.nuts(5, num_warmup=5)],
                          ids=["importance", "nuts"])
 def test_branching_on_a_sampled_value_still_raises(algo):
-    with pytest.raises(jax.errors.TracerBoolConversionError):
+    # concrete data cannot cure it: JAX's error, chained, under a named one
+    with pytest.raises(ppl.TracedControlFlowError, match="(?s)'mu'.*if mu > 0") as info:
         algo.run(KEY, branch_on_sample, np.array([0.5, 1.0, 2.0]))
+    assert isinstance(info.value.__cause__, jax.errors.TracerBoolConversionError)
     cache = algo._runs._cache if hasattr(algo, "_runs") else algo._cache
     assert not cache.needs_concrete and not cache.concrete  # nothing remembered
 
