@@ -285,8 +285,9 @@ def progress_scan(body, init, xs=None, length=None, desc="", enable=True, every=
     ``jit``, under ``vmap`` (one bar for the whole batch) and nested in other loops. Every
     report also stops the run if Ctrl-C was pressed under :func:`run_interruptibly`.
     ``enable=False`` reports nothing but still checks for Ctrl-C in long scans (``length >=
-    CHECK_MIN_LENGTH`` or a carry of at least ``CHECK_MIN_CARRY_BYTES``); a shorter one is
-    exactly ``lax.scan``. The technique is NumPyro's / BlackJAX's (Coullon 2021).
+    CHECK_MIN_LENGTH`` or a carry of at least ``CHECK_MIN_CARRY_BYTES``) that are not
+    nested in the body of a checked scan; any other is exactly ``lax.scan``. The technique
+    is NumPyro's / BlackJAX's (Coullon 2021).
     """
     n = _scan_length(xs, length)
     if every is not None and (isinstance(every, bool) or int(every) != every or every < 1):

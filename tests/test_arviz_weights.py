@@ -102,6 +102,7 @@ def test_sample_stats_mode_still_returns_the_raw_weighted_draws(importance_post)
     assert "ancestor" not in idata.sample_stats
 
 
+@pytest.mark.slow
 def test_loo_of_importance_agrees_with_nuts(importance_post):
     """Both estimate the same elpd_loo on the same 12 data points, so they differ by Monte
     Carlo error only; ArviZ's reported ``se`` (~1.1 here) is the data-level standard error on

@@ -57,6 +57,7 @@ def test_the_reading_works_inside_jit():
     assert int(reads) == 1
 
 
+@pytest.mark.slow
 def test_smoothers_name_the_parameter_to_fix():
     psi = lambda t, xp, x, p: x  # noqa: E731
     with pytest.raises(UnsupportedModelError, match="'phi'.*fixed="):

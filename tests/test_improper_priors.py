@@ -58,6 +58,7 @@ def _mean_and_mcse(draws):
     return draws.mean(0), draws.std(0) / np.sqrt(ess)
 
 
+@pytest.mark.slow
 def test_nuts_ordered_vector_matches_numpyro():
     ys = _mixture_data()
     post = infer.nuts(num_samples=300, num_warmup=200).run(jax.random.PRNGKey(0),
@@ -92,6 +93,7 @@ def several_supports():
     ppl.sample("w", dist.ImproperUniform(constraints.simplex, (), (3,)))
 
 
+@pytest.mark.slow
 def test_hmc_runs_and_stays_in_every_support():
     post = infer.hmc(num_samples=150, num_warmup=150, num_steps=8).run(
         jax.random.PRNGKey(2), several_supports)

@@ -488,6 +488,7 @@ def kalman_mle_rho(ys, m0, p0):
     return float(mle), float(1.0 / np.sqrt(-curvature))
 
 
+@pytest.mark.slow
 def test_score_ascent_learns_rho_with_x0_integrated_out():
     """PPG score ascent (N = 32, 200 steps) from rho = 0.5, three seeds: each estimate lies
     within a quarter of the MLE's standard error (0.08) of the exact MLE. When we ran it
@@ -509,6 +510,7 @@ def test_score_ascent_learns_rho_with_x0_integrated_out():
 # --------------------------------------------------------------------------- particle Gibbs
 
 
+@pytest.mark.slow
 def test_particle_gibbs_moves_rho_and_samples_x0_with_the_path():
     """Particle Gibbs on (rho, states) with x0 drawn from its prior: rho is the parameter
     (the step reads it), x0 the time-0 state sampled with each path by conditional SMC.

@@ -159,6 +159,7 @@ def _last_compile_before(child, t):
 
 
 @pytest.mark.parametrize("name", ["mh", "smc", "mh_bar"])
+@pytest.mark.slow
 def test_ctrl_c_stops_a_long_run_with_keyboard_interrupt(children, name):
     c = children[name]
     assert c.sigint is not None, f"never started: {c.stdout_text()} {c.stderr_text()[-2000:]}"
@@ -176,6 +177,7 @@ def test_ctrl_c_stops_a_long_run_with_keyboard_interrupt(children, name):
     assert c.exited - stopped < EXIT_WITHIN  # nothing left running
 
 
+@pytest.mark.slow
 def test_progress_bar_appears_when_sampling_starts(children):
     c = children["mh_bar"]
     bar = c.first(c.err, "mh:")

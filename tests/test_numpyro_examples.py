@@ -149,6 +149,7 @@ def glmm_nuts():
     return algo, algo.run(KEY, glmm_counted, *UCB)
 
 
+@pytest.mark.slow
 def test_glmm_runs_under_nuts_and_a_second_run_does_not_trace_again(glmm_nuts):
     algo, post = glmm_nuts
     assert post.samples["z"].shape == (400, 3, 2)  # num_dept = 3, from np.unique
@@ -191,6 +192,7 @@ def test_glmm_runs_under_importance_compiled_once_per_data():
     (multinomial, (ANNOTATIONS,), False),
     pytest.param(dawid_skene, (POSITIONS, ANNOTATIONS), True, marks=pytest.mark.slow),
 ], ids=["multinomial", "dawid_skene"])
+@pytest.mark.slow
 def test_annotation_models_run_under_nuts_and_importance(model, data, recover):
     """The discrete class ``c`` of each item is summed out by NUTS (NumPyro's funsor
     enumeration, as NumPyro's NUTS does) and, with ``recover_discrete``, drawn exactly
@@ -220,6 +222,7 @@ def _mean_and_se(draws):
     return draws.mean(axis=(0, 1)), draws.std(axis=(0, 1), ddof=1) / np.sqrt(ess)
 
 
+@pytest.mark.slow
 def test_glmm_nuts_matches_numpyro_mcmc(glmm_nuts):
     _, post = glmm_nuts
     mcmc = MCMC(NUTS(glmm), num_warmup=200, num_samples=200, num_chains=2,

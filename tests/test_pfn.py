@@ -137,6 +137,7 @@ def test_checkpoint_round_trip(small_pfn, tmp_path):
     assert "y" in idata.posterior and "y" in idata.observed_data
 
 
+@pytest.mark.slow
 def test_checkpoint_in_half_precision(small_pfn, tmp_path):
     """``save(weights_dtype="float16")`` halves the file; the loaded network is float32
     again and its log predictive densities move by the rounding of its weights only: under
@@ -168,6 +169,7 @@ def test_checkpoint_in_half_precision(small_pfn, tmp_path):
         huge.save(tmp_path / "huge.npz", weights_dtype="float16")
 
 
+@pytest.mark.slow
 def test_resume_training_from_checkpoint(small_pfn, tmp_path):
     """``fit(resume=True)`` on a loaded checkpoint continues from its weights: the first
     resumed chunk's loss is near the end of the original training (within 5 SE of the
@@ -191,6 +193,7 @@ def test_resume_training_from_checkpoint(small_pfn, tmp_path):
         load(path, width=8)
 
 
+@pytest.mark.slow
 def test_decoder_added_to_trained_network_keeps_then_learns(small_pfn, tmp_path):
     """``add_decoder`` leaves the logits exactly as they were (the decoder's last layer is
     zero); resumed training then moves the decoder (its output is no longer zero) while the
@@ -235,6 +238,7 @@ def test_decoder_added_to_trained_network_keeps_then_learns(small_pfn, tmp_path)
         pfn(decoder=-3)
 
 
+@pytest.mark.slow
 def test_loss_weighting_point_and_dataset(small_pfn):
     """``batch_loss`` with ``"point"`` is the NLL summed over all query points of the batch
     over their count; with ``"dataset"`` the mean over datasets of each one's mean NLL per
@@ -283,6 +287,7 @@ def test_shipped_gp_network_close_to_exact_gp():
 
 @pytest.mark.skipif(not os.path.exists(os.path.join(WEIGHTS, "lc_pfn.npz")),
                     reason="shipped LC network not present")
+@pytest.mark.slow
 def test_shipped_lc_network_extrapolates():
     """The shipped learning-curve PFN loads and extrapolates curves of its prior from the
     first 40 epochs: the mean log-likelihood per held-out epoch over 100 prior curves is
@@ -364,6 +369,7 @@ def latent_nll(net, mu, y, n):
     return nll, np.asarray(net.bars.mean(logits)), mean, sd
 
 
+@pytest.mark.slow
 def test_latent_mode_close_to_conjugate_posterior(mu_pfn):
     """The latent-mode PFN's posterior of mu matches the Normal-Normal posterior.
 
@@ -465,6 +471,7 @@ def _bucket_chi2_z(bars, draws, log_probs):
     return (chi2 - dof) / np.sqrt(2 * dof)
 
 
+@pytest.mark.slow
 def test_run_samples_bar_distribution_under_one_jit(small_pfn, mu_pfn, monkeypatch):
     """``.run`` draws from the predicted bar distribution (bucket frequencies match its
     probabilities, chi-square z < 4), and a second call with the same shapes reuses the
@@ -523,6 +530,7 @@ def _train_script():
     return module
 
 
+@pytest.mark.slow
 def test_train_script_budget_and_half_precision_file(tmp_path, capsys):
     """``train_pfn.py --seconds`` turns a probe's timings into whole chunks of steps (at
     least one; compilation counted against the budget), and ``--weights-dtype float16``

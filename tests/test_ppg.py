@@ -39,6 +39,7 @@ def summary(name, estimates, exact):
     return err, se
 
 
+@pytest.mark.slow
 def test_ppg_reduces_the_paris_bias():
     """N = 50, T = 100, 32 seeds: PaRIS's sum x_{t-1} x_t is significantly low; PPG
     (k = 10, k0 = 2) with the same N is significantly closer to the exact value."""

@@ -161,7 +161,10 @@ def _combinators():
     }
 
 
-@pytest.mark.parametrize("name", list(_combinators()))
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=pytest.mark.slow) if n in ("particle_gibbs", "csmc") else n
+    for n in _combinators()
+])
 def test_combinator_progress_bar_reports_and_changes_nothing(name, capfd):
     """``progress_bar=True`` draws a bar labelled with the combinator's name on stderr from
     inside the jitted run; the draws for the same key are those without it."""

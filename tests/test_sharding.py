@@ -160,6 +160,7 @@ RMSMC_CHILD = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_resample_move_particles_sharded_over_four_devices_same_answer():
     """Resample-move SMC with ``devices="all"`` (``smc(..., move=infer.mh(...))``) over four
     host devices: the particles and their paths are split across devices, and the run is

@@ -108,6 +108,7 @@ def test_smc_static_logistic_regression_evidence():
     check_evidence(runs, exact)
 
 
+@pytest.mark.slow
 def test_lda_runs_as_a_static_program():
     """monad-bayes' LDA (discrete topic per word) under smc and rmsmc, one
     word per step (monad-bayes' suspension at each factor): finite evidence, the right

@@ -250,7 +250,7 @@ def test_eight_schools_matches_nuts(num_particles, move):
 
 @pytest.mark.parametrize(
     "num_particles,move",
-    [(500, "hmc"),
+    [pytest.param(500, "hmc", marks=pytest.mark.slow),
      pytest.param(500, "random_walk", marks=pytest.mark.slow),
      pytest.param(2000, "random_walk", marks=pytest.mark.slow),
      pytest.param(2000, "hmc", marks=pytest.mark.slow)],
