@@ -142,6 +142,7 @@ def lgssm_proposal():
     return alg.fit(KEY, zoo.lgssm_1d, jnp.zeros(T))
 
 
+@pytest.mark.slow
 def test_step_proposal_close_to_locally_optimal(lgssm_proposal):
     """p(x_t | x_{t-1}, y_t) for rho = 0.9, sigma_x = 1, sigma_y = 0.5: variance 1 / (1 +
     4) = 0.2, mean 0.2 (0.9 x_{t-1} + 4 y_t); held to the guide tolerances above."""

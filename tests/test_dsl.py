@@ -6,6 +6,7 @@ import networkx as nx
 import numpy as np
 import numpyro
 import numpyro.distributions as nd
+import pytest
 from numpyro.infer import MCMC, NUTS
 from numpyro.infer.util import log_density
 from ppl.semantics import Density, Sampler, Traced, Weighted, model_graph, record, to_dot
@@ -87,6 +88,7 @@ def test_numpyro_log_density_equals_density_log_joint():
     np.testing.assert_allclose(ppl_lp, by_hand, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_numpyro_nuts_runs_on_a_markov_model():
     mcmc = MCMC(NUTS(random_walk), num_warmup=200, num_samples=200, progress_bar=False)
     mcmc.run(KEY, YS[:3])
