@@ -405,6 +405,7 @@ def width_slope(net, n_values, logits):
     return slope, se
 
 
+@pytest.mark.slow
 def test_latent_mode_posterior_width_shrinks_with_training_size(mu_pfn):
     """The attention sink lets the network count its training points: the width of its
     posterior of mu falls with n. The exact posterior's sd is 1/sqrt(1 + n) (slope -1/2 on
@@ -428,6 +429,7 @@ def exact_bar_logits(bars, mean, sd):
     return jnp.asarray(np.log(np.maximum(mass, 1e-30)), jnp.float32)
 
 
+@pytest.mark.slow
 def test_latent_mode_posterior_sd_tracks_training_size(mu_pfn):
     """The bar distribution's sd of mu matches that of the exact posterior held in the
     same buckets, within 25% (rms log ratio over 400 held-out tasks).

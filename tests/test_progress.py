@@ -161,8 +161,11 @@ def _combinators():
     }
 
 
+SLOW_BARS = ("particle_gibbs", "csmc", "rmsmc", "ppg")  # compile-heavy: smc and paris stay fast
+
+
 @pytest.mark.parametrize("name", [
-    pytest.param(n, marks=pytest.mark.slow) if n in ("particle_gibbs", "csmc") else n
+    pytest.param(n, marks=pytest.mark.slow) if n in SLOW_BARS else n
     for n in _combinators()
 ])
 def test_combinator_progress_bar_reports_and_changes_nothing(name, capfd):
