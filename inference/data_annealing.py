@@ -56,6 +56,7 @@ from ppl.inference.tempered import (
     _Unconstrain,
     _unconstrain,
     kernel_parameters,
+    proposal_scale,
 )
 from ppl.semantics.sequential import StepResult, replay_key
 from ppl.semantics.trace import DETERMINISTIC, FACTOR, LATENT, OBSERVED, record
@@ -354,10 +355,7 @@ def _random_walk_move(fk: AnnealedModel, key, t, parents: ParticleState, move):
         value = trace.log_prior + handler.log_det + jnp.sum(jnp.where(present, g, 0.0))
         return _safe(value), (g, trace.select(LATENT))
 
-    weights_ = jnp.exp(parents.log_weights - jax.scipy.special.logsumexp(parents.log_weights))
-    mean = weights_ @ x
-    cov = ((x - mean) * weights_[:, None]).T @ (x - mean)
-    chol = kernel_parameters("random_walk", cov)
+    chol = kernel_parameters("random_walk", proposal_scale(x, parents.log_weights)[1])
     step_size = _mh_relative_step_size(move, dim)
     kernel = random_walk_mh(log_density, step_size, cholesky=chol, has_aux=True)
     states = jax.vmap(lambda p: MHState(p, *log_density(p)))(x)

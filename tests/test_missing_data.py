@@ -27,6 +27,7 @@ from numpyro.diagnostics import effective_sample_size
 from ppl.inference.smoothing import paris
 from ppl.semantics import Density
 from scipy.stats import multivariate_normal, norm
+from test_smc import assert_per_step, per_step_z
 
 import ppl
 from ppl import dist
@@ -65,18 +66,6 @@ def gaussian_condition(cov_xx, cov_xy, cov_yy, y):
     """Mean and covariance of x | y for zero-mean jointly Gaussian (x, y)."""
     gain = np.linalg.solve(cov_yy, cov_xy.T).T
     return gain @ y, cov_xx - gain @ cov_xy.T
-
-
-def per_step_z(estimates, exact):
-    """z-scores per step of the mean over runs (axis 0)."""
-    est = np.asarray(estimates, np.float64)
-    se = est.std(axis=0, ddof=1) / np.sqrt(est.shape[0])
-    return (est.mean(axis=0) - np.asarray(exact)) / se
-
-
-def assert_per_step(z, frac=0.95, max_abs=4.5):
-    z = np.abs(np.asarray(z)).ravel()
-    assert np.mean(z < 3.0) >= frac and z.max() < max_abs, (np.mean(z < 3.0), z.max())
 
 
 def assert_evidence(log_z_hats, log_z, k=3.0):
