@@ -7,7 +7,6 @@ Run with ``python examples/quickstart.py``; it prints ArviZ summaries and writes
 
 from pathlib import Path
 
-import arviz as az
 import jax
 import jax.numpy as jnp
 import matplotlib
@@ -48,13 +47,13 @@ def main():
     exact_mean = (2 + heads) / (4 + n)
     print(post)
     print(f"E[p | flips]: importance {float(post.mean('p')):.4f}, exact {exact_mean:.4f}")
-    print(az.summary(post.to_arviz(weights="resample"), kind="stats"))
+    print(post.summary(kind="stats"))  # the installed ArviZ's summary, weights resampled
 
     exact = infer.exact(num_samples=4000).run(key, weather, 1.0)
     print(exact)
     for site, probs in exact.info["marginals"].items():
         print(f"P({site} = 1 | wet grass) = {float(probs[1]):.4f}")
-    print(az.summary(exact.to_arviz(), kind="stats"))
+    print(exact.summary(kind="stats"))
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     grid = jnp.linspace(0, 1, 200)

@@ -3,23 +3,24 @@ PMMH, and look at the result with ArviZ.
 
     python examples/stochastic_volatility.py
 
-Writes ``examples/stochastic_volatility.png``: the filtered log-volatility band against
-the truth, and ArviZ's trace plot of the PMMH chains of phi and sigma.
+Writes ``examples/stochastic_volatility.png`` (the filtered log-volatility band against
+the truth) and ``examples/stochastic_volatility_trace.png`` (the installed ArviZ's trace
+plot of the PMMH chains of phi and sigma: ``plot_trace`` under ArviZ 0.x,
+``plot_trace_dist`` under 1.x).
 """
 
 from pathlib import Path
 
-import arviz as az
 import jax
 import jax.numpy as jnp
 import matplotlib
-import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from ppl import inference as infer  # noqa: E402
 from ppl import models as zoo  # noqa: E402
+from ppl.arviz_compat import arviz_major, az  # noqa: E402  (the installed ArviZ, 0.x or 1.x)
 
 PHI, SIGMA, T = 0.95, 0.25, 200
 
@@ -49,26 +50,31 @@ def main():
     posterior = pmmh.run(key_pmmh, zoo.stochastic_volatility, ys)
     print(posterior)
     idata = posterior.to_arviz()
-    print(az.summary(idata, var_names=["phi", "sigma"]))
+    print(posterior.summary(var_names=["phi", "sigma"]))
     print(f"truth: phi = {PHI}, sigma = {SIGMA}")
 
-    fig = plt.figure(figsize=(11, 7))
-    top = fig.add_subplot(2, 1, 1)
+    fig, top = plt.subplots(figsize=(11, 4))
     t = jnp.arange(1, T + 1)
     top.fill_between(t, mean - 2 * sd, mean + 2 * sd, alpha=0.3, label="SMC filter, ±2 sd")
     top.plot(t, mean, label="SMC filter mean")
     top.plot(t, xs, "k", lw=0.8, label="true log-volatility")
     top.set_xlabel("t")
     top.legend(loc="upper right")
-    # one row per parameter: (posterior density, trace of the chains)
-    axes = np.array([[fig.add_subplot(2, 4, 5 + 2 * row + col) for col in range(2)]
-                     for row in range(2)])
-    az.plot_trace(idata, var_names=["phi", "sigma"], axes=axes, show=False)
     fig.tight_layout()
     out = Path(__file__).with_name("stochastic_volatility.png")
     fig.savefig(out, dpi=100)
     print(f"saved {out}")
+    save_trace_plot(idata, ["phi", "sigma"], out.with_name("stochastic_volatility_trace.png"))
 
+
+def save_trace_plot(idata, var_names, out):
+    """The trace plot of the installed ArviZ (posterior density and chains per parameter)."""
+    if arviz_major() == 0:
+        axes = az.plot_trace(idata, var_names=var_names, show=False)
+        axes.ravel()[0].figure.savefig(out, dpi=100)
+    else:
+        az.plot_trace_dist(idata, var_names=var_names, backend="matplotlib").savefig(out, dpi=100)
+    print(f"saved {out}")
 
 if __name__ == "__main__":
     main()

@@ -68,21 +68,55 @@ def check_sweeps(num_sweeps, num_warmup):
     return num_sweeps, num_warmup
 
 
+def _is_typed_key(key) -> bool:
+    return jax.dtypes.issubdtype(getattr(key, "dtype", None), jax.dtypes.prng_key)
+
+
+def _key_help() -> str:
+    impl = jax.config.jax_default_prng_impl
+    return (
+        "run() needs a jax.random key as its first argument, as in .run(key, model, *args): "
+        "a typed key (jax.random.key(0), any implementation) or a raw key of the default "
+        f"implementation ({impl!r}: jax.random.PRNGKey(0))"
+    )
+
+
 def check_key(key):
-    """Raise a clear error unless ``key`` is a JAX PRNG key."""
+    """``key`` as a scalar *typed* key (:func:`jax.random.key`), or a clear error.
+
+    Accepted: a typed key of any implementation (threefry2x32, rbg, unsafe_rbg, ...; its
+    implementation is kept) and a raw ``uint32`` key (``jax.random.PRNGKey(0)``) of the
+    default implementation (``jax_default_prng_impl``: shape ``(2,)`` for threefry, ``(4,)``
+    for rbg and unsafe_rbg), which is wrapped with :func:`jax.random.wrap_key_data`. Every
+    run works on typed keys, so NumPyro's ``seed`` (which takes only typed keys and raw
+    threefry keys) sees one whatever the implementation; a raw key and its typed wrapping
+    give the same answer.
+    """
+    if _is_typed_key(key):
+        if np.shape(key) != ():
+            raise ArgumentTypeError(
+                f"{_key_help()}; got a typed key array of shape {np.shape(key)} (one key, "
+                "shape (), is needed: pass keys[0], not a batch of keys)"
+            )
+        return key
     try:
-        shape = np.shape(key)
-        typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) and shape == ()
-        raw = shape == (2,) and key.dtype == np.uint32  # a jax.random.PRNGKey
+        shape, dtype = np.shape(key), np.dtype(key.dtype)
     except (AttributeError, TypeError):
-        typed = raw = False
-    if not (typed or raw):
         raise ArgumentTypeError(
-            f"run() needs a jax.random key as its first argument (jax.random.PRNGKey(0) or "
-            f"jax.random.key(0)), as in .run(key, model, *args); got {key!r:.80} "
-            f"(a {type(key).__name__})"
+            f"{_key_help()}; got {key!r:.80} (a {type(key).__name__})"
+        ) from None
+    if dtype != np.uint32 or len(shape) != 1:
+        raise ArgumentTypeError(
+            f"{_key_help()}; got an array of shape {shape} and dtype {dtype}"
         )
-    return key
+    try:
+        return jax.random.wrap_key_data(key)
+    except (TypeError, ValueError) as err:
+        raise ArgumentTypeError(
+            f"{_key_help()}; got a raw key of shape {shape}, which is not a key of the "
+            f"default implementation (made under another jax_default_prng_impl? pass a typed "
+            f"key, jax.random.key(0, impl=...), instead)"
+        ) from err
 
 
 #: How many compiled runs with concrete (closed-over) data one combinator keeps.

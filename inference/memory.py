@@ -45,8 +45,15 @@ ADVICE = (
 )
 
 
+def itemsize(dtype) -> int:
+    """Bytes per element of ``dtype``, JAX's key dtypes (``key<rbg>``...) included."""
+    if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+        return int(dtype.itemsize)
+    return np.dtype(dtype).itemsize
+
+
 def _leaf_bytes(leaf) -> int:
-    return int(np.prod(leaf.shape, dtype=np.float64)) * np.dtype(leaf.dtype).itemsize
+    return int(np.prod(leaf.shape, dtype=np.float64)) * itemsize(leaf.dtype)
 
 
 def output_bytes(shapes) -> int:

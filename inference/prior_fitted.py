@@ -624,7 +624,7 @@ class PFN:
         loaded from a checkpoint, for the same program) with a fresh optimizer and learning
         rate schedule, keeping its normalisation and bucket borders.
         """
-        check_key(key)
+        key = check_key(key)
         num_steps = check_count("num_steps", num_steps)
         k_check, k_acc, k_stats, k_init, k_train = jax.random.split(key, 5)
         x0 = self._check_program(k_check, model)
@@ -700,7 +700,7 @@ class PFN:
         :class:`PFNNetwork`) whose output starts at zero: predictions are unchanged until
         training continues with ``.fit(..., resume=True)``. Returns ``self``."""
         self._check_fitted()
-        check_key(key)
+        key = check_key(key)
         if self.config.decoder:
             raise InvalidArgumentError(f"pfn.add_decoder: the network already has a decoder of "
                                        f"{self.config.decoder} units")
@@ -815,7 +815,7 @@ class PFN:
         the draws are one jitted function (:func:`_predict_and_sample`), compiled once per
         data shapes and ``num_samples``.
         """
-        check_key(key)
+        key = check_key(key)
         self._check_fitted()
         num_samples = check_count("num_samples", num_samples)
         name = _model_name(model)
@@ -932,7 +932,7 @@ def load(path, inputs=None, progress_bar=True, **options) -> PFN:
                **options)
     pfn_.config = _Config(*(meta[f] for f in _Config.__dataclass_fields__))
     skeleton = PFNNetwork(meta["num_features"], meta["num_buckets"], meta["width"],
-                          meta["depth"], meta["heads"], meta["hidden"], jax.random.PRNGKey(0),
+                          meta["depth"], meta["heads"], meta["hidden"], jax.random.key(0),
                           sink=meta["sink"], decoder=meta["decoder"])
     params, static = eqx.partition(skeleton, eqx.is_array)
     leaves, treedef = jax.tree.flatten(params)

@@ -72,6 +72,7 @@ import weakref
 import jax
 import jax.numpy as jnp
 import numpy as np
+from ppl.inference.memory import itemsize
 
 __all__ = ["RunInterrupted", "guarded_run", "progress_scan", "run_interruptibly"]
 
@@ -143,7 +144,7 @@ def _nbytes(tree) -> int:
         shape, dtype = np.shape(leaf), getattr(leaf, "dtype", None)
         if dtype is None:
             dtype = np.result_type(leaf)
-        total += int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        total += int(np.prod(shape, dtype=np.int64)) * itemsize(dtype)
     return total
 
 

@@ -26,12 +26,14 @@ Log evidence
     (shape ``(num_chains,)``) when each chain is an independent run.
 
 ArviZ
-    :meth:`Posterior.to_arviz` converts to :class:`arviz.InferenceData` (the ArviZ 0.x API):
-    groups ``posterior``, ``sample_stats``, ``observed_data`` and ``log_likelihood``; every
-    site gets dims ``("chain", "draw", f"{site}_dim_0", ...)``. ArviZ ignores importance
-    weights, so by default a *weighted* result is first resampled to equally weighted draws
-    (systematic resampling, deterministic unless a key is given); ``weights="sample_stats"``
-    gives the raw weighted draws. See :meth:`Posterior.to_arviz`.
+    :meth:`Posterior.to_arviz` converts to what the installed ArviZ expects
+    (:mod:`ppl.arviz_compat`): an :class:`xarray.DataTree` under ArviZ 1.x (``arviz-base``),
+    an ``arviz.InferenceData`` under 0.x; groups ``posterior``, ``sample_stats``,
+    ``observed_data`` and ``log_likelihood``; every site gets dims
+    ``("chain", "draw", f"{site}_dim_0", ...)``. ArviZ ignores importance weights, so by
+    default a *weighted* result is first resampled to equally weighted draws (systematic
+    resampling, deterministic unless a key is given); ``weights="sample_stats"`` gives the
+    raw weighted draws. See :meth:`Posterior.to_arviz`.
 
 MCMC diagnostics
     A result of an MCMC method (:data:`MCMC_METHODS`) with several chains and no weights is
@@ -58,6 +60,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
 
+from ppl.arviz_compat import az, build
 from ppl.errors import ConvergenceWarning, NonFiniteWeightError, UnknownOptionError
 from ppl.weights import ess, normalise
 
@@ -65,6 +68,10 @@ __all__ = ["MCMC_METHODS", "Posterior", "check_mcmc_diagnostics", "mcmc_diagnost
 
 #: Names :meth:`Posterior.to_arviz` writes into the ``sample_stats`` group itself.
 _RESERVED_STATS = ("log_weight", "log_evidence", "ess")
+#: The groups :meth:`Posterior.predictive` fills (ArviZ's names).
+PREDICTIVE_GROUPS = ("posterior_predictive", "prior", "prior_predictive")
+#: Folded into the key of :meth:`Posterior.predictive` ("pred" in ASCII).
+_PREDICTIVE_STREAM = 0x70726564
 #: Allowed values of ``to_arviz(weights=...)``.
 _WEIGHT_MODES = ("auto", "sample_stats", "resample")
 
@@ -346,6 +353,10 @@ class Posterior:
             ``(num_chains * num_draws, *data_shape)``.
         method: name of the algorithm that produced the draws.
         info: optional dict of anything else (diagnostics, exact marginals, ...).
+        predictive: optional dict group -> dict site -> per-draw array, for the groups
+            ``"posterior_predictive"`` (aligned with the draws: leading axis
+            ``num_chains * num_draws``), ``"prior"`` and ``"prior_predictive"`` (any number
+            of draws, one chain); filled by :meth:`predictive`.
 
     Raises:
         ValueError: if leading axes disagree, are not divisible by ``num_chains``, or a
@@ -371,6 +382,7 @@ class Posterior:
         log_likelihood=None,
         method="",
         info=None,
+        predictive=None,
     ):
         if not isinstance(samples, Mapping):
             raise TypeError(
@@ -388,6 +400,11 @@ class Posterior:
         self._method = str(method)
         self._info = dict(info or {})
         self._num_chains = num_chains
+        self._predictive = {g: dict(v) for g, v in (predictive or {}).items()}
+        unknown = sorted(set(self._predictive) - set(PREDICTIVE_GROUPS))
+        if unknown:
+            raise ValueError(f"Posterior: unknown predictive group(s) {unknown}; allowed: "
+                             f"{list(PREDICTIVE_GROUPS)}")
 
         reserved = sorted(set(self._sample_stats) & set(_RESERVED_STATS))
         if reserved:
@@ -400,6 +417,8 @@ class Posterior:
         per_draw = [(f"site '{k}'", v) for k, v in self._samples.items()]
         per_draw += [(f"sample_stats '{k}'", v) for k, v in self._sample_stats.items()]
         per_draw += [(f"log_likelihood '{k}'", v) for k, v in self._log_likelihood.items()]
+        per_draw += [(f"posterior_predictive '{k}'", v)
+                     for k, v in self._predictive.get("posterior_predictive", {}).items()]
         if log_weights is not None:
             per_draw.append(("log_weights", log_weights))
         if not per_draw:
@@ -700,12 +719,123 @@ class Posterior:
             log_likelihood=take(self._log_likelihood),
             method=self._method,
             info=info,
+            predictive=self._predictive_taken(take),
+        )
+
+    def _predictive_taken(self, take) -> dict:
+        """The predictive groups with the posterior predictive at the rows ``take`` picks
+        (the prior groups are not draws of this posterior: kept as they are)."""
+        out = dict(self._predictive)
+        if "posterior_predictive" in out:
+            out["posterior_predictive"] = take(out["posterior_predictive"])
+        return out
+
+    # ----------------------------------------------------------------------- predictive
+
+    @property
+    def posterior_predictive(self) -> dict:
+        """dict observed site -> posterior predictive draws, one per draw (chain-major);
+        empty until :meth:`predictive` fills it."""
+        return dict(self._predictive.get("posterior_predictive", {}))
+
+    @property
+    def prior_predictive(self) -> dict:
+        """dict observed site -> prior predictive draws (``predictive(..., prior=True)``)."""
+        return dict(self._predictive.get("prior_predictive", {}))
+
+    def predictive(self, model, *args, key=None, prior=False, **kwargs) -> Posterior:
+        """Posterior (or prior) predictive draws of the observed sites of ``model``.
+
+        ``post.predictive(model, *args)`` runs ``model(*args, **kwargs)`` once per draw with
+        its latent sites set to that draw (every site of :attr:`samples` the program samples;
+        markov step sites by their whole paths) and its ``observe`` sites *drawn* from their
+        distributions instead of conditioned: the posterior predictive
+        ``p(y_rep | y) = E_post[p(y_rep | latents)]`` (Gelman, Meng & Stern 1996,
+        "Posterior predictive assessment of model fitness via realized discrepancies").
+        With ``prior=True`` the latents are drawn from the prior too (the prior predictive;
+        as many draws as this result has). One ``jit``-compiled ``vmap`` over the draws;
+        the data arguments are closed over, so programs that need concrete data work.
+
+        Returns a new :class:`Posterior`, the same draws and weights, with the draws in
+        :attr:`posterior_predictive` (leading axis aligned with the draws: weighted results
+        keep their weights, and :meth:`to_arviz` resamples them together) or
+        :attr:`prior_predictive` (and the prior's latents); :meth:`to_arviz` writes them
+        into the groups ``posterior_predictive`` / ``prior`` / ``prior_predictive``, beside
+        ``observed_data`` (taken from the program's arguments when the result has none), so ``az.plot_ppc`` (ArviZ 0.x) / ``az.plot_ppc_dist`` (1.x) work.
+        Chain both to have both: ``post.predictive(m, y).predictive(m, y, prior=True)``.
+
+        Args:
+            model: the program the result is of.
+            *args, **kwargs: its arguments, as given to ``.run`` (the observed values are
+                not read, only their shapes).
+            key: PRNG key of the draws (default ``jax.random.key(0)``); the draws use
+                ``fold_in(key, "pred")``, so passing the key of the run does not reuse its
+                random numbers.
+            prior: draw from the prior predictive instead of the posterior predictive.
+
+        Raises:
+            UnsupportedModelError: if the program has no observed site.
+            InvalidArgumentError: if no site of :attr:`samples` is a latent site of the
+                program (posterior predictive of another program).
+        """
+        from ppl.errors import InvalidArgumentError, UnsupportedModelError
+        from ppl.inference.base import check_key
+        from ppl.semantics.trace import LATENT, OBSERVED, record
+
+        key = check_key(jax.random.key(0) if key is None else key)
+        _, trace, _ = record(model, key, args, kwargs)
+        observed = trace.names(OBSERVED)
+        if not observed:
+            raise UnsupportedModelError(
+                "Posterior.predictive: the program has no observe site, so it has nothing "
+                "to predict"
+            )
+        latent = [n for n in trace.names(LATENT) if n in self._samples]
+        if not prior and trace.names(LATENT) and not latent:
+            raise InvalidArgumentError(
+                f"Posterior.predictive: none of this result's sites {sorted(self._samples)} "
+                f"is a latent site of the program (its latent sites: "
+                f"{trace.names(LATENT)}); pass the program the result is of"
+            )
+        n = self._total
+        # a stream of its own: the run's key (or key(0)) passed again draws nothing the
+        # run drew (the particle keys of the engine are derived from the same key)
+        keys = jax.random.split(jax.random.fold_in(key, _PREDICTIVE_STREAM), n)
+        values = {} if prior else {s: jnp.asarray(self._samples[s]) for s in latent}
+
+        def one(k, v):
+            _, tr, _ = record(model, k, args, kwargs, substitutions=v or None,
+                              predictive=True)
+            return ({s: tr.values[s] for s in observed},
+                    {s: tr.values[s] for s in trace.names(LATENT)})
+
+        draws, latents = jax.jit(jax.vmap(one))(keys, values)
+        groups = dict(self._predictive)
+        if prior:
+            groups["prior"] = latents
+            groups["prior_predictive"] = draws
+        else:
+            groups["posterior_predictive"] = draws
+        return Posterior(
+            self._samples,
+            num_chains=self._num_chains,
+            log_weights=self._log_weights,
+            log_evidence=self._log_evidence,
+            sample_stats=self._sample_stats,
+            observed_data=self._observed_data or {s: trace.values[s] for s in observed},
+            log_likelihood=self._log_likelihood,
+            method=self._method,
+            info=self._info,
+            predictive=groups,
         )
 
     # ----------------------------------------------------------------------- arviz
 
     def to_arviz(self, weights: str = "auto", key=None):
-        """Convert to :class:`arviz.InferenceData` (ArviZ 0.x API).
+        """Convert to the installed ArviZ's result type: an :class:`xarray.DataTree` (one
+        child per group) under ArviZ 1.x or with only ``arviz-base`` installed, an
+        ``arviz.InferenceData`` under ArviZ 0.x (:func:`ppl.arviz_compat.arviz_major`).
+        Both have the same groups, variables, dims and attributes.
 
         ArviZ's statistics (``az.summary``, ``az.loo``, ``az.plot_*``) treat every draw as
         equally weighted; they never read importance weights. So by default a *weighted*
@@ -725,6 +855,8 @@ class Posterior:
         * ``log_likelihood``: pointwise log-likelihoods, dims ``("chain", "draw",
           f"{site}_dim_i"...)``, of the same draws as ``posterior`` (so ``az.loo`` /
           ``az.waic`` are right for resampled draws too).
+        * ``posterior_predictive``, ``prior``, ``prior_predictive``: after
+          :meth:`predictive` (the posterior predictive at the same draws as ``posterior``).
 
         Resampled conversions (the default for weighted results, or ``weights="resample"``):
         the ``num_chains * num_draws`` draws are replaced by as many equally weighted draws,
@@ -750,7 +882,7 @@ class Posterior:
                 (ArviZ ignores them: use this to read or reweight the draws yourself);
                 ``"resample"``: always resample (for unweighted results this only reorders
                 the draws into one chain).
-            key: PRNG key of the resampling. Default ``jax.random.PRNGKey(0)``: the
+            key: PRNG key of the resampling. Default ``jax.random.key(0)``: the
                 conversion is deterministic, the same draws on every call; pass keys to see
                 the resampling noise.
 
@@ -769,11 +901,11 @@ class Posterior:
     def _to_arviz_resampled(self, key):
         """:meth:`to_arviz` of the systematically resampled draws, with the provenance."""
         given = key is not None
-        idx = _systematic_indices(jax.random.PRNGKey(0) if key is None else key,
+        idx = _systematic_indices(jax.random.key(0) if key is None else key,
                                   self.weights, self._total)
         post = self._take_draws(idx)
         n, importance_ess = self._total, self.ess
-        key_text = "given by the caller" if given else "PRNGKey(0), the default"
+        key_text = "given by the caller" if given else "key(0), the default"
         if self.is_weighted:
             note = (
                 f"ppl: the {n} weighted draws (importance ESS {importance_ess:.1f}) were "
@@ -806,10 +938,8 @@ class Posterior:
         return post._inference_data(meta, stats, stats_attrs)
 
     def _inference_data(self, extra_meta=None, extra_stats=None, stats_attrs=None):
-        """The InferenceData of these draws as they are (see :meth:`to_arviz`); the extras
+        """The ArviZ object of these draws as they are (see :meth:`to_arviz`); the extras
         go into every group's attributes, ``sample_stats`` and its attributes."""
-        import arviz as az
-
         c, d = self._num_chains, self._num_draws
         groups = {}
         meta = {"inference_library": "ppl", "ppl_method": self._method}
@@ -850,20 +980,27 @@ class Posterior:
             groups["observed_data"] = xr.Dataset(obs, attrs=meta)
         if self._log_likelihood:
             groups["log_likelihood"] = _per_draw_dataset(self._log_likelihood, c, d, meta)
-        return az.InferenceData(**groups)
+        if self._predictive.get("posterior_predictive"):
+            groups["posterior_predictive"] = _per_draw_dataset(
+                self._predictive["posterior_predictive"], c, d, meta)
+        for name in ("prior", "prior_predictive"):
+            arrays = self._predictive.get(name)
+            if arrays:
+                n_prior = _leading(next(iter(arrays.values())))
+                groups[name] = _per_draw_dataset(arrays, 1, n_prior, meta)
+        return build(groups)
 
     def summary(self, key=None, **kwargs):
-        """``arviz.summary`` of :meth:`to_arviz`, as a pandas DataFrame.
+        """``summary`` of the installed ArviZ (:data:`ppl.arviz_compat.az`) on
+        :meth:`to_arviz`, as a pandas DataFrame.
 
-        Keyword arguments go to :func:`arviz.summary` (e.g. ``var_names``, ``hdi_prob``,
-        ``kind``). Weighted results are first resampled to equal weights
-        (``to_arviz(key=key)``, key defaulting to ``jax.random.PRNGKey(0)``) because
-        ArviZ's statistics ignore importance weights; their ESS/R-hat columns then describe
+        Keyword arguments go to that ``summary`` (e.g. ``var_names``, ``kind``; ArviZ 0.x
+        also takes ``hdi_prob``, 1.x ``ci_prob``). Weighted results are first resampled to
+        equal weights (``to_arviz(key=key)``, key defaulting to ``jax.random.key(0)``)
+        because ArviZ's statistics ignore importance weights; their ESS/R-hat columns then describe
         the resampled draws, not the weights (see :attr:`ess` for the importance-sampling
         ESS).
         """
-        import arviz as az
-
         return az.summary(self.to_arviz(key=key), **kwargs)
 
     # ----------------------------------------------------------------------- repr

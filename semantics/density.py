@@ -26,7 +26,7 @@ class Density:
     def trace(self, values, *args, **kwargs) -> Trace:
         """The trace of the program with its latent sites fixed to ``values``."""
         _, trace, _ = record(
-            self.model, jax.random.PRNGKey(0), args, kwargs, substitutions=values
+            self.model, jax.random.key(0), args, kwargs, substitutions=values
         )
         missing = [n for n in trace.latent_names if n not in values]
         if missing:

@@ -80,7 +80,7 @@ class Enumerated:
     def _discrete_sites(self, args, kwargs):
         """Latent sites with their support sizes, whether they are in a markov step, and
         the program's plate nesting; raises for a continuous latent site."""
-        _, trace, raw = record(self.model, jax.random.PRNGKey(0), args, kwargs)
+        _, trace, raw = record(self.model, jax.random.key(0), args, kwargs)
         sites = {}
         for name in trace.latent_names:
             site = raw[name]

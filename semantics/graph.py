@@ -20,7 +20,7 @@ from ppl.primitives import in_markov_step
 def model_graph(model, *args, **kwargs) -> nx.DiGraph:
     """A DiGraph whose nodes are the program's sites (attributes: ``kind``,
     ``distribution``, ``plates``, ``markov``) and whose edges are dependencies."""
-    _, _, raw = record(model, jax.random.PRNGKey(0), args, kwargs)
+    _, _, raw = record(model, jax.random.key(0), args, kwargs)
     relations = get_model_relations(model, model_args=args, model_kwargs=kwargs)
     order = {name: i for i, name in enumerate(raw)}
     graph = nx.DiGraph()

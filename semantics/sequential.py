@@ -49,7 +49,7 @@ from ppl.primitives import step_index, stub_markov
 def replay_key():
     """The key of replays and of structure-only runs (every draw substituted or unused);
     built on call, in the default PRNG implementation, so no key exists at import time."""
-    return jax.random.PRNGKey(0)
+    return jax.random.key(0)
 
 
 class StepResult(NamedTuple):

@@ -224,13 +224,22 @@ def record(model, key, args=(), kwargs=None, substitutions=None, predictive=Fals
     return value, from_numpyro(recorder.trace), recorder.trace
 
 
+def typed_key(key):
+    """``key`` as a typed key: a raw ``uint32`` key (``jax.random.PRNGKey``) is wrapped in
+    the default implementation, so NumPyro's ``seed`` (typed keys, or raw threefry keys only)
+    takes keys of every implementation (rbg, unsafe_rbg, ...)."""
+    if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return key
+    return jax.random.wrap_key_data(key)
+
+
 def _recorder(model, key, substitutions, predictive, check=False):
     fn = _CheckParameters(model) if check else model
     if substitutions:
         fn = numpyro.handlers.substitute(fn, data=dict(substitutions))
     if predictive:
         fn = Unobserve(fn)
-    return _Recorder(numpyro.handlers.seed(fn, key))
+    return _Recorder(numpyro.handlers.seed(fn, typed_key(key)))
 
 
 def _run(recorder, args, kwargs, predictive):
@@ -352,6 +361,6 @@ def check_arguments(model, args=(), kwargs=None, checked=None):
             step(init, x)
 
     with numpyro.validation_enabled(False), stub_markov(first_step):
-        record(model, jax.random.PRNGKey(0), args, kwargs)
+        record(model, jax.random.key(0), args, kwargs)
     if checked is not None:
         checked[structure] = True

@@ -48,7 +48,7 @@ class Traced:
     def replay(self, trace: Trace, *args, **kwargs) -> Trace:
         """Re-run the program with the latent values of ``trace``; recompute densities."""
         new = record(
-            self.model, jax.random.PRNGKey(0), args, kwargs, substitutions=trace.select(LATENT)
+            self.model, jax.random.key(0), args, kwargs, substitutions=trace.select(LATENT)
         )[1]
         missing = set(new.latent_names) - set(trace.latent_names)
         if missing:

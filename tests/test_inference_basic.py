@@ -1,9 +1,9 @@
 """The first two combinators, importance and exact, against exact answers."""
 
-import arviz as az
 import jax
 import jax.numpy as jnp
 import numpy as np
+from arviz_helpers import az
 from ppl.semantics import preserves
 
 import ppl

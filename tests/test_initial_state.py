@@ -36,11 +36,11 @@ a test can, it asserts that such a wrong answer is more than k standard errors f
 estimate, so the checks tell the right reading of x0 from the usual wrong ones.
 """
 
-import arviz as az
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from arviz_helpers import az
 from numpyro.distributions import constraints
 from numpyro.infer.util import log_density
 from ppl.semantics.validity import preserves

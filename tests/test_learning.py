@@ -23,12 +23,12 @@ with (0.9, 1, 0.5).
 
 import importlib
 
-import arviz as az
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.optimize
+from arviz_helpers import az
 from numpyro.distributions import constraints
 
 import ppl

@@ -4,10 +4,10 @@ R-hat > 1.01, bulk ESS < 100 per chain, or divergent transitions give one
 
 import warnings
 
-import arviz as az
 import jax
 import numpy as np
 import pytest
+from arviz_helpers import az
 
 import ppl
 from ppl import ConvergenceWarning, Posterior

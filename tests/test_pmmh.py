@@ -20,11 +20,11 @@ than 4 MCSE.
 
 import importlib
 
-import arviz as az
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from arviz_helpers import az
 
 import ppl
 from ppl import dist
