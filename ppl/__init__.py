@@ -6,6 +6,7 @@ analyse the :class:`Posterior` with ArviZ.
 
 import numpyro.distributions as dist
 
+from ppl import check
 from ppl.errors import (
     ArgumentTypeError,
     ConvergenceWarning,
@@ -60,6 +61,7 @@ __all__ = [
     "UnsupportedModelError",
     "UnsupportedOptionError",
     "brownian",
+    "check",
     "current_step",
     "deterministic",
     "dist",

@@ -761,7 +761,8 @@ class Posterior:
         keep their weights, and :meth:`to_arviz` resamples them together) or
         :attr:`prior_predictive` (and the prior's latents); :meth:`to_arviz` writes them
         into the groups ``posterior_predictive`` / ``prior`` / ``prior_predictive``, beside
-        ``observed_data`` (taken from the program's arguments when the result has none), so ``az.plot_ppc`` (ArviZ 0.x) / ``az.plot_ppc_dist`` (1.x) work.
+        ``observed_data`` (taken from the program's arguments when the result has none),
+        so ``az.plot_ppc`` (ArviZ 0.x) / ``az.plot_ppc_dist`` (1.x) work.
         Chain both to have both: ``post.predictive(m, y).predictive(m, y, prior=True)``.
 
         Args:

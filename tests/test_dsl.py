@@ -7,6 +7,7 @@ import numpy as np
 import numpyro
 import numpyro.distributions as nd
 import pytest
+from arviz_helpers import group_names
 from numpyro.infer import MCMC, NUTS
 from numpyro.infer.util import log_density
 from ppl.semantics import Density, Sampler, Traced, Weighted, model_graph, record, to_dot
@@ -52,7 +53,7 @@ def test_plain_numpyro_model_runs_unchanged():
     post = infer.importance(50).run(KEY, plain_numpyro, y)
     assert post.samples["mu"].shape == (50,)
     idata = post.to_arviz()
-    assert {"posterior", "log_likelihood", "observed_data"} <= set(idata.groups())
+    assert {"posterior", "log_likelihood", "observed_data"} <= set(group_names(idata))
     assert list(idata.posterior.data_vars) == ["mu"]
     assert idata.posterior["mu"].shape == (1, 50)
     assert list(idata.log_likelihood.data_vars) == ["y"]

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from arviz_helpers import az, elpd
+from arviz_helpers import az, elpd, group_names
 from ppl.inference.variational import SVI, svi
 from scipy import optimize, special
 
@@ -289,7 +289,7 @@ def test_same_key_same_answer_progress_bar_and_arviz(capsys):
     np.testing.assert_array_equal(a.info["elbo"], b.info["elbo"])
     assert not np.array_equal(a.samples["mu"], c.samples["mu"])
     idata = a.to_arviz()
-    assert set(idata.groups()) >= {"posterior", "log_likelihood", "observed_data"}
+    assert set(group_names(idata)) >= {"posterior", "log_likelihood", "observed_data"}
     assert idata.posterior["mu"].shape == (1, 100)
     assert idata.log_likelihood["y"].shape == (1, 100, NN_DATA.shape[0])
     assert np.isfinite(elpd(az.loo(idata)))
