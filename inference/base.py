@@ -274,6 +274,24 @@ class CompiledRuns:
         )
 
 
+def per_structure(cache: dict, model, args, kwargs, compute):
+    """``compute()`` once per model and argument structure (the tree, array shapes and
+    dtypes, the other leaves themselves; as a run is compiled once), cached in ``cache``;
+    for eager checks and static facts about a program (its site names) that do not depend
+    on the values of its array arguments. With an unhashable argument it is computed on
+    every call."""
+    from ppl.semantics.trace import _structure
+
+    try:
+        structure = _structure(model, args, kwargs or {})
+        if structure in cache:
+            return cache[structure]
+    except TypeError:  # an unhashable argument: no caching
+        return compute()
+    cache[structure] = value = compute()
+    return value
+
+
 def nonfinite_sites(log_probs: dict) -> list[str]:
     """Names of sites whose log density has a NaN or +inf anywhere."""
     bad = []

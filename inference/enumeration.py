@@ -5,7 +5,7 @@ as a combinator (NumPyro's funsor enumeration; variable elimination and, through
 from __future__ import annotations
 
 import jax
-from ppl.inference.base import check_count, check_key
+from ppl.inference.base import CompiledRuns, check_count, check_key
 from ppl.inference.tracer_errors import control_flow_errors
 from ppl.semantics.density import Density
 from ppl.semantics.enumerated import Enumerated
@@ -20,18 +20,25 @@ class Exact:
     def __init__(self, num_samples: int = 1000):
         self.num_samples = check_count("num_samples", num_samples)
         self._checked = {}
+        self._runs = CompiledRuns(self.core)
+
+    def core(self, key, model, args, kwargs):
+        """The pure, jittable run: ``(log evidence, marginals, (samples, log_likelihood,
+        observed data))``, compiled once per model and argument structure."""
+        enumerated = Enumerated(model)
+        return (
+            enumerated.log_evidence(*args, **kwargs),
+            enumerated.marginals(*args, **kwargs),
+            self._draws(key, model, enumerated, args, kwargs),
+        )
 
     def run(self, key, model, *args, **kwargs) -> Posterior:
         """Exact log evidence, marginals and ``num_samples`` joint posterior draws."""
         key = check_key(key)
         check_arguments(model, args, kwargs, checked=self._checked)
-        enumerated = Enumerated(model)
         with control_flow_errors(model, args, kwargs):  # `if z:` on a site: named error
-            log_z = jax.jit(lambda: enumerated.log_evidence(*args, **kwargs))()
-            marginals = jax.jit(lambda: enumerated.marginals(*args, **kwargs))()
-            samples, log_likelihood, observed = jax.jit(
-                lambda k: self._draws(k, model, enumerated, args, kwargs)
-            )(key)
+            log_z, marginals, (samples, log_likelihood, observed) = self._runs(
+                key, model, args, kwargs)
         return Posterior(
             samples,
             log_evidence=log_z,

@@ -147,7 +147,8 @@ def inspect_sites(model, args, kwargs) -> ModelSites:
     for a non-enumerable discrete site, and when there is no continuous latent site (NUTS
     would have nothing to move: use ``infer.exact()``).
     """
-    _, trace, raw = record(feasible_improper(model), replay_key(), args, kwargs)
+    _, trace, raw = record(feasible_improper(model), replay_key(), args, kwargs,
+                           densities=False)
     continuous, discrete, in_markov = [], [], False
     for name in trace.latent_names:
         site = raw[name]
@@ -211,27 +212,37 @@ def recover_discrete_sites(key, model, continuous_draws: dict, args, kwargs) -> 
     return jax.vmap(one)(jax.random.split(key, num_draws), continuous_draws)
 
 
-def complete_draws(key, model, continuous_draws, args, kwargs, sites: ModelSites, recover):
+def complete_draws(key, model, continuous_draws, args, kwargs, sites: ModelSites, recover,
+                   flags: bool = False):
     """Samples and pointwise log-likelihoods of every draw, given its continuous sites.
 
     Recovers the discrete sites (when ``recover``), then replays the program at each draw
     (the :class:`~ppl.semantics.Density` trace, vmapped) to get its deterministic sites and
     the elementwise log density of every observed site. Returns ``(samples,
     log_likelihood)``; without recovery of a model with discrete sites only the
-    continuous draws are returned and no log-likelihood.
+    continuous draws are returned and no log-likelihood. With ``flags`` a third output
+    says, per draw, whether some site's log density is NaN or +inf there (None without a
+    replay), so :func:`check_chains` looks for the sites eagerly only where there are some.
     """
     values = dict(continuous_draws)
     if sites.discrete:
         if not recover:
-            return values, {}
+            return (values, {}, None) if flags else (values, {})
         values.update(recover_discrete_sites(key, model, continuous_draws, args, kwargs))
     trace = jax.vmap(lambda v: Density(model).trace(v, *args, **kwargs))(values)
     samples = trace.select(LATENT, DETERMINISTIC)
     log_likelihood = {n: trace.log_probs[n] for n in trace.names(OBSERVED)}
-    return samples, log_likelihood
+    if not flags:
+        return samples, log_likelihood
+    nonfinite = jnp.zeros(jax.tree.leaves(values)[0].shape[:1], bool)
+    for lp in trace.log_probs.values():
+        bad = jnp.isnan(lp) | jnp.isposinf(lp)
+        nonfinite = nonfinite | jnp.any(bad.reshape(bad.shape[0], -1), axis=1)
+    return samples, log_likelihood, nonfinite
 
 
-def check_chains(method: str, model, args, kwargs, sites: ModelSites, samples, fields):
+def check_chains(method: str, model, args, kwargs, sites: ModelSites, samples, fields,
+                 nonfinite=None):
     """Raise :class:`~ppl.errors.NonFiniteWeightError` naming the sites when a chain never
     had a finite log density.
 
@@ -243,7 +254,10 @@ def check_chains(method: str, model, args, kwargs, sites: ModelSites, samples, f
     transition diverged with acceptance 0 when a site's log density is non-finite at its
     draws (a NaN gradient, say). The sites are found by evaluating the program at that
     draw (:func:`~ppl.inference.base.nonfinite_sites_at`: "NaN data", the step of a
-    ``markov`` site, a +inf factor, a NaN log density from the parameters)."""
+    ``markov`` site, a +inf factor, a NaN log density from the parameters). ``nonfinite``
+    (per draw, from :func:`complete_draws`) spares that eager evaluation when the chain is
+    stuck at finite energies and no site's log density is NaN or +inf at the draw (the
+    run is then not an error: the diagnostics warn)."""
     energy = np.asarray(fields["potential_energy"]).reshape(-1)
     bad = ~np.isfinite(energy)
     diverging = np.asarray(fields["diverging"]).reshape(-1)
@@ -252,6 +266,8 @@ def check_chains(method: str, model, args, kwargs, sites: ModelSites, samples, f
     if not bad.any() and not stuck:
         return
     i = int(np.flatnonzero(bad)[0]) if bad.any() else 0
+    if not bad.any() and nonfinite is not None and not np.asarray(nonfinite).reshape(-1)[i]:
+        return  # every transition diverged at finite densities: the diagnostics warn
     latent = set(sites.continuous) | set(sites.discrete)
     values = {n: np.asarray(v).reshape(-1, *np.shape(v)[1:])[i] if np.ndim(v) else v
               for n, v in samples.items() if n in latent}
@@ -339,20 +355,27 @@ class _Lowered:
         return continuous, mcmc.get_extra_fields(), mcmc.last_state.adapt_state.step_size
 
     def _complete(self, key, continuous, arrays):
+        """``(samples, log_likelihood, observed data, non-finite flags)``:
+        :func:`complete_draws`, and the data of this call (``self.sites.observed_data``
+        are those of the call that built the lowering)."""
         a, kw = self.rebuild(arrays)
-        return complete_draws(
-            key, self.model, continuous, a, kw, self.sites, self.algorithm.recover_discrete
+        samples, log_likelihood, nonfinite = complete_draws(
+            key, self.model, continuous, a, kw, self.sites, self.algorithm.recover_discrete,
+            flags=True,
         )
+        _, trace, _ = record(feasible_improper(self.model), replay_key(), a, kw,
+                             densities=False)
+        return samples, log_likelihood, trace.select(OBSERVED), nonfinite
 
     def _run(self, key, arrays):
         continuous, fields, step_size = self._sample(key, arrays)
-        samples, log_likelihood = self._complete(jax.random.fold_in(key, 1), continuous, arrays)
-        return samples, log_likelihood, fields, step_size
+        completed = self._complete(jax.random.fold_in(key, 1), continuous, arrays)
+        return (*completed, fields, step_size)
 
     def _run_eager(self, key, arrays):
         continuous, fields, step_size = self._sample(key, arrays)
-        samples, log_likelihood = self.complete(jax.random.fold_in(key, 1), continuous, arrays)
-        return samples, log_likelihood, fields, step_size
+        completed = self.complete(jax.random.fold_in(key, 1), continuous, arrays)
+        return (*completed, fields, step_size)
 
 
 class _HamiltonianMC:
@@ -396,10 +419,10 @@ class _HamiltonianMC:
         discrete sites uses ``jax.random.fold_in(key, 1)``. Same key, same answer.
         """
         key = check_key(key)
-        lowered, (samples, log_likelihood, fields, step_size) = self._lowered_run(
-            key, model, args, kwargs
-        )
-        check_chains(self.method, model, args, kwargs, lowered.sites, samples, fields)
+        lowered, (samples, log_likelihood, observed, nonfinite, fields, step_size) = (
+            self._lowered_run(key, model, args, kwargs))
+        check_chains(self.method, model, args, kwargs, lowered.sites, samples, fields,
+                     nonfinite)
         sample_stats = {
             "accept_prob": fields["accept_prob"],
             "diverging": fields["diverging"],
@@ -419,7 +442,7 @@ class _HamiltonianMC:
             samples,
             num_chains=self.num_chains,
             sample_stats=sample_stats,
-            observed_data=lowered.sites.observed_data,
+            observed_data=observed,
             log_likelihood=log_likelihood,
             method=self.method,
             info=info,

@@ -23,19 +23,31 @@ from ppl.semantics.weighted import Weighted
 from ppl.posterior import Posterior
 
 
-def posterior_from_particles(particles, method: str, **extra) -> Posterior:
-    """A weighted :class:`Posterior` from a population (traces with a leading N axis);
-    ``info["ess"]`` has one entry per step, as SMC's: here one step, shape ``(1,)``."""
+def particle_summary(particles) -> tuple:
+    """``(log evidence, ESS of shape (1,), observed data)`` of a population (traces with a
+    leading N axis); jittable, so a core can return it with the particles."""
     trace = particles.trace
-    observed = trace.names(OBSERVED)
+    return (
+        log_evidence(particles.log_weights),
+        jnp.reshape(effective_sample_size(particles.log_weights), (1,)),
+        {n: trace.values[n][0] for n in trace.names(OBSERVED)},
+    )
+
+
+def posterior_from_particles(particles, method: str, summary=None, **extra) -> Posterior:
+    """A weighted :class:`Posterior` from a population (traces with a leading N axis);
+    ``info["ess"]`` has one entry per step, as SMC's: here one step, shape ``(1,)``.
+    ``summary`` is :func:`particle_summary`'s (computed here, eagerly, when not given)."""
+    trace = particles.trace
+    log_z, ess, observed_data = particle_summary(particles) if summary is None else summary
     return Posterior(
         trace.select(LATENT, DETERMINISTIC),
         log_weights=particles.log_weights,
-        log_evidence=log_evidence(particles.log_weights),
-        observed_data={n: trace.values[n][0] for n in observed},
-        log_likelihood={n: trace.log_probs[n] for n in observed},
+        log_evidence=log_z,
+        observed_data=observed_data,
+        log_likelihood={n: trace.log_probs[n] for n in trace.names(OBSERVED)},
         method=method,
-        info={"ess": jnp.reshape(effective_sample_size(particles.log_weights), (1,)), **extra},
+        info={"ess": ess, **extra},
     )
 
 
@@ -52,19 +64,20 @@ class Importance:
 
     def _core(self, key, model, args, kwargs):
         population = Population(Weighted(model, self.proposal), self.num_samples)
-        return population(key, *args, **kwargs)
+        particles = population(key, *args, **kwargs)
+        return particles, particle_summary(particles)
 
     def run(self, key, model, *args, **kwargs) -> Posterior:
         """Draw ``num_samples`` weighted samples of ``model(*args, **kwargs)``."""
         key = check_key(key)
         check_arguments(model, args, kwargs, checked=self._checked)
-        particles = self._runs(key, model, args, kwargs)
+        particles, summary = self._runs(key, model, args, kwargs)
         trace = particles.trace
         check_log_weights(
             particles.log_weights,
             {n: trace.log_probs[n] for n in trace.names(LATENT, OBSERVED, FACTOR)},
         )
-        return posterior_from_particles(particles, "importance")
+        return posterior_from_particles(particles, "importance", summary)
 
     def __repr__(self):
         return f"importance(num_samples={self.num_samples}, proposal={self.proposal!r})"
@@ -81,4 +94,4 @@ def importance(num_samples: int, proposal=None) -> Importance:
     return Importance(num_samples, proposal)
 
 
-__all__ = ["Importance", "importance", "posterior_from_particles"]
+__all__ = ["Importance", "importance", "particle_summary", "posterior_from_particles"]

@@ -400,9 +400,15 @@ def _check_fraction(name, value, low_open=True):
     return check_number(name, value, 0.0, 1.0, low_open=low_open)
 
 
-def _result(out, sites, names, unravel, method, info):
+def _constrained(out, sites, names, unravel):
+    """``(trajectory, estimate)`` of a learning run at constrained values (jittable: the
+    compiled run returns them, so ``run`` does no eager pass)."""
     trajectory = jax.vmap(lambda u: _constrain(sites, names, unravel(u)))(out.trajectory)
-    estimate = _constrain(sites, names, unravel(out.estimate))
+    return trajectory, _constrain(sites, names, unravel(out.estimate))
+
+
+def _result(out, constrained, method, info):
+    trajectory, estimate = constrained
     grads = np.asarray(out.gradients)
     gnorm = np.concatenate([[np.nan], np.linalg.norm(grads, axis=-1)])
     return LearningResult(
@@ -497,10 +503,10 @@ class ScoreAscent(_PPGLearner):
         )
         return sites, names, u0, unravel
 
-    def core(self, key, model, args, kwargs, u0=None) -> LearningOutput:
+    def core(self, key, model, args, kwargs, u0=None, setup=None) -> LearningOutput:
         """The pure jittable optimisation (:func:`run_ppg_learning` with the score
         functional); ``u0`` (flat unconstrained parameters) overrides the start."""
-        sites, names, start, unravel = self._setup(model, args, kwargs)
+        sites, names, start, unravel = setup or self._setup(model, args, kwargs)
         u0 = start if u0 is None else u0
         fixed = self.fixed
 
@@ -512,16 +518,17 @@ class ScoreAscent(_PPGLearner):
         return self._loop(key, fk_at, phi_at, u0, None, "score ascent")
 
     def _core(self, key, model, args, kwargs):
-        return self.core(key, model, args, kwargs)
+        setup = self._setup(model, args, kwargs)
+        out = self.core(key, model, args, kwargs, setup=setup)
+        return out, _constrained(out, setup[0], setup[1], setup[3])
 
     def run(self, key, model, *args, **kwargs) -> LearningResult:
         """Maximise the likelihood of ``model(*args, **kwargs)`` over its ``ppl.param``
         sites; returns a :class:`LearningResult` (trajectory and estimate)."""
-        out = self._runs(check_key(key), model, args, kwargs)
+        out, constrained = self._runs(check_key(key), model, args, kwargs)
         _check_run(out, "score_ascent", "the parameters became non-finite (a NaN score: a "
                    "log density is NaN at some particle, or the step size is too large)")
-        sites, names, _, unravel = self._setup(model, args, kwargs)
-        return _result(out, sites, names, unravel, "score_ascent", self._info())
+        return _result(out, constrained, "score_ascent", self._info())
 
 
 def score_ascent(num_particles=100, num_backward=2, num_steps=500, num_sweeps=1,
@@ -578,25 +585,26 @@ class ScoreClimbing(_PPGLearner):
         )
         return sites, names, u0, unravel
 
-    def core(self, key, model, args, kwargs, u0=None) -> LearningOutput:
+    def core(self, key, model, args, kwargs, u0=None, setup=None) -> LearningOutput:
         """The pure jittable optimisation of the guide's params (model fixed)."""
-        sites, names, start, unravel = self._setup(args, kwargs)
+        sites, names, start, unravel = setup or self._setup(args, kwargs)
         u0 = start if u0 is None else u0
         fk = conditional_model(model, args, kwargs, self.fixed, who="score_climbing")
         phi_at = guide_score_functional(self.guide, args, kwargs, sites, names, unravel)
         return self._loop(key, lambda u: fk, phi_at, u0, None, "score climbing")
 
     def _core(self, key, model, args, kwargs):
-        return self.core(key, model, args, kwargs)
+        setup = self._setup(args, kwargs)
+        out = self.core(key, model, args, kwargs, setup=setup)
+        return out, _constrained(out, setup[0], setup[1], setup[3])
 
     def run(self, key, model, *args, **kwargs) -> LearningResult:
         """Fit the guide to the smoothing distribution of ``model(*args, **kwargs)``;
         returns a :class:`LearningResult` over the guide's params."""
-        out = self._runs(check_key(key), model, args, kwargs)
+        out, constrained = self._runs(check_key(key), model, args, kwargs)
         _check_run(out, "score_climbing", "the guide's params became non-finite (a NaN "
                    "gradient of log q, or the step size is too large)")
-        sites, names, _, unravel = self._setup(args, kwargs)
-        return _result(out, sites, names, unravel, "score_climbing", self._info())
+        return _result(out, constrained, "score_climbing", self._info())
 
 
 def score_climbing(guide, num_particles=100, num_backward=2, num_steps=500,

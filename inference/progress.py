@@ -369,17 +369,36 @@ def _arrays(out):
 
 
 def _wait(arrays, timeout=None):
-    """Wait for ``arrays`` in Python (sleeping, so a SIGINT handler can run), then block
-    on them (raising the computation's error, if any). With ``timeout``, give up quietly."""
-    delay, deadline = 1e-3, None if timeout is None else time.monotonic() + timeout
+    """Wait for ``arrays`` without blocking signal handling, then block on them (raising
+    the computation's error, if any). With ``timeout``, give up quietly.
+
+    A helper thread blocks on the arrays and sets an event; the main thread waits on the
+    event, a lock acquisition that a signal interrupts (POSIX), so a SIGINT handler runs at
+    once, as it does in a ``sleep``. Unlike polling with sleeps, the wait ends as soon as
+    the run does (a doubling sleep could add up to the run's own duration) and takes no
+    CPU from the run."""
     try:
-        while not all(x.is_ready() for x in arrays):
-            if deadline is not None and time.monotonic() > deadline:
-                return
-            time.sleep(delay)
-            delay = min(2 * delay, 0.05)
+        ready = all(x.is_ready() for x in arrays)
     except RuntimeError:  # a deleted (donated) buffer: nothing to wait for
         return
+    if not ready:
+        done = threading.Event()
+
+        def block():
+            try:
+                jax.block_until_ready(arrays)
+            except Exception:  # noqa: BLE001  (the main thread blocks again: raised there)
+                pass
+            finally:
+                done.set()
+
+        threading.Thread(target=block, daemon=True, name="ppl-wait").start()
+        if not done.wait(timeout):
+            return
+        try:
+            all(x.is_ready() for x in arrays)
+        except RuntimeError:  # deleted meanwhile
+            return
     if timeout is None:
         jax.block_until_ready(arrays)
 

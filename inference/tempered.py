@@ -69,7 +69,14 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from jax.scipy.special import logsumexp
 from numpyro.primitives import Messenger
-from ppl.inference.base import CompiledRuns, check_count, check_key, check_log_weights, check_option
+from ppl.inference.base import (
+    CompiledRuns,
+    check_count,
+    check_key,
+    check_log_weights,
+    check_option,
+    per_structure,
+)
 from ppl.inference.kernels import (
     MHState,
     as_smc_move,
@@ -149,7 +156,8 @@ def check_static(model, args, kwargs):
     ``ImproperUniform`` site has none). Raises :class:`UnsupportedModelError` naming the
     offending sites."""
     with intercept_markov(_reject_markov):
-        _, trace, raw = record(feasible_improper(model), replay_key(), args, kwargs)
+        _, trace, raw = record(feasible_improper(model), replay_key(), args, kwargs,
+                               densities=False)
     latent = trace.latent_names
     for name in latent:
         if improper_base(raw[name]["fn"]) is not None:
@@ -653,6 +661,7 @@ class TemperedSMC:
         self.num_leapfrog = check_count("num_leapfrog", num_leapfrog)
         self.adapt_step_size = bool(adapt_step_size)
         self._runs = CompiledRuns(self.core)
+        self._checked = {}  # argument structure -> latent site names (check_static)
 
     def core(self, key, model, args, kwargs) -> TemperedOutput:
         """The pure, jittable run (:func:`run_tempered_smc` with this combinator's options)."""
@@ -665,11 +674,12 @@ class TemperedSMC:
     def run(self, key, model, *args, **kwargs) -> Posterior:
         """Run tempered SMC on the static program ``model(*args, **kwargs)`` and return an
         equally weighted :class:`~ppl.Posterior` with ``log_evidence``."""
-        raw = check_static(model, args, kwargs)  # clear errors before compiling
+        latent = per_structure(  # clear errors before compiling; once per structure
+            self._checked, model, args, kwargs,
+            lambda: [n for n, site in check_static(model, args, kwargs).items()
+                     if site["type"] == "sample" and not site["is_observed"]])
         out = self._runs(check_key(key), model, args, kwargs)
         _check_output(out)
-        latent = [n for n, site in raw.items() if site["type"] == "sample"
-                  and not site["is_observed"]]
         num_unique = {n: distinct_values(out.samples[n]) for n in latent}
         check_collapse(out, num_unique, self.num_particles, self.move, self.num_mcmc_steps)
         n = int(out.num_steps)

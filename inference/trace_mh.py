@@ -387,7 +387,7 @@ class MH:
         self.num_mcmc_steps = check_count("num_mcmc_steps", num_mcmc_steps)
         self.step_size = _check_positive("step_size", step_size)
         self.adapt_step_size = bool(adapt_step_size)
-        self._runs = CompiledRuns(self.core)
+        self._runs = CompiledRuns(self._core)
 
     @property
     def adapts(self) -> bool:
@@ -415,11 +415,19 @@ class MH:
         )
         return _chain_output(chains, self.step_size, adaptation, self.num_warmup)
 
+    def _core(self, key, model, args, kwargs):
+        """What ``run`` compiles: :meth:`core`, the draws flattened chain-major, and the
+        observed data (read while traced, so ``run`` makes no eager pass over the model)."""
+        draws, step_size, warmup_rate = self.core(key, model, args, kwargs)
+        flat = jax.tree.map(lambda a: a.reshape((-1, *a.shape[2:])), draws)
+        observed = record(model, replay_key(), args, kwargs, densities=False)[1].select(OBSERVED)
+        return draws.accepted, flat, step_size, warmup_rate, observed
+
     def run(self, key, model, *args, **kwargs) -> Posterior:
         """Run the chains on ``model(*args, **kwargs)``; an unweighted
         :class:`~ppl.Posterior` with draws grouped chain-major."""
-        draws, step_size, warmup_rate = self._runs(check_key(key), model, args, kwargs)
-        flat = jax.tree.map(lambda a: a.reshape((-1, *a.shape[2:])), draws)
+        accepted, flat, step_size, warmup_rate, observed = self._runs(
+            check_key(key), model, args, kwargs)
         check_log_weights(flat.log_joint, flat.site_log_probs, what="MH log joint")
         bad = ~np.isfinite(np.asarray(flat.log_joint))
         if bad.any():
@@ -428,8 +436,7 @@ class MH:
                 "the data are impossible and never left); site log densities: "
                 f"{[n for n, v in flat.site_log_probs.items() if np.isneginf(v).any()]}"
             )
-        accepted = np.asarray(draws.accepted)
-        observed = record(model, replay_key(), args, kwargs)[1].select(OBSERVED)
+        accepted = np.asarray(accepted)
         return Posterior(
             flat.values,
             num_chains=self.num_chains,

@@ -82,6 +82,7 @@ from ppl.inference.base import (
     check_key,
     check_option,
     nonfinite_sites_at,
+    per_structure,
     sites_text,
 )
 from ppl.inference.hamiltonian import ModelSites, complete_draws, enumerate_discrete
@@ -144,7 +145,8 @@ def check_continuous(model, args, kwargs, what: str = "svi"):
     Raises :class:`UnsupportedModelError` naming the first discrete site (see the module
     notes) and when the program has no latent site at all.
     """
-    _, trace, raw = record(feasible_improper(model), replay_key(), args, kwargs)
+    _, trace, raw = record(feasible_improper(model), replay_key(), args, kwargs,
+                           densities=False)
     names = trace.latent_names
     for name in names:
         if getattr(raw[name]["fn"].support, "is_discrete", False):
@@ -165,7 +167,8 @@ def classify_latents(model, args, kwargs) -> ModelSites:
     Raises :class:`UnsupportedModelError` naming a discrete site without finite support,
     and when there is no continuous latent site (nothing to fit: use ``infer.exact``).
     """
-    _, trace, raw = record(feasible_improper(model), replay_key(), args, kwargs)
+    _, trace, raw = record(feasible_improper(model), replay_key(), args, kwargs,
+                           densities=False)
     continuous, discrete, in_markov = [], [], False
     for name in trace.latent_names:
         fn = raw[name]["fn"]
@@ -226,13 +229,15 @@ def draw_from_guide(key, model, guide, params, args, kwargs, num_samples: int,
 def observed_values(model, args, kwargs) -> dict:
     """The data of every observed site of one run (read without touching outer handlers)."""
     with numpyro.handlers.block():
-        _, trace, _ = record(feasible_improper(model), replay_key(), args, kwargs)
+        _, trace, _ = record(feasible_improper(model), replay_key(), args, kwargs,
+                             densities=False)
     return {n: trace.values[n] for n in trace.names(OBSERVED)}
 
 
 def check_latent_names(model, args, kwargs) -> list[str]:
     """Latent site names of one prior run of ``model`` (tracing only)."""
-    return record(feasible_improper(model), replay_key(), args, kwargs)[1].latent_names
+    return record(feasible_improper(model), replay_key(), args, kwargs,
+                  densities=False)[1].latent_names
 
 
 def fit(key, model, guide, optimizer, args, kwargs, num_steps: int, num_particles: int = 1,
@@ -348,6 +353,7 @@ class SVI:
         self.optimizer = make_optimizer(optimizer, self.learning_rate)
         self.progress_bar = bool(progress_bar)
         self._runs = CompiledRuns(self._core)
+        self._checked = {}  # argument structure -> discrete site names
 
     def _core(self, key, model, args, kwargs):
         k_fit, k_draw = jax.random.split(key)
@@ -370,7 +376,10 @@ class SVI:
     def run(self, key, model, *args, **kwargs) -> Posterior:
         """Fit the guide to ``model(*args, **kwargs)`` and draw ``num_samples`` from it."""
         key = check_key(key)
-        sites = classify_latents(model, args, kwargs)
+        # one eager run per argument structure: its errors (a discrete site that cannot be
+        # enumerated, an invalid distribution parameter at a prior draw) before compiling
+        discrete = per_structure(self._checked, model, args, kwargs,
+                                 lambda: list(classify_latents(model, args, kwargs).discrete))
         samples, log_likelihood, elbo, params, observed, initial, last = self._runs(
             key, model, args, kwargs)
         check_elbo(elbo, model, initial, last, args, kwargs, self.learning_rate)
@@ -378,7 +387,7 @@ class SVI:
             self.guide, "__name__", repr(self.guide))
         info = {"elbo": elbo, "params": params, "guide": guide_name,
                 "num_steps": self.num_steps,
-                "discrete_sites": list(sites.discrete)}
+                "discrete_sites": list(discrete)}
         return Posterior(samples, observed_data=observed, log_likelihood=log_likelihood,
                          method="svi", info=info)
 

@@ -194,6 +194,15 @@ class _Controller:
 # --------------------------------------------------------------------------- discovery
 
 
+class _Compiled(NamedTuple):
+    """A cached run: the discovered structure, the controls' static parts, the jitted
+    ``run(key, arrays)``."""
+
+    structure: object
+    static: dict
+    run: object
+
+
 class _Structure(NamedTuple):
     """The program's sites as vsde sees them, found by one run outside jit."""
 
@@ -205,8 +214,9 @@ class _Structure(NamedTuple):
 
 
 def _discover(key, model, args, kwargs):
-    """Run the program once under the prior and classify its sites."""
-    _, _, raw = record(model, key, args, kwargs)
+    """Run the program once under the prior and classify its sites: ``(structure, the
+    prior draws of the guided sites)``."""
+    _, _, raw = record(model, key, args, kwargs, densities=False)
     sdes, supports, params, guided = {}, {}, {}, []
     for site in raw.values():
         if site["type"] == "sample" and SDE_TAG in (site.get("infer") or {}):
@@ -225,7 +235,7 @@ def _discover(key, model, args, kwargs):
                     "latent sites (marginalise it, or use another algorithm)"
                 )
             supports[name] = support
-            guided.append((name, jnp.shape(site["value"]), _init_value(site)))
+            guided.append((name, jnp.shape(site["value"]), site["value"]))
     if not sdes:
         raise UnsupportedModelError("vsde: the program has no ppl.sde site")
     return _Structure(sdes, noise_sites, tuple((n, s) for n, s, _ in guided), supports,
@@ -233,15 +243,22 @@ def _discover(key, model, args, kwargs):
 
 
 def _init_value(site):
-    """The prior mean of a site where it is finite and in the support, else its draw."""
+    """The prior mean of a site where it is finite and in the support, else its draw
+    (a ``jnp.where``, so it also runs while traced)."""
     value = site["value"]
     try:
         mean = jnp.broadcast_to(site["fn"].mean, jnp.shape(value))
-        if bool(jnp.all(jnp.isfinite(mean))) and bool(jnp.all(site["fn"].support(mean))):
-            return mean
+        usable = jnp.all(jnp.isfinite(mean)) & jnp.all(site["fn"].support(mean))
     except (NotImplementedError, ValueError, TypeError):
-        pass
-    return value
+        return value
+    return jnp.where(usable, mean, value)
+
+
+def _is_inexact(leaf) -> bool:
+    """``eqx.is_inexact_array``, also for the shapes of :func:`eqx.filter_eval_shape`."""
+    if isinstance(leaf, jax.ShapeDtypeStruct):
+        return jnp.issubdtype(leaf.dtype, jnp.inexact)
+    return eqx.is_inexact_array(leaf)
 
 
 def _build_controls(option, key, structure, context, width, depth, num_features,
@@ -367,39 +384,71 @@ class VSDE:
 
     # -- setup ----------------------------------------------------------------------
     def _initial(self, key, model, args, kwargs):
-        """Discover the program's sites and build the initial variational parameters."""
+        """Discover the program's sites (one eager run) and build the initial variational
+        parameters: ``(structure, static parts of the controls, phi, fixed params)``."""
+        structure, static = self._discovered(key, model, args, kwargs)
+        phi, fixed = self._start(key, structure, model, args, kwargs)
+        return structure, static, phi, fixed
+
+    def _discovered(self, key, model, args, kwargs):
+        """``(structure, static parts of the controls)``: one eager run of the program
+        (:func:`_discover`; its errors are raised here, before compiling)."""
         key_discover, key_control = jax.random.split(key)
-        structure, init_values = _discover(key_discover, model, args, kwargs)
-        controls = _build_controls(self.control, key_control, structure, self.context,
-                                   self.width, self.depth, self.num_features,
-                                   self.learn_noise_scale)
-        dynamic, static = {}, {}
-        for name, control in controls.items():
-            dynamic[name], static[name] = eqx.partition(control, eqx.is_inexact_array)
+        structure, _ = _discover(key_discover, model, args, kwargs)
+        if isinstance(self.control, str):  # built here: their shapes suffice (no init ops)
+            controls = eqx.filter_eval_shape(lambda k: self._controls(k, structure),
+                                             key_control)
+        else:  # the user's own: as given
+            controls = self._controls(key_control, structure)
+        static = {name: eqx.partition(control, _is_inexact)[1]
+                  for name, control in controls.items()}
+        return structure, static
+
+    def _controls(self, key, structure):
+        return _build_controls(self.control, key, structure, self.context, self.width,
+                               self.depth, self.num_features, self.learn_noise_scale)
+
+    def _start(self, key, structure, model, args, kwargs):
+        """``(phi, fixed)``, the initial variational parameters for ``key`` given the
+        discovered ``structure``: the guides at the prior means (or draws) of one prior run,
+        the controls initialised from ``key``, the params at their init values. Traceable,
+        so the compiled run computes it (the eager discovery runs once per structure)."""
+        key_discover, key_control = jax.random.split(key)
+        _, _, raw = record(model, key_discover, args, kwargs)
+        dynamic = {name: eqx.partition(control, eqx.is_inexact_array)[0]
+                   for name, control in self._controls(key_control, structure).items()}
         guide = {}
         for name, _ in structure.guided:
-            loc = unconstrain(structure.supports, {name: init_values[name]})[name]
+            loc = unconstrain({name: raw[name]["fn"].support},
+                              {name: _init_value(raw[name])})[name]
             guide[name] = {"loc": loc, "log_scale": jnp.full(jnp.shape(loc),
                                                              math.log(self.init_scale),
                                                              loc.dtype)}
         free = unconstrain(_param_constraints(structure),
-                           {n: v for n, (v, _) in structure.params.items()})
+                           {n: raw[n]["value"] for n in structure.params})
         learned, fixed = (free, {}) if self.learn_params else ({}, free)
-        phi = {"control": dynamic, "guide": guide, "params": learned}
-        return structure, static, phi, fixed
+        return {"control": dynamic, "guide": guide, "params": learned}, fixed
 
     def _compiled(self, split, structure, static, model):
-        """One jitted function: the optimisation scan, then the posterior draws."""
+        """One jitted function of ``(key, arrays)``: the initial parameters
+        (:meth:`_start`), the optimisation scan, the posterior draws and what the
+        :class:`~ppl.Posterior` reports (constrained params, guide scales, the initial
+        point for a diagnosis)."""
         treedef, is_array, static_leaves = split.treedef, split.is_array, split.static
         optimizer, context, bound = self.optimizer, self.context, self.bound
         num_paths, num_samples, num_steps, progress_bar = (
             self.num_paths, self.num_samples, self.num_steps, self.progress_bar
         )
 
-        def run(key, phi, fixed, arrays):
+        def run(key, arrays):
             it = iter(arrays)
             leaves = [next(it) if a else s for a, s in zip(is_array, static_leaves, strict=True)]
             args, kwargs = jax.tree.unflatten(treedef, leaves)
+            key_init, key = jax.random.split(key)
+            phi, fixed = self._start(key_init, structure, model, args, kwargs)
+            initial = {**constrain(structure.supports,
+                                   {n: g["loc"] for n, g in phi["guide"].items()})[0],
+                       **_constrained_params({**fixed, **phi["params"]}, structure)}
 
             def path(phi, key):
                 return _one_path(phi, fixed, structure, static, model, args, kwargs, context,
@@ -424,7 +473,10 @@ class VSDE:
                                             enable=progress_bar)
             draws = jax.vmap(path, in_axes=(None, 0))(phi, jax.random.split(key_draw,
                                                                             num_samples))
-            return phi, elbos, param_trace, draws
+            params = _constrained_params({**fixed, **phi["params"]}, structure)
+            guide = {m: {"loc": g["loc"], "scale": jnp.exp(g["log_scale"])}
+                     for m, g in phi["guide"].items()}
+            return phi, elbos, param_trace, draws, initial, params, guide
 
         return jax.jit(run)
 
@@ -433,19 +485,20 @@ class VSDE:
         """Fit the controlled posterior of every ``ppl.sde`` path of ``model(*args,
         **kwargs)`` (and the normal guides, and the ``ppl.param`` sites), then draw
         ``num_samples`` posterior paths. Returns a :class:`~ppl.Posterior`."""
-        key_init, key_run = jax.random.split(check_key(key))
-        structure, static, phi0, fixed = self._initial(key_init, model, args, kwargs)
-        phi, elbos, param_trace, draws = compile_and_call(
-            self._cache, model, args, kwargs,
-            lambda split: self._compiled(split, structure, static, model),
-            lambda fn, split: fn(key_run, phi0, fixed, split.arrays),
+        key = check_key(key)
+
+        def build(split):  # the eager discovery run: once per argument structure
+            structure, static = self._discovered(jax.random.split(key)[0], model, args, kwargs)
+            return _Compiled(structure, static, self._compiled(split, structure, static, model))
+
+        compiled, (phi, elbos, param_trace, draws, initial, params, guide) = compile_and_call(
+            self._cache, model, args, kwargs, build,
+            lambda entry, split: (entry, entry.run(key, split.arrays)),
         )
-        initial = {**constrain(structure.supports,
-                               {n: g["loc"] for n, g in phi0["guide"].items()})[0],
-                   **_constrained_params({**fixed, **phi0["params"]}, structure)}
         self._check_finite(elbos, draws, lambda neginf: nonfinite_sites_at(
             model, args, kwargs, initial, include_neginf=neginf))
-        return self._posterior(structure, static, phi, fixed, elbos, param_trace, draws)
+        return self._posterior(compiled.structure, compiled.static, phi, params, guide, elbos,
+                               param_trace, draws)
 
     def _check_finite(self, elbos, draws, diagnose):
         """Raise :class:`NonFiniteWeightError` when the ELBO of a training step or of a
@@ -481,16 +534,12 @@ class VSDE:
             "blow-ups, or refine times"
         )
 
-    def _posterior(self, structure, static, phi, fixed, elbos, param_trace, draws):
+    def _posterior(self, structure, static, phi, params, guide, elbos, param_trace, draws):
         elbo_draws = np.asarray(draws.elbo)
         log_w = np.asarray(draws.log_weight)
         n = log_w.shape[0]
         log_evidence = float(np.logaddexp.reduce(log_w) - np.log(n))
-        free = {**fixed, **phi["params"]}
-        params = _constrained_params(free, structure)
         controls = {m: eqx.combine(phi["control"][m], static[m]) for m in static}
-        guide = {m: {"loc": g["loc"], "scale": jnp.exp(g["log_scale"])}
-                 for m, g in phi["guide"].items()}
         return Posterior(
             draws.values,
             log_evidence=log_evidence,

@@ -136,8 +136,9 @@ def site_log_prob(site: Mapping) -> jnp.ndarray:
     return log_prob
 
 
-def from_numpyro(numpyro_trace: Mapping) -> Trace:
-    """Convert a NumPyro trace (an ordered dict of messages) to a :class:`Trace`."""
+def from_numpyro(numpyro_trace: Mapping, densities: bool = True) -> Trace:
+    """Convert a NumPyro trace (an ordered dict of messages) to a :class:`Trace`; with
+    ``densities=False`` its ``log_probs`` stay empty (sites, kinds and values only)."""
     values, log_probs, kinds = {}, {}, []
     for name, site in numpyro_trace.items():
         kind = site_kind(site)
@@ -145,7 +146,7 @@ def from_numpyro(numpyro_trace: Mapping) -> Trace:
             continue
         kinds.append((name, kind))
         values[name] = site["value"]
-        if kind in (LATENT, OBSERVED, FACTOR):
+        if densities and kind in (LATENT, OBSERVED, FACTOR):
             log_probs[name] = site_log_prob(site)
     return Trace(values, log_probs, tuple(kinds))
 
@@ -205,12 +206,15 @@ def feasible_improper(model):
     return numpyro.handlers.substitute(model, substitute_fn=_feasible_if_improper)
 
 
-def record(model, key, args=(), kwargs=None, substitutions=None, predictive=False):
+def record(model, key, args=(), kwargs=None, substitutions=None, predictive=False,
+           densities=True):
     """Run ``model(*args, **kwargs)`` once and return ``(return value, Trace, raw trace)``.
 
     ``substitutions`` fixes the values of the named latent sites; every other latent site
     is drawn from its prior with randomness from ``key``. With ``predictive=True`` observed
-    sites are drawn too (prior predictive simulation).
+    sites are drawn too (prior predictive simulation). ``densities=False`` leaves the
+    Trace's log densities out: for the eager runs that only read a program's structure
+    (outside ``jit`` each density is a few more ops to compile, one at a time).
     """
     kwargs = kwargs or {}
     recorder = _recorder(model, key, substitutions, predictive)
@@ -221,7 +225,7 @@ def record(model, key, args=(), kwargs=None, substitutions=None, predictive=Fals
             raise
         raise _invalid_parameter_error(error, recorder.trace, model, key, args, kwargs,
                                        substitutions, predictive) from error
-    return value, from_numpyro(recorder.trace), recorder.trace
+    return value, from_numpyro(recorder.trace, densities), recorder.trace
 
 
 def typed_key(key):
@@ -361,6 +365,6 @@ def check_arguments(model, args=(), kwargs=None, checked=None):
             step(init, x)
 
     with numpyro.validation_enabled(False), stub_markov(first_step):
-        record(model, jax.random.key(0), args, kwargs)
+        record(model, jax.random.key(0), args, kwargs, densities=False)
     if checked is not None:
         checked[structure] = True
