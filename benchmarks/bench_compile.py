@@ -98,10 +98,7 @@ def make_cell(name, column):
     import jax
     import jax.numpy as jnp
     import numpy as np
-    from numpyro.distributions import constraints
 
-    import ppl
-    from ppl import dist
     from ppl import inference as infer
     from ppl import models as zoo
 
@@ -109,28 +106,8 @@ def make_cell(name, column):
         x, x_prev = jnp.asarray(x, jnp.float32), jnp.asarray(x_prev, jnp.float32)
         return jnp.stack([x, x_prev * x])
 
-    @ppl.model
-    def lgssm_params(ys):
-        rho = ppl.param("rho", 0.5, constraint=constraints.interval(-1.0, 1.0))
-        sigma_x = ppl.param("sigma_x", 0.7, constraint=constraints.positive)
-
-        def step(x, y):
-            x = ppl.sample("x", dist.Normal(rho * x, sigma_x))
-            ppl.observe("y", dist.Normal(x, 0.5), y)
-            return x
-
-        return ppl.markov(step, init=0.0, xs=ys)
-
-    @ppl.model
-    def ar_guide(ys):
-        a = ppl.param("a", 0.5)
-        b = ppl.param("b", 0.5)
-        s = ppl.param("s", 1.0, constraint=constraints.positive)
-
-        def step(x, y):
-            return ppl.sample("x", dist.Normal(a * x + b * y, s))
-
-        return ppl.markov(step, init=0.0, xs=ys)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from bench_overhead import ar_guide, lgssm_params
 
     options = dict(vars(infer), psi=psi, ar_guide=ar_guide)
     comb = eval(SETTINGS[name], options)  # noqa: S307  (our own table)
