@@ -377,8 +377,11 @@ def sample_chain(key, kernel, init_state, num_samples: int, num_warmup: int = 0,
 
 def run_chain(key, kernel, init_state, num_samples: int, num_warmup: int = 0,
               num_chains: int = 1, thinning: int = 1, adapt: Adaptation | None = None,
-              collect=None, progress_bar: bool = False, desc: str = "mcmc") -> Chain:
-    """``num_chains`` independent chains of :func:`sample_chain`, vectorised with ``vmap``;
+              collect=None, progress_bar: bool = False, desc: str = "mcmc",
+              vectorize: bool = True) -> Chain:
+    """``num_chains`` independent chains of :func:`sample_chain`, vectorised with ``vmap``
+    (or, with ``vectorize=False``, run one after the other with ``lax.map``: for a kernel
+    whose branches differ in cost, which ``vmap`` would all evaluate at every step);
     every leaf of the returned :class:`Chain` has a leading ``num_chains`` axis.
 
     The chain keys are ``jax.random.split(key, num_chains)``; chain ``c`` splits its key
@@ -405,6 +408,8 @@ def run_chain(key, kernel, init_state, num_samples: int, num_warmup: int = 0,
                             collect, progress_bar, desc)
 
     keys = jax.random.split(key, num_chains)
+    if not vectorize:
+        return jax.lax.map(lambda kc: chain(*kc), (keys, None if draw else init_state))
     if draw:
         return jax.vmap(lambda k: chain(k, None))(keys)
     return jax.vmap(chain)(keys, init_state)

@@ -15,7 +15,13 @@ For a ``markov`` program (see :mod:`ppl.inference.filtering`) the target after s
 A particle is its global latent values ``theta``, its whole path as full (T, ...) arrays
 (entries after the current step are unused) and the carry after step t. Its partial log
 joint ``log p_t`` is evaluated by :func:`path_log_joint`, a masked ``lax.scan`` over all T
-steps (steps after t contribute 0), so a move costs O(T), as in monad-bayes. One step of
+steps (steps after t contribute 0), so a move costs O(T), as in monad-bayes, and a run
+O(T^2). When the step's new carry is a function of its own draws
+(:func:`~ppl.inference.local_moves.markov_layout`), a step move is scored on its Markov
+blanket instead (steps s and s+1; :func:`~ppl.inference.local_moves.path_step_move`) and a
+move of a global site the step does not read (the time-0 state) on the globals and step 0
+(:func:`~ppl.inference.local_moves.initial_site_move`): O(1) per move, O(T) per run
+(moves of global parameters the step reads stay O(T)). One step of
 :func:`run_rmsmc` is the engine's :func:`~ppl.inference.engine.smc_step` with a move:
 
 1. adaptive resampling (ESS below ``ess_threshold * N``) of the particles of step t-1,
@@ -73,6 +79,12 @@ from ppl.inference.filtering import (
     replay_lineages,
     smc_output,
     smc_posterior,
+)
+from ppl.inference.local_moves import (
+    initial_site_move,
+    markov_layout,
+    path_step_move,
+    previous_carry,
 )
 from ppl.inference.resampling import get_scheme
 from ppl.inference.sharding import to_host
@@ -212,13 +224,19 @@ def global_move(key, params, path, t, model, args, kwargs, proposal, step_size=0
     return Move(result.trace.select(LATENT), path, result.accepted, result.accept_prob)
 
 
-def regenerate_step_move(key, params, path, t, model, args, kwargs, s) -> Move:
+def regenerate_step_move(key, params, path, t, model, args, kwargs, s, local=False) -> Move:
     """MH regenerating the latent sites of step ``s <= t`` from the transition given the
     rest: ``log a = [log p_t(x') - log m(x'_s)] - [log p_t(x) - log m(x_s)]`` (the
     proposal density cancels the regenerated step's own transition term; Wingate et al.
-    2011, section 3). Two masked scans, O(T)."""
+    2011, section 3). Two masked scans, O(T); with ``local`` (the program's carry does not
+    flow, :func:`~ppl.inference.local_moves.markov_layout`) the same ratio from step s's
+    Markov blanket (:func:`~ppl.inference.local_moves.path_step_move`), O(1)."""
     ssm = _state_space(model, args, kwargs, params=params)
     key_prop, key_accept = jax.random.split(key)
+    if local:
+        proposed, log_alpha = path_step_move(key_prop, ssm, path, s, t)
+        result = metropolis_hastings(key_accept, path, proposed, log_alpha)
+        return Move(params, result.trace, result.accepted, result.accept_prob)
     old = path_log_joint(ssm, path, t, at=s)
     new = path_log_joint(ssm, path, t, at=s, key=key_prop)
     log_alpha = (new.log_joint - new.log_transition) - (old.log_joint - old.log_transition)
@@ -226,9 +244,25 @@ def regenerate_step_move(key, params, path, t, model, args, kwargs, s) -> Move:
     return Move(params, result.trace, result.accepted, result.accept_prob)
 
 
+def initial_global_move(key, params, path, t, model, args, kwargs, sites, index) -> Move:
+    """MH regenerating the global site ``sites[index]``, one the step does not read (part
+    of the time-0 state), from its prior: O(1) in T
+    (:func:`~ppl.inference.local_moves.initial_site_move`)."""
+    key_prop, key_accept = jax.random.split(key)
+
+    def branch(site):
+        return lambda k: initial_site_move(k, model, args, kwargs, params, path, site, t)
+
+    proposed, log_alpha = jax.lax.switch(index, [branch(s) for s in sites], key_prop)
+    result = metropolis_hastings(key_accept, params, proposed, log_alpha)
+    return Move(result.trace, path, result.accepted, result.accept_prob)
+
+
 def move_particle(key, params, path, t, model, args, kwargs, move: MH, regenerate: str,
-                  num_globals: int) -> Move:
-    """One MH move of one particle targeting p_t (see the module docstring)."""
+                  num_globals: int, layout=None) -> Move:
+    """One MH move of one particle targeting p_t (see the module docstring); with a
+    ``layout`` (:func:`~ppl.inference.local_moves.markov_layout`), step moves and moves of
+    global sites the step does not read cost O(1) in T."""
     if move.proposal != "prior":
         return global_move(key, params, path, t, model, args, kwargs, move.proposal,
                            move.step_size)
@@ -236,20 +270,26 @@ def move_particle(key, params, path, t, model, args, kwargs, move: MH, regenerat
     first = num_globals if regenerate == "steps" else 0
     last = num_globals if regenerate == "globals" else num_globals + t + 1
     block = jax.random.randint(key_block, (), first, last)
+    local = layout is not None
     if regenerate == "steps" or not num_globals:
         return regenerate_step_move(key_step, params, path, t, model, args, kwargs,
-                                    block - num_globals)
-    g = global_move(key_global, params, path, t, model, args, kwargs, "prior",
-                    index=jnp.minimum(block, num_globals - 1))
+                                    block - num_globals, local)
+    index = jnp.minimum(block, num_globals - 1)
+    if local and set(layout.initial_sites) == set(layout.global_sites):
+        g = initial_global_move(key_global, params, path, t, model, args, kwargs,
+                                layout.global_sites, index)
+    else:
+        g = global_move(key_global, params, path, t, model, args, kwargs, "prior",
+                        index=index)
     if regenerate == "globals":
         return g
     x = regenerate_step_move(key_step, params, path, t, model, args, kwargs,
-                             block - num_globals)
+                             block - num_globals, local)
     return _where(block < num_globals, g, x)
 
 
 def rejuvenate(key, params, paths, t, model, args, kwargs, move: MH, regenerate: str,
-               num_globals: int, num_particles: int):
+               num_globals: int, num_particles: int, layout=None):
     """``move.num_mcmc_steps`` MH moves of every particle (``vmap`` over particles, ``lax.scan``
     over moves); returns ``(params, paths, carries, accepted fraction, accept prob)``, the
     carries recomputed after step t from the moved particles."""
@@ -257,14 +297,17 @@ def rejuvenate(key, params, paths, t, model, args, kwargs, move: MH, regenerate:
     def one(k, params_n, path_n):
         def body(state, k_m):
             m = move_particle(k_m, *state, t, model, args, kwargs, move, regenerate,
-                              num_globals)
+                              num_globals, layout)
             return (m.params, m.path), (m.accepted, m.accept_prob)
 
         (params_n, path_n), (accepted, prob) = jax.lax.scan(
             body, (params_n, path_n), jax.random.split(k, move.num_mcmc_steps)
         )
         ssm = _state_space(model, args, kwargs, params=params_n)
-        carry = path_log_joint(ssm, path_n, t).carry
+        if layout is None:
+            carry = path_log_joint(ssm, path_n, t).carry
+        else:  # the carry after step t is a function of step t's values alone
+            carry = previous_carry(ssm, path_n, t + 1)
         return params_n, path_n, carry, accepted.astype(prob.dtype).mean(), prob.mean()
 
     return jax.vmap(one)(jax.random.split(key, num_particles), params, paths)
@@ -316,7 +359,7 @@ def _check_move_sites(move: MH, regenerate: str, global_sites):
 
 
 def rejuvenation(model, args, kwargs, move: MH, regenerate: str, num_globals: int,
-                 num_particles: int):
+                 num_particles: int, layout=None):
     """The engine move of resample-move SMC (``move`` of
     :func:`~ppl.inference.engine.smc_step`): at step t, after resampling, every particle
     makes ``move.num_mcmc_steps`` MH moves (:func:`rejuvenate`) invariant for the target
@@ -329,7 +372,7 @@ def rejuvenation(model, args, kwargs, move: MH, regenerate: str, num_globals: in
     def apply(key, t, state, parents, resampled):
         params, paths, carries, accepted, prob = rejuvenate(
             key, parents.params, parents.paths, t - 1, model, args, kwargs, move, regenerate,
-            num_globals, num_particles,
+            num_globals, num_particles, layout,
         )
         moved = parents._replace(params=params, paths=paths, carry=carries)
         active = jnp.asarray(True) if moves_at_start else t > 0
@@ -370,8 +413,9 @@ def run_rmsmc(key, model, args, kwargs, num_particles, move: MH, scheme="systema
     _, global_sites = _markov_program_info(model, args, kwargs)
     _check_move_sites(move, regenerate, global_sites)
     fk = FeynmanKac(model, args, kwargs)
+    layout = markov_layout(model, args, kwargs)[0] if move.block == "step" else None
     rejuvenate_step = rejuvenation(model, args, kwargs, move, regenerate, len(global_sites),
-                                   num_particles)
+                                   num_particles, layout)
     run = run_particles(key, fk, num_particles, scheme, ess_threshold,
                         _WithMoves(GenealogyCollector(True, proposal)), proposal, mesh=mesh,
                         progress_bar=progress_bar, desc="rmsmc", move=rejuvenate_step,

@@ -49,6 +49,7 @@ Gilks 1997).
 
 from __future__ import annotations
 
+import warnings
 from functools import partial
 from typing import NamedTuple
 
@@ -62,6 +63,7 @@ from ppl.inference.base import (
     check_log_weights,
     check_nonnegative,
     check_option,
+    per_structure,
 )
 from ppl.inference.kernels import (
     MHInfo,
@@ -73,6 +75,13 @@ from ppl.inference.kernels import (
     step_size_adaptation,
 )
 from ppl.inference.kernels import run_chain as run_chains
+from ppl.inference.local_moves import (
+    MarkovLayout,
+    markov_layout,
+    propose_step,
+    state_space,
+    write_steps,
+)
 from ppl.semantics.density import Density
 from ppl.semantics.sequential import replay_key
 from ppl.semantics.trace import DETERMINISTIC, FACTOR, LATENT, OBSERVED, Trace, record
@@ -80,6 +89,7 @@ from ppl.semantics.traced import Traced
 
 from ppl.errors import (
     ArgumentTypeError,
+    ConvergenceWarning,
     NonFiniteWeightError,
     UnsupportedModelError,
     check_positive,
@@ -100,6 +110,7 @@ __all__ = [
 ]
 
 PROPOSALS = ("prior", "random_walk")
+BLOCKS = ("step", "site")
 TARGET_ACCEPT = 0.3  # Robbins-Monro target of the random-walk step size adaptation
 
 
@@ -160,6 +171,50 @@ def single_site_step(key, trace: Trace, args, kwargs, model, sites=None) -> MHSt
     key_site, key_step = jax.random.split(key)
     index = jax.random.randint(key_site, (), 0, len(sites))
     return regenerate_site_step(key_step, trace, index, args, kwargs, model, sites)
+
+
+def markov_single_site_step(key, trace: Trace, args, kwargs, model,
+                            layout: MarkovLayout) -> MHStep:
+    """Single-site MH on a ``markov`` program, one time step per move: choose uniformly
+    one of the G global latent sites and the T steps; a global site is regenerated from
+    its prior given the rest (:func:`regenerate_site_step`, a run of the whole program,
+    O(T)), a step's latent sites from the transition given the previous carry, accepted
+    with the ratio of its Markov blanket (:func:`ppl.inference.local_moves.step_move`,
+    O(1) in T). So a move costs O(1 + G) on average, as monad-bayes' ``mhTrans``, which
+    regenerates one random choice (Ścibior et al. 2018, section 7); the unit set is fixed,
+    so the forward and reverse choice probabilities 1/(G+T) cancel."""
+    G, T = len(layout.global_sites), layout.num_steps
+    key_unit, key_prop, key_accept = jax.random.split(key, 3)
+    unit = jax.random.randint(key_unit, (), 0, G + T)
+    dtype = jnp.result_type(float)
+
+    def local(k, tr):
+        # accept or reject the two touched steps only, then write them in place: O(1)
+        params = {n: tr.values[n] for n in layout.global_sites}
+        ssm = state_space(model, args, kwargs, params=params)
+        proposal = propose_step(k, tr, unit - G, layout, ssm)
+        step = metropolis_hastings(key_accept, proposal.current, proposal.proposed,
+                                   jnp.asarray(proposal.log_alpha, dtype))
+        written = write_steps(tr, unit - G, step.trace, T)
+        return MHStep(written, step.accepted, step.accept_prob)
+
+    def global_site(k, tr):
+        traced = Traced(model)
+
+        def branch(site):
+            def regenerate(k, tr):
+                new, log_ratio = traced.regenerate(k, tr, (site,), *args, **kwargs)
+                return metropolis_hastings(key_accept, tr, cast_like(new, tr),
+                                           jnp.asarray(log_ratio, dtype))
+
+            return regenerate
+
+        index = jnp.minimum(unit, G - 1)
+        return jax.lax.switch(index, [branch(s) for s in layout.global_sites], k, tr)
+
+    if G:
+        return jax.lax.cond(unit < G, global_site, local, key_prop, trace)
+    return local(key_prop, trace)
 
 
 # --------------------------------------------------------------------------- (b) random walk
@@ -246,8 +301,11 @@ def program_step(key, trace: Trace, args, kwargs, model, proposal) -> MHStep:
 # --------------------------------------------------------------------------- kernels
 
 
-def _step_fn(model, proposal, step_size):
-    """``step(key, trace, args, kwargs, step_size) -> MHStep`` for a proposal option."""
+def _step_fn(model, proposal, step_size, layout=None):
+    """``step(key, trace, args, kwargs, step_size) -> MHStep`` for a proposal option
+    (``layout``: a markov program's, for one-time-step moves with ``proposal="prior"``)."""
+    if proposal == "prior" and layout is not None:
+        return lambda k, tr, a, kw, h: markov_single_site_step(k, tr, a, kw, model, layout)
     if proposal == "prior":
         return lambda k, tr, a, kw, h: single_site_step(k, tr, a, kw, model)
     if proposal == "random_walk":
@@ -378,8 +436,10 @@ class MH:
 
     def __init__(self, num_samples: int = 1000, num_warmup: int = 0, num_chains: int = 1,
                  proposal="prior", num_mcmc_steps: int = 1, step_size=0.5,
-                 adapt_step_size=True, progress_bar: bool = False):
+                 adapt_step_size=True, progress_bar: bool = False, block="step"):
         self.progress_bar = bool(progress_bar)
+        self.block = check_option("block", block, BLOCKS)
+        self._layouts = {}
         self.num_samples = check_count("num_samples", num_samples)
         self.num_warmup = check_nonnegative("num_warmup", num_warmup)
         self.num_chains = check_count("num_chains", num_chains)
@@ -399,11 +459,24 @@ class MH:
         (trace, accepted)`` (proposal and step size; no adaptation)."""
         return make_kernel(model, self.proposal, self.step_size)
 
+    def layout(self, model, args, kwargs):
+        """The :class:`~ppl.inference.local_moves.MarkovLayout` that one-time-step moves use
+        on ``model``, or None (not ``proposal="prior"`` with ``block="step"``, a static
+        program, or a markov program that cannot be moved locally: a
+        :class:`~ppl.errors.ConvergenceWarning` then says why). Read once per program and
+        argument structure."""
+        if self.proposal != "prior" or self.block != "step":
+            return None
+        return per_structure(self._layouts, model, args, kwargs,
+                             lambda: _local_layout(model, args, kwargs))
+
     def core(self, key, model, args, kwargs):
-        """The pure, jittable run: ``num_chains`` chains (``vmap``), each initialised from
-        the prior and run by the chain driver :func:`ppl.inference.kernels.run_chain`.
-        Leading axes (num_chains, num_samples)."""
-        step = _step_fn(model, self.proposal, self.step_size)
+        """The pure, jittable run: ``num_chains`` chains (``vmap``; one after the other
+        when a markov program's moves mix O(1) step moves with O(T) global-site moves),
+        each initialised from the prior and run by the chain driver
+        :func:`ppl.inference.kernels.run_chain`. Leading axes (num_chains, num_samples)."""
+        layout = self.layout(model, args, kwargs)
+        step = _step_fn(model, self.proposal, self.step_size, layout)
         kernel, adaptation = _iteration_kernel(
             partial(_bind, step, args, kwargs), self.num_mcmc_steps, self.step_size,
             self.adapts, TARGET_ACCEPT,
@@ -412,6 +485,7 @@ class MH:
             key, kernel, lambda k: Traced(model)(k, *args, **kwargs), self.num_samples,
             self.num_warmup, self.num_chains, adapt=adaptation, collect=_sites,
             progress_bar=self.progress_bar, desc="mh",
+            vectorize=layout is None,
         )
         return _chain_output(chains, self.step_size, adaptation, self.num_warmup)
 
@@ -452,6 +526,7 @@ class MH:
                 "proposal": self.proposal,
                 "num_mcmc_steps": self.num_mcmc_steps,
                 "num_warmup": self.num_warmup,
+                "block": "step" if self.layout(model, args, kwargs) else "site",
             },
         )
 
@@ -459,7 +534,8 @@ class MH:
         return (
             f"mh(num_samples={self.num_samples}, num_warmup={self.num_warmup}, "
             f"num_chains={self.num_chains}, proposal={self.proposal!r}, "
-            f"num_mcmc_steps={self.num_mcmc_steps}, step_size={self.step_size})"
+            f"num_mcmc_steps={self.num_mcmc_steps}, step_size={self.step_size}, "
+            f"block={self.block!r})"
         )
 
 
@@ -467,9 +543,29 @@ def _bind(step, args, kwargs, key, trace, step_size):
     return step(key, trace, args, kwargs, step_size)
 
 
+def _local_layout(model, args, kwargs):
+    """A markov program's layout for one-time-step moves, or None; warns when a markov
+    program must fall back to whole-site moves."""
+    from ppl.inference.data_annealing import calls_markov  # data_annealing imports mh
+
+    if not calls_markov(model, args, kwargs):
+        return None
+    shapes = jax.eval_shape(lambda: record(model, replay_key(), args, kwargs)[1])
+    layout, reason = markov_layout(model, args, kwargs, shapes)
+    if layout is None:
+        warnings.warn(
+            f"mh: this markov program's steps cannot be moved one at a time ({reason}); "
+            "each move regenerates a whole site (every time step of it) from its prior, "
+            "which is rarely accepted on long sequences. Pass block='site' to choose this "
+            "explicitly, or write the step so that its new carry is a function of its own "
+            "draws (return x)", ConvergenceWarning, stacklevel=4,
+        )
+    return layout
+
+
 def mh(num_samples: int = 1000, num_warmup: int = 0, num_chains: int = 1, proposal="prior",
        num_mcmc_steps: int = 1, step_size=0.5, adapt_step_size=True,
-       progress_bar=False) -> MH:
+       progress_bar=False, block="step") -> MH:
     """Trace Metropolis-Hastings.
 
     ``proposal``: ``"prior"`` (default; single-site MH regenerating one uniformly chosen
@@ -482,6 +578,17 @@ def mh(num_samples: int = 1000, num_warmup: int = 0, num_chains: int = 1, propos
     ``num_mcmc_steps`` times. Chains start from a prior draw and are run in parallel (``vmap``).
     ``progress_bar=True`` shows a tqdm bar (one for all chains) without leaving jit.
 
+    On a ``ppl.markov`` program, ``proposal="prior"`` moves one time step at a time
+    (``block="step"``, the default): a move picks uniformly one global latent site or one
+    of the T steps, and a step's latent sites are redrawn from the transition given the
+    previous carry and accepted with the ratio of the step's and the next step's densities
+    (its Markov blanket), so a move costs O(1) in T, not a run of the program
+    (:mod:`ppl.inference.local_moves`; needs one ``markov`` call, no site after it and a
+    step whose new carry is a function of its own draws; otherwise a
+    :class:`~ppl.errors.ConvergenceWarning` says why and moves regenerate whole sites).
+    ``block="site"`` regenerates a whole site as the trace records it (all T steps of a
+    step site at once), the kernel of earlier versions. ``info["block"]`` says which ran.
+
     ``.run(key, model, *args, **kwargs)`` returns an unweighted :class:`~ppl.Posterior`
     with ``num_chains * num_samples`` draws, chain-major; ``sample_stats`` has
     ``accept_prob`` (mean MH acceptance probability over the iteration's ``num_mcmc_steps``) and
@@ -492,4 +599,4 @@ def mh(num_samples: int = 1000, num_warmup: int = 0, num_chains: int = 1, propos
     count.
     """
     return MH(num_samples, num_warmup, num_chains, proposal, num_mcmc_steps, step_size,
-              adapt_step_size, progress_bar)
+              adapt_step_size, progress_bar, block)

@@ -86,14 +86,37 @@ class StateSpace:
         """The per-step input ``x`` passed to step ``t`` (0-based)."""
         return _slice(self.xs, t)
 
-    def _run(self, key, t, carry, values):
+    def step_trace(self, key, t, carry, values=None):
+        """Run step ``t`` from ``carry`` (its latent sites drawn with ``key``, or fixed to
+        ``values``): ``(new carry, the step's Trace)``, every site of the step recorded
+        (latent, observed, factor and deterministic, with their log densities)."""
         with step_index(t):
             new_carry, trace, _ = record(
                 self.step_fn, key, (carry, self.inputs(t)), substitutions=values
             )
         # the step checks its carry (ppl.primitives.check_carry) in every interpretation
-        new_carry = jax.tree.map(jnp.asarray, new_carry)
+        return jax.tree.map(jnp.asarray, new_carry), trace
+
+    def _run(self, key, t, carry, values):
+        new_carry, trace = self.step_trace(key, t, carry, values)
         return StepResult(new_carry, trace.select(LATENT), trace.log_likelihood, trace.log_prior)
+
+    def carry_flows(self) -> bool:
+        """Whether the carry a step returns depends on the carry it was given once the
+        step's latent values are fixed (follows the step's jaxpr, conservatively).
+
+        When it does not (``return x`` for a state ``x`` the step samples, or any function
+        of the step's own draws and input), step t's choices touch only step t's and step
+        t+1's densities: the Markov blanket a local MH move needs."""
+        values = jax.eval_shape(lambda: self.step(replay_key(), 0, self.init).values)
+
+        def new_carry(carry, values):
+            return self.replay_step(0, carry, values).carry
+
+        closed = jax.make_jaxpr(new_carry)(_abstract(self.init), values)
+        flags = [True] * len(jax.tree.leaves(self.init))
+        flags += [False] * (len(closed.jaxpr.invars) - len(flags))
+        return _reaches_outputs(closed.jaxpr, flags)
 
     def step(self, key, t, carry) -> StepResult:
         """Draw step ``t``'s latent sites from the transition given ``carry``."""
