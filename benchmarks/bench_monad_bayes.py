@@ -9,10 +9,12 @@ simulated once at the largest size and cut to each size, as monad-bayes does
 (``ppl.models.simulate_monad_bayes_*_data``); algorithms
 
 * ``MH100``: ``infer.mh(num_samples=100, proposal="prior")``, one chain of 100 single-site
-  regeneration steps (monad-bayes' ``mh 100``). A ppl site is what the trace records under
-  one name, so the plate site ``"z"`` of LR and LDA and the markov site ``"x"`` of the HMM
-  are each regenerated as a whole, where monad-bayes picks one scalar random choice: the
-  cost of one step (one run of the program) is the same, the kernel is coarser.
+  regeneration steps (monad-bayes' ``mh 100``). On the HMM (a markov program) a move
+  regenerates one time step and is scored on its Markov blanket (O(1) in T), or the global
+  initial state ``x0`` by a run of the program, as monad-bayes picks one random choice. On
+  LR and LDA a ppl site is what the trace records under one name, so the plate site ``"z"``
+  is regenerated as a whole, where monad-bayes picks one scalar random choice: the cost of
+  one step (one run of the program) is the same, the kernel is coarser.
 * ``SMC100``: SMC with 100 particles and systematic resampling at every step
   (``ess_threshold=1``, as monad-bayes' ``smcSystematic``): ``infer.smc(100)`` on the
   programs as written. The HMM is a ``ppl.markov`` program (one step per time point); LR
@@ -25,8 +27,9 @@ simulated once at the largest size and cut to each size, as monad-bayes does
 * ``RMSMC10-1``: ``infer.rmsmc(10, move=infer.mh(num_mcmc_steps=1))`` (monad-bayes'
   resample-move SMC with 10 particles and 1 MH move per step), resampling at every step as
   above, on the programs as written (on LR and LDA: IBIS, a single-site move on the
-  program with the observations so far). Each move reruns the program, O(n) per step
-  and O(n^2) per run, as in monad-bayes.
+  program with the observations so far). On LR and LDA each move reruns the program, O(n)
+  per step and O(n^2) per run, as in monad-bayes; on the HMM a move is scored on its Markov
+  blanket, O(1) per step and O(n) per run.
 
 Timing: the jitted core that ``.run()`` calls (one ``jax.jit`` per model, size and
 algorithm, compiled on the first call) and the full ``.run()`` (the core plus the host-side

@@ -6,6 +6,10 @@ systematic resampling at every step. Contenders:
 
 * ``hand-written JAX``: :func:`handwritten_filter`, the lowering target (one ``lax.scan``
   over time, array code over particles, the log evidence only);
+* ``hand-written JAX with paths``: :func:`handwritten_filter_paths`, the same filter
+  recording ancestors and states in its scan and tracing the final particles' paths back
+  once at the end (the lowering target of ``.run()``, compared in the ``/ hand paths``
+  column);
 * ``ppl smc (core)``: ``infer.smc(...).core`` jitted, returning the log evidence (XLA drops
   what that does not need);
 * ``ppl smc .run()``: the full run, which returns a ``Posterior`` with every particle's
@@ -23,7 +27,10 @@ error is against the Kalman filter: mean and standard deviation over the timed r
     python benchmarks/bench_pf.py                    # N in {1000, 10000}, 5 repeats
     python benchmarks/bench_pf.py --repeats 9 --no-particles
 
-`particles` (Chopin's library) is optional: ``pip install particles``.
+`particles` (Chopin's library) is optional: ``pip install particles`` (0.4 pins
+``numpy<2``; it also runs on NumPy 2 installed apart with ``pip install --no-deps
+--target DIR particles numba llvmlite scikit-learn joblib threadpoolctl cloudpickle``
+and ``PYTHONPATH=DIR``, which leaves the environment's NumPy and JAX as they are).
 """
 
 from __future__ import annotations
@@ -65,6 +72,36 @@ def handwritten_filter(key, ys, num_particles):
     return log_z
 
 
+def handwritten_filter_paths(key, ys, num_particles):
+    """The lowering target of a run that returns paths: :func:`handwritten_filter` that
+    also records each step's ancestors and states in the scan and traces the final
+    particles' lineages back once at the end (a reverse ``lax.scan`` of gathers, Kitagawa
+    1996); returns the log evidence and the paths, (N, T), particle n's path in row n."""
+
+    def step(carry, inputs):
+        x, log_w, log_z = carry
+        key, y = inputs
+        k_res, k_move = jax.random.split(key)
+        w = jnp.exp(log_w - logsumexp(log_w))
+        u = (jax.random.uniform(k_res) + jnp.arange(num_particles)) / num_particles
+        idx = jnp.clip(jnp.searchsorted(jnp.cumsum(w), u), 0, num_particles - 1)
+        x = RHO * x[idx] + SIGMA_X * jax.random.normal(k_move, (num_particles,))
+        incr = -0.5 * ((y - x) / SIGMA_Y) ** 2 - jnp.log(SIGMA_Y * jnp.sqrt(2 * jnp.pi))
+        log_z = log_z + logsumexp(incr) - jnp.log(num_particles)
+        return (x, incr, log_z), (idx, x)
+
+    def back(idx, record):
+        ancestors_t, x_t = record
+        return ancestors_t[idx], x_t[idx]
+
+    keys = jax.random.split(key, ys.shape[0])
+    init = (jnp.zeros(num_particles), jnp.zeros(num_particles), jnp.zeros(()))
+    (_, _, log_z), (ancestors, states) = jax.lax.scan(step, init, (keys, ys))
+    final = jnp.arange(num_particles, dtype=ancestors.dtype)
+    _, paths = jax.lax.scan(back, final, (ancestors, states), reverse=True)
+    return log_z, paths.T
+
+
 def particles_filter(ys, num_particles):
     """``seed -> log evidence`` of `particles`' bootstrap filter on the same model."""
     import particles
@@ -92,12 +129,14 @@ def contenders(ys, n, with_particles):
                       history=False)
     core = jax.jit(lambda k: algo.core(k, zoo.lgssm_1d, (ys,), {}).log_evidence)
     hand = jax.jit(handwritten_filter, static_argnums=2)
+    hand_paths = jax.jit(handwritten_filter_paths, static_argnums=2)
 
     def key(r):
         return jax.random.PRNGKey(r)
 
     methods = {
         "hand-written JAX": lambda r: hand(key(r), ys, n),
+        "hand-written JAX with paths": lambda r: hand_paths(key(r), ys, n)[0],
         "ppl smc (core)": lambda r: core(key(r)),
         "ppl smc .run()": lambda r: algo.run(key(r), zoo.lgssm_1d, ys).log_evidence,
         "ppl .run(history=False)": lambda r: light.run(key(r), zoo.lgssm_1d, ys)
@@ -148,18 +187,20 @@ def main():
     print(f"T = {args.T}, Kalman log evidence {exact:.3f}; {versions}; "
           f"{jax.devices()[0].platform} ({os.cpu_count()} cores, {platform.machine()}); "
           f"best of {args.repeats} interleaved runs after compilation")
-    header = (f"| {'N':>6} | {'method':<24} | {'time (s)':>9} | {'/ hand JAX':>10} | "
-              f"{'particles /':>11} | {'log Z err (mean +- sd)':>22} |")
+    header = (f"| {'N':>6} | {'method':<27} | {'time (s)':>9} | {'/ hand JAX':>10} | "
+              f"{'/ hand paths':>12} | {'particles /':>11} | {'log Z err (mean +- sd)':>22} |")
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     for n in args.N:
         rows = interleaved_best(contenders(ys, n, not args.no_particles), args.repeats)
         base = rows["hand-written JAX"][0]
+        base_paths = rows["hand-written JAX with paths"][0]
         slow = rows["particles"][0] if "particles" in rows else np.nan
         for name, (t, log_z) in rows.items():
             err = log_z - exact
             speedup = f"{slow / t:>11.1f}" if np.isfinite(slow) else f"{'-':>11}"
-            print(f"| {n:>6} | {name:<24} | {t:>9.4f} | {t / base:>10.2f} | {speedup} | "
+            print(f"| {n:>6} | {name:<27} | {t:>9.4f} | {t / base:>10.2f} | "
+                  f"{t / base_paths:>12.2f} | {speedup} | "
                   f"{err.mean():>+12.3f} +- {err.std(ddof=1):>6.3f} |")
 
 

@@ -39,6 +39,12 @@ Step size. Euler on the OU components is stable and accurate only when the faste
 resolved: the primitive requires ``gamma_max * dt < 0.5`` on every step (a clear
 :class:`ValueError` otherwise), whenever ``times`` is concrete (it is checked when the
 program runs outside ``jit``; :func:`ppl.inference.variational_sde.vsde` always runs it so once).
+By default ``fbm(hurst)`` chooses the speeds from the grid
+(:func:`ppl.semantics.mafbm.grid_defaults`: ``gamma_max = 0.25 / max(dt)``, from ``1/(10 T)``,
+two per decade), which needs a concrete ``times``; a hand-set ``num_ou``/``gamma_max`` whose
+increment covariance on the grid is more than 10% off the exact fBM's (at the given Hurst
+index, or at 0.3 and 0.7 when it is traced) gets a warning with that figure
+(:func:`approximation_error`).
 
 Control. :mod:`ppl.inference.variational_sde` fits a posterior over paths by running the program
 with a *controller* installed (:func:`controlled`): the primitive then simulates under a control
@@ -95,12 +101,14 @@ class Brownian(NamedTuple):
 
 
 class FBM(NamedTuple):
-    """Markov-approximate fractional Brownian driving noise; see :func:`fbm`."""
+    """Markov-approximate fractional Brownian driving noise; see :func:`fbm`. ``num_ou``
+    and ``gamma_max`` are None until :func:`sde` chooses them from its grid."""
 
     hurst: object
-    num_ou: int
-    gamma_max: float
+    num_ou: int | None
+    gamma_max: float | None
     kind: str
+    gamma_min: float | None = None
 
 
 def brownian() -> Brownian:
@@ -108,7 +116,8 @@ def brownian() -> Brownian:
     return Brownian()
 
 
-def fbm(hurst, num_ou: int = 5, gamma_max: float = 20.0, kind: str = "II") -> FBM:
+def fbm(hurst, num_ou: int | None = None, gamma_max: float | None = None,
+        kind: str = "II") -> FBM:
     """Fractional Brownian driving noise of Hurst index ``hurst`` for :func:`sde`.
 
     Approximated by ``num_ou`` Ornstein-Uhlenbeck processes with speeds on a geometric grid
@@ -116,22 +125,87 @@ def fbm(hurst, num_ou: int = 5, gamma_max: float = 20.0, kind: str = "II") -> FB
     (Riemann-Liouville, Y(0) = 0) or ``"I"`` (Mandelbrot-van Ness, stationary Y(0)).
     ``hurst`` may be a float or a value from a ``ppl.param`` / ``ppl.sample`` site (it is
     traced and differentiable: the weights are re-solved from it each run).
+
+    By default (``num_ou=None``, ``gamma_max=None``) :func:`sde` picks the speeds from its
+    time grid (:func:`ppl.semantics.mafbm.grid_defaults`): geometric from ``1/(10 T)`` to
+    ``0.25 / max(dt)``, two per decade (K = 8 on [0, 4] with dt = 0.005); ``num_ou``
+    alone keeps that range with K speeds. With ``gamma_max`` given the grid is the paper's,
+    ``1/gamma_max..gamma_max`` (K = 5 unless given), and :func:`sde` warns when its
+    increment covariance on the grid is more than 10% off the exact fBM's.
     """
+    if kind not in ("I", "II"):
+        raise UnknownOptionError(f"unknown fbm kind={kind!r}; choose one of ['I', 'II']")
+    if num_ou is not None:
+        _check_num_ou(num_ou)
+        num_ou = int(num_ou)
+    _check_hurst_arg(hurst)
+    if gamma_max is None:
+        return FBM(hurst, num_ou, None, kind)
+    # the grid spans 1/gamma_max..gamma_max
+    gamma_max = check_number("fbm: gamma_max", gamma_max, low=1.0, low_open=True)
+    return FBM(hurst, 5 if num_ou is None else num_ou, gamma_max, kind)
+
+
+def _check_num_ou(num_ou):
     if isinstance(num_ou, bool) or not isinstance(num_ou, (int, np.integer)):
         raise ArgumentTypeError(f"fbm: num_ou must be an integer >= 2, got {num_ou!r}")
     if num_ou < 2:
         raise InvalidArgumentError(f"fbm: num_ou must be an integer >= 2, got {num_ou!r}")
-    if kind not in ("I", "II"):
-        raise UnknownOptionError(f"unknown fbm kind={kind!r}; choose one of ['I', 'II']")
-    # the grid spans 1/gamma_max..gamma_max
-    gamma_max = check_number("fbm: gamma_max", gamma_max, low=1.0, low_open=True)
+
+
+def _check_hurst_arg(hurst):
     if not isinstance(hurst, jax.core.Tracer):
         if isinstance(hurst, (bool, str, bytes)) or hurst is None:
             raise ArgumentTypeError(f"fbm: hurst must be a scalar in (0, 1), got {hurst!r}")
         h = np.asarray(hurst)
         if h.shape != () or not 0.0 < float(h) < 1.0:
             raise InvalidArgumentError(f"fbm: hurst must be a scalar in (0, 1), got {hurst!r}")
-    return FBM(hurst, int(num_ou), gamma_max, kind)
+
+
+#: ``sde`` warns when the increment covariance error of a hand-set MA-fBM is above this.
+APPROXIMATION_WARNING = 0.10
+
+
+def _resolve_fbm(name: str, noise: FBM, times) -> FBM:
+    """``noise`` with its speeds fixed: chosen from the concrete grid ``times`` when not
+    given (:func:`ppl.semantics.mafbm.grid_defaults`); a traced grid needs them given."""
+    if noise.gamma_max is not None:
+        return noise
+    from ppl.semantics.mafbm import grid_defaults
+
+    concrete = _concrete(times)
+    if concrete is None:
+        raise InvalidArgumentError(
+            f"sde('{name}'): noise=fbm(...) without num_ou/gamma_max chooses the OU speeds "
+            "from times, which must then be concrete (not traced); pass num_ou and gamma_max"
+        )
+    num_ou, gamma_min, gamma_max = grid_defaults(concrete)
+    return noise._replace(num_ou=num_ou if noise.num_ou is None else noise.num_ou,
+                          gamma_max=gamma_max, gamma_min=gamma_min)
+
+
+def approximation_error(noise: FBM, times, hurst=None) -> float:
+    """Relative error of the MA-fBM increment covariance of ``noise`` on the grid ``times``
+    against the exact fBM's (:func:`ppl.semantics.mafbm.increment_covariance_error`), at
+    ``hurst`` (default: the noise's own, which must then be concrete)."""
+    from ppl.semantics.mafbm import increment_covariance_error, weights_and_derivative
+
+    noise = _resolve_fbm("sde", noise, times)
+    h = float(np.asarray(noise.hurst if hurst is None else hurst, dtype=np.float64))
+    t = np.asarray(times, dtype=np.float64)
+    if noise.gamma_min is not None:
+        gammas = np.geomspace(noise.gamma_min, noise.gamma_max, noise.num_ou)
+    else:  # the paper's grid (geometric_speeds), in numpy: this also runs while tracing
+        k = np.arange(1, noise.num_ou + 1)
+        gammas = noise.gamma_max ** ((2.0 * k - (noise.num_ou + 1)) / (noise.num_ou - 1))
+    omega, _ = weights_and_derivative(h, gammas, t[-1] - t[0], noise.kind, derivative=False)
+    return increment_covariance_error(h, gammas, omega, t, noise.kind)
+
+
+def _speeds(noise: FBM, dtype):
+    from ppl.semantics.mafbm import geometric_speeds
+
+    return jnp.asarray(geometric_speeds(noise.num_ou, noise.gamma_max, noise.gamma_min), dtype)
 
 
 # --------------------------------------------------------------------------- checks
@@ -201,6 +275,7 @@ class Simulation(NamedTuple):
     ou: jax.Array | None  #: (N + 1,) + x0.shape + (K,) OU states (fractional noise) or None
     girsanov: jax.Array  #: the path's KL: sum_n 1/2 |u_n|^2 dt_n at unit scale (0 without control)
     log_weight: jax.Array  #: log p(noise) - log q(noise) of the realised increments
+    hurst: jax.Array | None = None  #: the Hurst index of fractional noise (None: Brownian)
 
 
 def _flat_state(x, y):
@@ -291,12 +366,12 @@ def _evaluate_control(control, t, state, context, shape, dtype):
 def _fractional_noise(name: str, noise: FBM, times, shape, dtype):
     """Speeds, weights omega(H) and the initial OU state (a latent site for type I)."""
     try:
-        from ppl.semantics.mafbm import geometric_speeds, mafbm_weights, stationary_covariance
+        from ppl.semantics.mafbm import mafbm_weights, stationary_covariance
     except ImportError as err:  # pragma: no cover - until semantics/mafbm.py lands
         raise NotImplementedError(
             f"sde('{name}'): noise=fbm(...) needs ppl.semantics.mafbm, which is missing"
         ) from err
-    gammas = jnp.asarray(geometric_speeds(noise.num_ou, noise.gamma_max), dtype)
+    gammas = _speeds(noise, dtype)
     horizon = times[-1] - times[0]
     omega = jnp.asarray(mafbm_weights(noise.hurst, gammas, horizon, kind=noise.kind), dtype)
     if noise.kind == "II":
@@ -307,6 +382,47 @@ def _fractional_noise(name: str, noise: FBM, times, shape, dtype):
         law = law.expand(shape).to_event(len(shape))
     y0 = numpyro.sample(f"{name}_y0", law)
     return gammas, omega, y0
+
+
+_WARNED: set = set()
+
+
+def _warn_approximation(name: str, noise: FBM, times):
+    """Warn (once per grid and noise) when a hand-set MA-fBM is coarse on this grid: the
+    increment covariance error above :data:`APPROXIMATION_WARNING`, at the noise's Hurst
+    index when concrete (else at 0.3 and 0.7). Grid-chosen speeds are not checked here."""
+    if noise.gamma_min is not None:
+        return
+    concrete = _concrete(times)
+    if concrete is None:
+        return
+    h = _concrete(noise.hurst) if not isinstance(noise.hurst, jax.core.Tracer) else None
+    hursts = (float(h),) if h is not None and h.shape == () else (0.3, 0.7)
+    key = (tuple(np.asarray(concrete, np.float64)[[0, 1, -1]]), concrete.shape[0],
+           noise.num_ou, noise.gamma_max, noise.kind, hursts)
+    if key in _WARNED:
+        return
+    _WARNED.add(key)
+    errors = [approximation_error(noise, concrete, hurst) for hurst in hursts]
+    worst = int(np.argmax(errors))
+    if errors[worst] > APPROXIMATION_WARNING:
+        import warnings
+
+        num_ou, _, gamma_max = _default_speeds(concrete)
+        warnings.warn(
+            f"sde('{name}'): fbm(num_ou={noise.num_ou}, gamma_max={noise.gamma_max:g}) "
+            f"approximates the fBM increments on this grid with a {100 * errors[worst]:.0f}% "
+            f"relative covariance error at H = {hursts[worst]:g}, which biases a learned "
+            f"Hurst index; leave num_ou and gamma_max unset to choose them from the grid "
+            f"(here K = {num_ou}, gamma_max = {gamma_max:.3g})",
+            UserWarning, stacklevel=3,
+        )
+
+
+def _default_speeds(times):
+    from ppl.semantics.mafbm import grid_defaults
+
+    return grid_defaults(times)
 
 
 # --------------------------------------------------------------------------- controllers
@@ -345,7 +461,11 @@ def sde(name: str, drift, diffusion, x0, times, noise=None, params=None):
             f"sde('{name}'): noise must be ppl.brownian() or ppl.fbm(hurst, num_ou=K), got "
             f"{noise!r}"
         )
+    if isinstance(noise, FBM):
+        noise = _resolve_fbm(name, noise, times)
     times = _check_times(name, times, noise)
+    if isinstance(noise, FBM):
+        _warn_approximation(name, noise, times)
     x0 = jnp.asarray(x0, dtype=jnp.result_type(times.dtype, jnp.asarray(x0).dtype))
     if not jnp.issubdtype(x0.dtype, jnp.floating):
         x0 = x0.astype(times.dtype)
@@ -363,6 +483,7 @@ def sde(name: str, drift, diffusion, x0, times, noise=None, params=None):
         "shape": shape,
         "num_ou": noise.num_ou if fractional else 0,
         "times": times,
+        "fbm": noise._replace(hurst=None) if fractional else None,
     }
     controller = _CONTROLLERS[-1] if _CONTROLLERS else None
     if controller is None:
@@ -374,5 +495,7 @@ def sde(name: str, drift, diffusion, x0, times, noise=None, params=None):
                              control=controller.control(name), context=controller.context)
         with numpyro.handlers.substitute(data={f"{name}_noise": sim.noise}):
             numpyro.sample(f"{name}_noise", law, infer={SDE_TAG: meta})
+        if fractional:
+            sim = sim._replace(hurst=jnp.asarray(noise.hurst, x0.dtype))
         controller.report(name, sim)
     return numpyro.deterministic(name, sim.path)
