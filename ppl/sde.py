@@ -388,11 +388,11 @@ _WARNED: set = set()
 
 
 def _warn_approximation(name: str, noise: FBM, times):
-    """Warn (once per grid and noise) when a hand-set MA-fBM is coarse on this grid: the
+    """Warn (once per grid and noise) when the MA-fBM is coarse on this grid: the
     increment covariance error above :data:`APPROXIMATION_WARNING`, at the noise's Hurst
-    index when concrete (else at 0.3 and 0.7). Grid-chosen speeds are not checked here."""
-    if noise.gamma_min is not None:
-        return
+    index when concrete (else at 0.3 and 0.7). For hand-set speeds the warning points to
+    the grid's defaults; for grid-chosen ones (whose fastest speed the grid step bounds) to
+    a finer grid."""
     concrete = _concrete(times)
     if concrete is None:
         return
@@ -408,15 +408,20 @@ def _warn_approximation(name: str, noise: FBM, times):
     if errors[worst] > APPROXIMATION_WARNING:
         import warnings
 
-        num_ou, _, gamma_max = _default_speeds(concrete)
-        warnings.warn(
-            f"sde('{name}'): fbm(num_ou={noise.num_ou}, gamma_max={noise.gamma_max:g}) "
-            f"approximates the fBM increments on this grid with a {100 * errors[worst]:.0f}% "
-            f"relative covariance error at H = {hursts[worst]:g}, which biases a learned "
-            f"Hurst index; leave num_ou and gamma_max unset to choose them from the grid "
-            f"(here K = {num_ou}, gamma_max = {gamma_max:.3g})",
-            UserWarning, stacklevel=3,
-        )
+        figure = (f"approximates the fBM increments on this grid with a "
+                  f"{100 * errors[worst]:.0f}% relative covariance error at H = "
+                  f"{hursts[worst]:g}, which can bias a learned Hurst index")
+        if noise.gamma_min is None:
+            num_ou, _, gamma_max = _default_speeds(concrete)
+            advice = (f"leave num_ou and gamma_max unset to choose them from the grid (here "
+                      f"K = {num_ou}, gamma_max = {gamma_max:.3g})")
+            what = f"fbm(num_ou={noise.num_ou}, gamma_max={noise.gamma_max:g})"
+        else:
+            step = float(np.max(np.diff(np.asarray(concrete, np.float64))))
+            advice = (f"its fastest speed is bounded by the grid step ({step:g}); a finer "
+                      f"time grid (a smaller step) resolves rougher paths")
+            what = f"the grid's MA-fBM (K = {noise.num_ou}, gamma_max = {noise.gamma_max:.3g})"
+        warnings.warn(f"sde('{name}'): {what} {figure}; {advice}", UserWarning, stacklevel=3)
 
 
 def _default_speeds(times):

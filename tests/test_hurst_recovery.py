@@ -163,6 +163,15 @@ def test_fbm_speeds_from_grid_and_warning(x64):
     assert meta["num_ou"] == 8 and meta["fbm"].gamma_min == pytest.approx(0.025)
     with pytest.warns(UserWarning, match=r"fbm\(num_ou=5, gamma_max=20\).*2\d% relative"):
         record(program(fbm(0.31, 5, 20.0)), jax.random.PRNGKey(0), densities=False)
+    coarse = np.linspace(0.0, HORIZON, 101)  # step 0.04: the fastest speed is 6.25
+    assert approximation_error(fbm(0.3), coarse) > 0.1
+
+    def coarse_program():
+        sde("x", lambda t, x, p: -x, lambda t, x, p: SIGMA, 0.0, jnp.asarray(coarse),
+            noise=fbm(0.3))
+
+    with pytest.warns(UserWarning, match=r"grid's MA-fBM.*finer time grid"):
+        record(coarse_program, jax.random.PRNGKey(0), densities=False)
 
 
 def test_vsde_defaults_and_info_on_fractional_noise(x64):

@@ -310,6 +310,7 @@ def test_rmsmc_evidence_and_filter():
 TIMES = (0, 12, T - 1)
 
 
+@pytest.mark.slow  # keeps the fast suite under 15 minutes; run with -m slow
 def test_csmc_samples_the_states_and_x0():
     """Particle Gibbs for the states with x0 among them (N = 30, 130 sweeps of which 10
     are warm-up, 12 independent chains): smoothed means and second moments of x_t at three
@@ -358,7 +359,8 @@ def smoother_power(report):
     check_power(report, "x0_x1", M0 * EXACT["smoothed_means"][0])
 
 
-@pytest.mark.parametrize("backward,num_particles", [("exact", 1000), ("reject", 2000)])
+@pytest.mark.parametrize("backward,num_particles", [
+    ("exact", 1000), pytest.param("reject", 2000, marks=pytest.mark.slow)])
 def test_paris_sums_over_the_steps_from_x0(backward, num_particles):
     """PaRIS (10 runs): E[sum_t psi | y] for psi = (x, x_prev x, first-step x_prev, first-step
     x_prev x), against the RTS sums with E[x0 x1 | y] in them. (The forward filter's
@@ -372,6 +374,7 @@ def test_paris_sums_over_the_steps_from_x0(backward, num_particles):
     smoother_power(report)
 
 
+@pytest.mark.slow  # keeps the fast suite under 15 minutes; run with -m slow
 def test_paris_2d_from_x0():
     """The 2-D model (x0 ~ MVN(m0, P0), T = 20), PaRIS with the accept-reject backward
     kernel (N = 600, 8 runs): sum of smoothed means, sum of E[x_{t-1} x_t^T | y] (with
@@ -394,6 +397,7 @@ def test_paris_2d_from_x0():
                     num_replicates=8))
 
 
+@pytest.mark.slow  # keeps the fast suite under 15 minutes; run with -m slow
 def test_ppg_sums_over_the_steps_from_x0():
     """PaRIS particle Gibbs (N = 100, 10 sweeps of which 2 warm-up, 10 independent
     chains): the same functional; PPG removes PaRIS's O(T/N) bias, so N can be small."""
@@ -426,6 +430,7 @@ def lgssm_x0_rho(ys, rho=None):
     return ppl.markov(step, init=x0, xs=ys)
 
 
+@pytest.mark.slow  # keeps the fast suite under 15 minutes; run with -m slow
 def test_pmmh_runs_with_x0_integrated_out():
     """PMMH over rho with x0 drawn from its prior in every particle: it runs, moves, and
     each draw carries a path and an x0. The likelihood it uses, the SMC evidence at a

@@ -157,6 +157,7 @@ def short_data():
     return data(100)
 
 
+@pytest.mark.slow  # keeps the fast suite under 15 minutes; run with -m slow
 def test_ppg_score_matches_the_kalman_score(short_data):
     ys = short_data
     exact = exact_score([THETA0[n] for n in NAMES], ys)

@@ -106,6 +106,7 @@ def test_degenerate_sites_are_not_flagged():
     assert short.diagnostics()["skipped_sites"] == ["mu"]
 
 
+@pytest.mark.slow  # keeps the fast suite under 15 minutes; run with -m slow
 def test_real_nuts_run_on_a_well_posed_model_is_silent():
     data = np.array([0.3, 1.2, -0.4, 0.8, 1.5, 0.9])
     algo = infer.nuts(500, num_warmup=300, num_chains=2)

@@ -51,6 +51,7 @@ def test_huge_smc_is_refused_and_names_history():
         infer.smc(10**9).run(KEY, zoo.lgssm_1d, ys)
 
 
+@pytest.mark.slow  # keeps the fast suite under 15 minutes; run with -m slow
 def test_normal_runs_do_not_warn():
     _, ys = zoo.simulate_lgssm_1d(jax.random.PRNGKey(1), 50)
     with warnings.catch_warnings():

@@ -104,6 +104,7 @@ def test_bar_distribution_moments_and_quantiles_match_its_density():
         assert np.max(np.abs(at - qs)) < 1e-3, at - qs
 
 
+@pytest.mark.slow  # keeps the fast suite under 15 minutes; run with -m slow
 def test_small_pfn_beats_prior_predictive(small_pfn):
     nll = per_task_nll(small_pfn, jax.random.PRNGKey(7), 200, N_POINTS)
     gain = nll[2] - nll[0]

@@ -149,6 +149,7 @@ def _monte_carlo_within_metropolis(real):
     return pmmh_step
 
 
+@pytest.mark.slow  # keeps the fast suite under 15 minutes; run with -m slow
 def test_recomputing_the_current_estimate_is_detected(monkeypatch, data, grid_posterior):
     """The same check, run on MCWM (the current estimate recomputed each iteration instead
     of kept) with 25 particles, where its bias is clear: the posterior mean of rho comes
@@ -204,6 +205,7 @@ def discrete_param(ys):
     return ppl.markov(step, init=0.0, xs=ys)
 
 
+@pytest.mark.slow  # keeps the fast suite under 15 minutes; run with -m slow
 def test_other_globals_paths_same_key_and_options(data):
     """Global sites not in params (b) are drawn per particle by the SMC and come back with
     the paths; same key, same answer; init_params and a per-param step_size are used."""

@@ -110,7 +110,7 @@ CASES.update({
                                                     num_warmup=1),
                        FAMILIES["markov"].program, FAMILIES["markov"].data),
 })
-FAST = ("smc", "nuts", "svi")
+FAST = ("smc", *(pytest.param(n, marks=pytest.mark.slow) for n in ("nuts", "svi")))
 
 
 def _values(post) -> dict:

@@ -127,6 +127,7 @@ def test_moves_change_the_globals(rho_runs):
     assert min(distinct[:-1]) > 3 * distinct[-1]
 
 
+@pytest.mark.slow  # keeps the fast suite under 15 minutes; run with -m slow
 def test_broken_move_is_detected(rho_problem, monkeypatch):
     """Accepting every move (regenerating rho from its prior) forgets the data: the
     posterior mean of rho fails the check the valid moves pass."""

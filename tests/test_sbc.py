@@ -167,6 +167,7 @@ def test_discrete_latent_ties_are_broken_at_random():
     assert result.ok(LEVEL), result.rejected(LEVEL)
 
 
+@pytest.mark.slow  # keeps the fast suite under 15 minutes; run with -m slow
 def test_markov_program_with_transformed_data_goes_through_the_handler():
     """The data reach the observe sites of a markov step only transformed (``xs=2 *
     raw``), so sbc sets the observed values by a handler inside each step, under SMC's

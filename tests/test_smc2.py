@@ -144,6 +144,7 @@ def _move_without_rerunning_the_filter(real):
     return mh_accept
 
 
+@pytest.mark.slow  # keeps the fast suite under 15 minutes; run with -m slow
 def test_a_wrong_smc2_is_detected(monkeypatch, data):
     """Moves that do not rerun the inner filter drift towards the prior and the check
     fails: at this seed the evidence misses by 7.8 standard errors and the moments of rho

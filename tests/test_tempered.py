@@ -106,7 +106,7 @@ def conjugate_runs(name, move):
 @pytest.mark.parametrize(
     "name,move",
     [("normal_normal", "random_walk"), ("beta_bernoulli", "random_walk"),
-     ("beta_bernoulli", "mh_prior"),
+     pytest.param("beta_bernoulli", "mh_prior", marks=pytest.mark.slow),
      pytest.param("beta_bernoulli", "hmc", marks=pytest.mark.slow),
      pytest.param("normal_normal", "hmc", marks=pytest.mark.slow),
      pytest.param("normal_normal", "mh_random_walk", marks=pytest.mark.slow)],

@@ -241,6 +241,7 @@ def test_affine_vsde_matches_its_exact_moments_and_kalman(ou_fit):
     assert mean_err.max() < 0.25
 
 
+@pytest.mark.slow  # keeps the fast suite under 15 minutes; run with -m slow
 def test_learned_noise_scale_beats_the_unit_variance_family(x64):
     """learn_noise_scale=True (a per-step log scale of each increment): the simulated paths
     and the ELBO estimator match their exact values (z-scores), and the exact ELBO comes
@@ -269,6 +270,7 @@ def test_learned_noise_scale_beats_the_unit_variance_family(x64):
     assert log_z - elbo_exact < 0.5 * kl_star
 
 
+@pytest.mark.slow  # keeps the fast suite under 15 minutes; run with -m slow
 def test_broken_girsanov_term_is_detected(monkeypatch, x64):
     """Dropping the Girsanov cost 1/2 int u^2 dt from the ELBO lets it exceed log Z."""
 
