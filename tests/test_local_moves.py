@@ -72,7 +72,6 @@ def site_after_markov(ys):
 PROGRAMS = {
     "discrete_hmm": (zoo.discrete_hmm, (HMM_YS,)),
     "monad_bayes_hmm": (zoo.monad_bayes_hmm, (zoo.MB_HMM_VALUES[:9],)),
-    "lgssm_x0": (zoo.lgssm_1d_x0, (LG_YS,)),
     "drift_with_deterministic": (drift_with_deterministic, (LG_YS,)),
 }
 

@@ -68,7 +68,8 @@ ALGORITHMS = {
 
 
 @pytest.mark.parametrize("case", list(CASES))
-@pytest.mark.parametrize("method", list(ALGORITHMS))
+@pytest.mark.parametrize("method", [pytest.param(m, marks=pytest.mark.slow)
+                                    if m in ("hmc", "ppg") else m for m in ALGORITHMS])
 def test_nonfinite_log_density_names_the_site_and_step(method, case):
     args, pattern = CASES[case]
     with pytest.raises(NonFiniteWeightError, match=pattern) as err:

@@ -62,6 +62,13 @@ def small_pfn():
     return net.fit(jax.random.PRNGKey(0), gp_regression, num_steps=150)
 
 
+@pytest.fixture(scope="module")
+def tiny_pfn():
+    """The shipped GP network (loaded, not trained: training compiles for ~40 s): for the
+    tests of saving and of errors."""
+    return load(os.path.join(WEIGHTS, "gp_pfn.npz"), inputs=gp_inputs)
+
+
 def test_bar_distribution_normalised_and_uniform_in_bucket():
     borders = make_borders(np.random.default_rng(0).normal(size=5000), 20)
     assert np.all(np.diff(borders) > 0)
@@ -123,7 +130,8 @@ def test_small_pfn_beats_prior_predictive(small_pfn):
     assert loss.mean() > 5 * loss.std(ddof=1) / np.sqrt(loss.size)
 
 
-def test_checkpoint_round_trip(small_pfn, tmp_path):
+def test_checkpoint_round_trip(tiny_pfn, tmp_path):
+    small_pfn = tiny_pfn
     path = tmp_path / "net.npz"
     small_pfn.save(path)
     loaded = load(path, inputs=gp_inputs)
@@ -305,7 +313,8 @@ def test_shipped_lc_network_extrapolates():
     assert lp.mean() > 2.254 - 4 * se, (lp.mean(), se)
 
 
-def test_bad_input_errors(small_pfn):
+def test_bad_input_errors(tiny_pfn):
+    small_pfn = tiny_pfn
     with pytest.raises(UnsupportedModelError, match="no observed site 'z'"):
         pfn(num_points=5, observed="z").fit(jax.random.PRNGKey(0), gp_regression, num_steps=1)
     with pytest.raises(UnsupportedModelError, match="target='theta'"):

@@ -144,6 +144,7 @@ def test_checker_detects_shifted_systematic_grid():
     assert not ok
 
 
+@pytest.mark.slow  # keeps the fast suite under 15 minutes; run with -m slow
 def test_impossible_particle_is_never_chosen():
     lw = skewed_log_weights()
     lw = lw.at[0].set(-jnp.inf).at[N - 1].set(-jnp.inf)

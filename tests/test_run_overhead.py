@@ -111,7 +111,8 @@ CASES = {
 }
 
 
-SLOW = ("rmsmc", "pmmh", "smc2", "csmc", "ppg", "score_climbing", "particle_gibbs")
+SLOW = ("rmsmc", "pmmh", "smc2", "csmc", "ppg", "score_climbing", "particle_gibbs", "svi",
+        "score_ascent", "vsde", "hmc")  # the fast suite keeps one of each family
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n
