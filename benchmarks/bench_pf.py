@@ -51,32 +51,9 @@ from ppl import models as zoo
 RHO, SIGMA_X, SIGMA_Y = 0.9, 1.0, 0.5
 
 
-def handwritten_filter(key, ys, num_particles):
-    """The lowering target: scan over time, vmap-free array code over particles."""
-
-    def step(carry, inputs):
-        x, log_w, log_z = carry
-        key, y = inputs
-        k_res, k_move = jax.random.split(key)
-        w = jnp.exp(log_w - logsumexp(log_w))
-        u = (jax.random.uniform(k_res) + jnp.arange(num_particles)) / num_particles
-        idx = jnp.clip(jnp.searchsorted(jnp.cumsum(w), u), 0, num_particles - 1)
-        x = RHO * x[idx] + SIGMA_X * jax.random.normal(k_move, (num_particles,))
-        incr = -0.5 * ((y - x) / SIGMA_Y) ** 2 - jnp.log(SIGMA_Y * jnp.sqrt(2 * jnp.pi))
-        log_z = log_z + logsumexp(incr) - jnp.log(num_particles)
-        return (x, incr, log_z), None
-
-    keys = jax.random.split(key, ys.shape[0])
-    init = (jnp.zeros(num_particles), jnp.zeros(num_particles), jnp.zeros(()))
-    (_, _, log_z), _ = jax.lax.scan(step, init, (keys, ys))
-    return log_z
-
-
-def handwritten_filter_paths(key, ys, num_particles):
-    """The lowering target of a run that returns paths: :func:`handwritten_filter` that
-    also records each step's ancestors and states in the scan and traces the final
-    particles' lineages back once at the end (a reverse ``lax.scan`` of gathers, Kitagawa
-    1996); returns the log evidence and the paths, (N, T), particle n's path in row n."""
+def _bootstrap_step(num_particles):
+    """One step of the hand-written bootstrap filter: systematic resampling, propagation,
+    weighting; ``(x, log_w, log_z), (key, y) -> (new carry, (ancestors, states))``."""
 
     def step(carry, inputs):
         x, log_w, log_z = carry
@@ -90,13 +67,32 @@ def handwritten_filter_paths(key, ys, num_particles):
         log_z = log_z + logsumexp(incr) - jnp.log(num_particles)
         return (x, incr, log_z), (idx, x)
 
+    return step
+
+
+def handwritten_filter(key, ys, num_particles):
+    """The lowering target: scan over time, vmap-free array code over particles."""
+    step = _bootstrap_step(num_particles)
+    keys = jax.random.split(key, ys.shape[0])
+    init = (jnp.zeros(num_particles), jnp.zeros(num_particles), jnp.zeros(()))
+    (_, _, log_z), _ = jax.lax.scan(lambda c, i: (step(c, i)[0], None), init, (keys, ys))
+    return log_z
+
+
+def handwritten_filter_paths(key, ys, num_particles):
+    """The lowering target of a run that returns paths: :func:`handwritten_filter` that
+    also records each step's ancestors and states in the scan and traces the final
+    particles' lineages back once at the end (a reverse ``lax.scan`` of gathers, Kitagawa
+    1996); returns the log evidence and the paths, (N, T), particle n's path in row n."""
+
     def back(idx, record):
         ancestors_t, x_t = record
         return ancestors_t[idx], x_t[idx]
 
     keys = jax.random.split(key, ys.shape[0])
     init = (jnp.zeros(num_particles), jnp.zeros(num_particles), jnp.zeros(()))
-    (_, _, log_z), (ancestors, states) = jax.lax.scan(step, init, (keys, ys))
+    (_, _, log_z), (ancestors, states) = jax.lax.scan(_bootstrap_step(num_particles), init,
+                                                      (keys, ys))
     final = jnp.arange(num_particles, dtype=ancestors.dtype)
     _, paths = jax.lax.scan(back, final, (ancestors, states), reverse=True)
     return log_z, paths.T
