@@ -14,9 +14,11 @@ to a model (:func:`make_kernel`) it is a kernel ``kernel(key, trace, args, kwarg
   (Wingate, Stuhlmüller & Goodman 2011, "Lightweight implementations of probabilistic
   programming languages via transformational compilation", section 3; monad-bayes'
   ``mhTrans``, Ścibior et al. 2018, section 7). Discrete sites work. A site is what the
-  trace records under one name: a site in a ``plate`` or a ``markov`` (stacked over time)
-  is regenerated as a whole (for per-step moves on state-space models use
-  :func:`ppl.inference.resample_move`).
+  trace records under one name: a site in a ``plate`` is regenerated as a whole. On a
+  ``markov`` program the units are the global sites and the time steps, a step moved on its
+  Markov blanket in O(1) (:func:`markov_single_site_step`,
+  :mod:`ppl.inference.local_moves`); ``block="site"`` regenerates a stacked step site
+  as a whole.
 * :func:`random_walk_step` — Gaussian random walk on the unconstrained coordinates
   ``u = T^{-1}(x)`` of every continuous latent site, ``u' = u + h eps``, ``eps ~ N(0, I)``,
   with ``log a = log p~(u') - log p~(u)`` where ``log p~`` is
@@ -472,7 +474,8 @@ class MH:
 
     def core(self, key, model, args, kwargs):
         """The pure, jittable run: ``num_chains`` chains (``vmap``; one after the other
-        when a markov program's moves mix O(1) step moves with O(T) global-site moves),
+        with one-time-step moves, whose in-place writes and global/step branches ``vmap``
+        would turn into O(T) selects),
         each initialised from the prior and run by the chain driver
         :func:`ppl.inference.kernels.run_chain`. Leading axes (num_chains, num_samples)."""
         layout = self.layout(model, args, kwargs)
