@@ -156,6 +156,7 @@ def test_step_proposal_close_to_locally_optimal(lgssm_proposal):
         assert abs(float(q.scale) / sd - 1.0) < GUIDE_SD_TOL
 
 
+@pytest.mark.slow  # keeps the fast suite under 15 minutes; run with -m slow
 def test_guided_smc_beats_bootstrap_and_stays_exact(lgssm_proposal):
     _, ys = zoo.simulate_lgssm_1d(jax.random.PRNGKey(5), T)
     exact = zoo.lgssm_1d_exact(ys)

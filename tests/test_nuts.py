@@ -354,6 +354,7 @@ def test_mixture_recovered_assignments_match_exact_conditional(mix_post):
     np.testing.assert_allclose(mix_post.log_likelihood["y"], expected, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow  # keeps the fast suite under 15 minutes; run with -m slow
 def test_hmm_with_states_in_markov(hmm_post):
     exact = hmm_exact()
     assert hmm_post.info["discrete_sites"] == ["x"]

@@ -309,8 +309,12 @@ def _k_equal(k: int) -> jax.Array:
     return jnp.where(jnp.arange(N) < k, 0.3, -jnp.inf)
 
 
-@pytest.mark.parametrize("threshold", [0.0, 0.3, 0.5, 0.7, 1.0])
-@pytest.mark.parametrize("k", [1, 10, 25, 40, N])
+def _slow_unless(values, fast):
+    return [v if v in fast else pytest.param(v, marks=pytest.mark.slow) for v in values]
+
+
+@pytest.mark.parametrize("threshold", _slow_unless([0.0, 0.3, 0.5, 0.7, 1.0], (0.0, 0.5, 1.0)))
+@pytest.mark.parametrize("k", _slow_unless([1, 10, 25, 40, N], (1, 25, N)))
 def test_adaptive_resample_exactly_when_ess_below_threshold(k, threshold):
     lw = _k_equal(k)
     key = jax.random.key(4)

@@ -344,6 +344,7 @@ def _keep_weights_after_resampling(real):
     ("propagate", _forget_reweighting),
     ("resample", _keep_weights_after_resampling),
 ])
+@pytest.mark.slow  # keeps the fast suite under 15 minutes; run with -m slow
 def test_a_wrong_smc_fails_the_checks(monkeypatch, lgssm_data, block, breaker):
     """The LGSSM battery has power over the engine's blocks: an SMC whose move forgets to
     reweight the particles fails the evidence check; one that keeps the weights after

@@ -142,6 +142,7 @@ def test_mvn_recovers_beta_bernoulli():
     assert_moments(post, "p", exact["mean"], exact["var"])
 
 
+@pytest.mark.slow  # keeps the fast suite under 15 minutes; run with -m slow
 def test_mvn_recovers_correlated_regression_posterior():
     mean, cov, _ = regression_exact()
     post = fitted("mvn", regression, X_REG, Y_REG)
