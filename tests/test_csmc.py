@@ -51,6 +51,9 @@ def test_chain_leaves_smoothing_invariant(new_path):
     print(chain_check(BACKWARD if new_path == "backward" else ANCESTOR))
 
 
+# slow (keeps the fast suite under 15 minutes): a broken-method control; the valid chain's check
+# stays fast
+@pytest.mark.slow
 def test_backward_sampling_without_filter_weights_is_detected(monkeypatch):
     def broken(fk, t, prev, values):
         return jax.vmap(lambda p, c: fk.log_transition(t, p, c, values))(prev.params, prev.carry)

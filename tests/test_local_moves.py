@@ -205,6 +205,9 @@ def test_mh_step_moves_preserve_the_hmm_posterior():
     print(_hmm_report())
 
 
+# slow (keeps the fast suite under 15 minutes): a broken-method control; the posterior checks stay
+# fast
+@pytest.mark.slow
 def test_an_accept_always_step_move_is_caught(monkeypatch):
     """The same check fails when every local proposal is accepted (the chain then samples
     the prior of the path, not its posterior)."""

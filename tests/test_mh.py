@@ -149,6 +149,8 @@ def test_broken_kernels_are_detected():
         assert not report.ok, name
 
 
+# slow (keeps the fast suite under 15 minutes): the sprinkler's marginals under mh stay fast
+@pytest.mark.slow
 def test_single_site_kernel_discrete_sprinkler():
     """Single-site regeneration on the binary sprinkler network, from exact joint draws,
     keeps the three posterior marginals."""
@@ -191,6 +193,9 @@ def replicate_check(algo, model, args, exact, tests, key=KEY):
     return report
 
 
+# slow (keeps the fast suite under 15 minutes): prior-proposal MH stays checked fast on
+# normal-normal and the sprinkler
+@pytest.mark.slow
 def test_mh_beta_bernoulli_prior():
     exact = zoo.beta_bernoulli_exact(BB_DATA)
     algo = infer.mh(500, num_warmup=100, num_chains=4)

@@ -325,6 +325,9 @@ def test_hmc_normal_normal():
 # --------------------------------------------------------------------------- discrete
 
 
+# slow (keeps the fast suite under 15 minutes): NUTS' fast known answers are normal-normal, the
+# flat prior and equality with NumPyro's NUTS
+@pytest.mark.slow
 def test_mixture_continuous_posterior_matches_quadrature(mix_post):
     exact = mixture_exact()
     assert mix_post.info["discrete_sites"] == ["z"] and mix_post.info["discrete_recovered"]

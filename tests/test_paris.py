@@ -58,7 +58,8 @@ EXACT = paris(300, 2, psi_1d)
 REJECT = paris(300, 2, psi_1d, backward="reject", max_trials=4)
 
 
-@pytest.mark.parametrize("backward", ["exact", "reject"])
+# "reject" is slow here (keeps the fast suite under 15 minutes): the 2-D test runs it fast
+@pytest.mark.parametrize("backward", ["exact", pytest.param("reject", marks=pytest.mark.slow)])
 def test_paris_recovers_rts_1d(backward):
     ys, exact = data_1d(T)
     smoother = EXACT if backward == "exact" else REJECT
@@ -84,6 +85,9 @@ def test_paris_recovers_rts_2d():
                     jax.random.PRNGKey(1), num_replicates=6))
 
 
+# slow (keeps the fast suite under 15 minutes): a broken-method control; the valid smoother's
+# checks stay fast
+@pytest.mark.slow
 def test_dropping_filter_weights_is_detected(monkeypatch):
     """A broken backward kernel m(x_{t-1}^k, x_t^i) without the filter weights w_{t-1}^k
     fails the check (T = 3: every backward step matters and the standard errors are

@@ -95,7 +95,8 @@ def unbiasedness_check(counts, log_weights, num_samples=None, k=K_SIGMA, agg_pva
 # --------------------------------------------------------------------------- unbiasedness
 
 
-@pytest.mark.parametrize("num_samples", [None, 17, 120])
+# 120 samples is slow (keeps the fast suite under 15 minutes; 17 != N stays fast)
+@pytest.mark.parametrize("num_samples", [None, 17, pytest.param(120, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("name", SCHEME_NAMES)
 def test_scheme_is_unbiased(name, num_samples):
     lw = skewed_log_weights()
@@ -176,7 +177,9 @@ def test_low_variance_schemes_beat_multinomial():
 # --------------------------------------------------------------------------- API
 
 
-@pytest.mark.parametrize("num_samples", [None, 1, 13, 200])
+# 13 and 200 are slow (keeps the fast suite under 15 minutes; 1 and N stay fast)
+@pytest.mark.parametrize("num_samples", [None, 1, pytest.param(13, marks=pytest.mark.slow),
+                                         pytest.param(200, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("name", SCHEME_NAMES)
 def test_indices_shape_dtype_range(name, num_samples):
     lw = skewed_log_weights()

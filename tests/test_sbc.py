@@ -146,6 +146,9 @@ def test_later_simulations_compile_nothing(importance_result):
     assert not late, late
 
 
+# slow (keeps the fast suite under 15 minutes): SBC's calibrated check stays fast on
+# importance sampling; NUTS has its own fast known-answer tests
+@pytest.mark.slow
 def test_nuts_is_calibrated():
     """NUTS on Normal-Normal, 400 draws thinned to 39 (bulk ESS is about 200 here)."""
     result = sbc(zoo.normal_normal, infer.nuts(400, 200), NN_DATA, num_simulations=100,
@@ -203,6 +206,9 @@ def test_markov_program_with_transformed_data_goes_through_the_handler():
 # --------------------------------------------------------------------------- detection
 
 
+# slow (keeps the fast suite under 15 minutes): a miscalibrated-method control; the calibrated
+# runs stay fast
+@pytest.mark.slow
 def test_too_few_particles_fail():
     """Two importance particles on a posterior seven times narrower than the prior: the
     resampled draws sit near the prior draws that happened to be proposed; SBC rejects."""

@@ -178,6 +178,9 @@ def test_traced_replay_reproduces_the_log_density():
     np.testing.assert_array_equal(replayed.values["mu"], trace.values["mu"])
 
 
+# slow (keeps the fast suite under 15 minutes): the mh tests check regeneration moves on conjugate
+# models
+@pytest.mark.slow
 def test_regeneration_mh_preserves_the_posterior():
     """The MH kernel built from Traced.regenerate leaves the exact posterior invariant:
     start 4000 independent chains at exact posterior draws, apply 5 moves, compare."""

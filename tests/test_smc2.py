@@ -115,6 +115,8 @@ def test_run_output_and_same_key(data):
     assert post.to_arviz().sample_stats["log_evidence"].shape == ()
 
 
+# slow (keeps the fast suite under 15 minutes): progress bars stay checked fast on smc and mh
+@pytest.mark.slow
 def test_progress_bar_reports_and_changes_nothing(data, capsys):
     """``progress_bar=True`` draws a tqdm bar labelled ``smc2`` on stderr from inside the
     jitted run, and the answer for the same key is unchanged."""

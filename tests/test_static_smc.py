@@ -53,7 +53,8 @@ def check_evidence(runs, exact_log_z):
     assert err < t * sd / np.sqrt(len(log_z)), (log_z, exact_log_z)
 
 
-@pytest.mark.parametrize("batch_size", [1, 5])
+# batch_size 1 is slow (keeps the fast suite under 15 minutes; batches of 5 stay fast)
+@pytest.mark.parametrize("batch_size", [pytest.param(1, marks=pytest.mark.slow), 5])
 def test_smc_static_beta_bernoulli(batch_size):
     exact = conjugate.beta_bernoulli_exact(BERNOULLI, 2.0, 3.0)
     smc = infer.smc(1000, batch_size=batch_size)

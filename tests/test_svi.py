@@ -154,6 +154,9 @@ def test_mvn_recovers_correlated_regression_posterior():
     assert np.min(corr) < -0.8  # the posterior is strongly correlated
 
 
+# slow (keeps the fast suite under 15 minutes): a property of the mean-field family, not a
+# correctness check of svi
+@pytest.mark.slow
 def test_mean_field_underestimates_correlated_variance():
     mean, cov, precision = regression_exact()
     mean_field_var = 1.0 / np.diag(precision)

@@ -172,6 +172,9 @@ def test_run_returns_posterior_and_forces_last_step():
     assert float(idata.sample_stats.attrs["log_evidence"]) == float(post.log_evidence)
 
 
+# slow (keeps the fast suite under 15 minutes): a broken-method control; the conjugate checks stay
+# fast
+@pytest.mark.slow
 def test_broken_variant_without_reweighting_is_detected(monkeypatch):
     """Ignoring the incremental weights (no reweighting/resampling, only the MCMC moves)
     leaves the particles behind the moving target: the exact checks must fail."""
