@@ -124,21 +124,25 @@ def cast_like(new, old):
 def mh_accept(key, current, proposed, log_alpha):
     """The Metropolis-Hastings accept step: ``(state, MHInfo)``.
 
-    Accepts ``proposed`` iff ``log u < log_alpha`` with ``u ~ U(0, 1)``, i.e. with
-    probability ``min(1, exp(log_alpha))`` (Metropolis et al. 1953; Hastings 1970, eq. 2.3:
+    Accepts ``proposed`` iff ``u < min(1, exp(log_alpha))`` with ``u ~ U(0, 1)``, i.e. with
+    that probability (Metropolis et al. 1953; Hastings 1970, eq. 2.3:
     ``log_alpha`` is the log ratio of target times reverse proposal over target times
     forward proposal). A NaN ``log_alpha`` (``-inf - (-inf)``, a density that cannot be
     evaluated) is a rejection. ``current`` and ``proposed`` are pytrees of one structure
     (the proposal is cast to the current dtypes); ``log_alpha`` is a scalar (``vmap`` for
-    a population)."""
+    a population). The acceptance probability is computed once, as a value of its own
+    (``exp`` is not duplicated into the consumers of ``accepted``), which lets XLA update
+    a state in place when the accept decision reads it (the local moves of
+    :func:`ppl.inference.trace_mh.markov_single_site_step`)."""
     log_alpha = jnp.asarray(log_alpha)
     if not jnp.issubdtype(log_alpha.dtype, jnp.floating):
         log_alpha = log_alpha.astype(jnp.result_type(float))
     log_alpha = jnp.where(jnp.isnan(log_alpha), -jnp.inf, log_alpha)
-    accepted = jnp.log(jax.random.uniform(key, dtype=log_alpha.dtype)) < log_alpha
+    accept_prob = jnp.exp(jnp.minimum(log_alpha, 0.0))
+    accepted = jax.random.uniform(key, dtype=log_alpha.dtype) < accept_prob
     proposed = cast_like(proposed, current)
     state = jax.tree.map(lambda new, old: jnp.where(accepted, new, old), proposed, current)
-    return state, MHInfo(accepted, jnp.exp(jnp.minimum(log_alpha, 0.0)))
+    return state, MHInfo(accepted, accept_prob)
 
 
 # --------------------------------------------------------------------------- random walk

@@ -200,10 +200,33 @@ def propose_step(key, trace: Trace, s, layout: MarkovLayout, ssm: StateSpace) ->
 
 
 def write_steps(trace: Trace, s, steps: tuple, num_steps: int) -> Trace:
-    """Write the one-step traces ``steps = (step s, step s+1)`` into ``trace`` (step s+1
-    first, so that at the last step, where both are step s, step s's wins)."""
-    trace = _write_step(trace, jnp.minimum(s + 1, num_steps - 1), steps[1])
-    return _write_step(trace, s, steps[0])
+    """Write the one-step traces ``steps = (step s, step s+1)`` into ``trace`` (at the last
+    step, where both are step s, step s's).
+
+    Each stacked buffer gets one update of the window of steps ``[start, start + 1]``,
+    ``start = min(s, T - 2)``, so that XLA updates it in place: two overlapping writes
+    (s + 1, then s) made it keep the old buffer for the second and copy every buffer of
+    the trace at every move, O(T)."""
+    if num_steps < 2:
+        return _write_step(trace, s, steps[0])
+    start = jnp.minimum(s, num_steps - 2)
+    last = s == num_steps - 1
+    values, log_probs = dict(trace.values), dict(trace.log_probs)
+    now, after = steps
+
+    def window(stacked, here, there):
+        here = jnp.reshape(jnp.asarray(here), jnp.shape(stacked)[1:]).astype(stacked.dtype)
+        there = jnp.reshape(jnp.asarray(there), jnp.shape(stacked)[1:]).astype(stacked.dtype)
+        kept = jax.lax.dynamic_index_in_dim(stacked, start, keepdims=False)
+        pair = jnp.where(last, jnp.stack([kept, here]), jnp.stack([here, there]))
+        return jax.lax.dynamic_update_slice_in_dim(stacked, pair, start, axis=0)
+
+    for n in now.names():
+        if now.kind(n) in (LATENT, DETERMINISTIC):
+            values[n] = window(values[n], now.values[n], after.values[n])
+        if n in now.log_probs:
+            log_probs[n] = window(log_probs[n], now.log_probs[n], after.log_probs[n])
+    return Trace(values, log_probs, trace.kinds)
 
 
 def step_move(key, trace: Trace, s, layout: MarkovLayout, ssm: StateSpace):

@@ -10,11 +10,12 @@ differ only in the variance of the offspring counts; see
 * N. Chopin and O. Papaspiliopoulos (2020), *An Introduction to Sequential Monte Carlo*,
   Springer, chapter 9 ("Importance resampling").
 
-All four are built the same way: normalise the weights in log space (``logsumexp`` first,
-never ``exp`` of unnormalised log weights), take the cumulative sum, and invert it at ``M``
-points in ``[0, 1)`` with :func:`jax.numpy.searchsorted`; they differ only in how those
-points are drawn. Everything is pure JAX, has no Python loop over particles, runs in
-``O(N + M log N)`` and can be wrapped in :func:`jax.jit` or :func:`jax.vmap`.
+All four are built the same way: exponentiate the log weights less their maximum (never
+``exp`` of raw log weights, which overflows), take the cumulative sum divided by its total,
+and invert it at ``M`` points in ``[0, 1)`` with :func:`jax.numpy.searchsorted`; they differ
+only in how those points are drawn. Everything is pure JAX, has no Python loop over
+particles, runs in ``O(N + M log N)`` and can be wrapped in :func:`jax.jit` or
+:func:`jax.vmap`.
 
 Degenerate weights
 ------------------
@@ -119,32 +120,48 @@ def _num_samples(num_samples, n: int, where: str) -> int:
 
 
 def _cdf(w: jax.Array) -> jax.Array:
-    """Cumulative sum of non-negative ``w``, monotone, with last entry exactly 1.
+    """Cumulative sum of non-negative ``w``, divided by its total, last entry exactly 1.
 
-    If ``w`` sums to zero the uniform CDF is returned (callers that can hit this mask the
-    result). Dividing by the last entry makes it exactly 1 (``x / x == 1`` in IEEE
-    arithmetic); ``cummax`` guards against a parallel prefix sum that is not monotone.
+    If ``w`` sums to zero or to a non-finite total the uniform CDF is returned (callers
+    that can hit this mask the result). Dividing by the last entry makes it exactly 1
+    (``x / x == 1`` in IEEE arithmetic). On CPU and GPU ``jnp.cumsum`` is a parallel prefix
+    sum, which is not monotone to the last ulp; :func:`_invert` handles the one case where
+    that matters (a point landing on a zero-weight particle) instead of a ``cummax`` pass,
+    which cost as much as the rest of the resampling step.
     """
     n = w.shape[-1]
     c = jnp.cumsum(w)
     total = c[-1]
-    ok = total > 0
+    ok = (total > 0) & jnp.isfinite(total)
     c = jnp.where(ok, c / jnp.where(ok, total, 1.0), jnp.arange(1, n + 1, dtype=c.dtype) / n)
-    c = jax.lax.cummax(jnp.minimum(c, 1.0))
-    return c.at[-1].set(1.0)
+    return jnp.minimum(c, 1.0).at[-1].set(1.0)
 
 
-def _invert(cdf: jax.Array, u: jax.Array) -> jax.Array:
-    """Indices ``i`` with ``cdf[i-1] <= u < cdf[i]`` for ``u`` in ``[0, 1)``.
+def _invert(cdf: jax.Array, u: jax.Array, w: jax.Array) -> jax.Array:
+    """Indices ``i`` with ``cdf[i-1] <= u < cdf[i]`` for ``u`` in ``[0, 1)``; ``w`` are the
+    weights ``cdf`` was built from.
 
-    ``side="right"`` means zero-weight particles (flat stretches of the CDF) are never
+    ``side="right"`` means zero-weight particles (flat stretches of the CDF) are not
     chosen, even for ``u == 0``; ``u`` is clipped below 1 in case ``(i + U) / M`` rounds up
-    to 1, and the result is clipped to ``N - 1``.
+    to 1, and the result is clipped to ``N - 1``. Where the prefix sum dips by an ulp a
+    point can still land on a zero-weight particle (an event of probability about 1e-7
+    per such particle): it then takes the heaviest particle, so an impossible particle
+    (log weight ``-inf``) is never resampled while another is possible.
     """
     n = cdf.shape[-1]
     u = jnp.clip(u.astype(cdf.dtype), 0.0, jnp.nextafter(jnp.asarray(1.0, cdf.dtype), 0.0))
-    idx = jnp.searchsorted(cdf, u, side="right")
-    return jnp.clip(idx, 0, n - 1).astype(jnp.int32)
+    idx = jnp.clip(jnp.searchsorted(cdf, u, side="right"), 0, n - 1).astype(jnp.int32)
+    heaviest = jnp.argmax(w).astype(jnp.int32)
+    landed_on_zero = (w[idx] <= 0) & (w[heaviest] > 0)
+    return jnp.where(landed_on_zero, heaviest, idx)
+
+
+def _relative_weights(lw: jax.Array) -> jax.Array:
+    """``exp(lw - max lw)``: the weights up to a constant, the largest 1 (no overflow; a
+    non-finite maximum is left to :func:`_cdf`'s uniform fallback). The CDF divides by the
+    total, so this saves the ``logsumexp`` a full normalisation would cost."""
+    top = jnp.max(lw)
+    return jnp.exp(lw - jnp.where(jnp.isfinite(top), top, 0.0))
 
 
 def _validated(log_weights, num_samples, where: str) -> tuple[jax.Array, int]:
@@ -158,23 +175,23 @@ def _validated(log_weights, num_samples, where: str) -> tuple[jax.Array, int]:
 
 @partial(jax.jit, static_argnums=2)
 def _multinomial(key, lw, m):
-    w = jnp.exp(log_normalise(lw))
+    w = _relative_weights(lw)
     u = jax.random.uniform(key, (m,), dtype=w.dtype)
-    return _invert(_cdf(w), u)
+    return _invert(_cdf(w), u, w)
 
 
 @partial(jax.jit, static_argnums=2)
 def _stratified(key, lw, m):
-    w = jnp.exp(log_normalise(lw))
+    w = _relative_weights(lw)
     u = (jnp.arange(m, dtype=w.dtype) + jax.random.uniform(key, (m,), dtype=w.dtype)) / m
-    return _invert(_cdf(w), u)
+    return _invert(_cdf(w), u, w)
 
 
 @partial(jax.jit, static_argnums=2)
 def _systematic(key, lw, m):
-    w = jnp.exp(log_normalise(lw))
+    w = _relative_weights(lw)
     u = (jnp.arange(m, dtype=w.dtype) + jax.random.uniform(key, (), dtype=w.dtype)) / m
-    return _invert(_cdf(w), u)
+    return _invert(_cdf(w), u, w)
 
 
 @partial(jax.jit, static_argnums=2)
@@ -191,7 +208,7 @@ def _residual(key, lw, m):
     det = jnp.repeat(jnp.arange(n, dtype=jnp.int32), counts, total_repeat_length=m)
     resid = jnp.maximum(scaled - floors, 0.0)
     u = jax.random.uniform(key, (m,), dtype=w.dtype)
-    rand = _invert(_cdf(resid), u)
+    rand = _invert(_cdf(resid), u, resid)
     return jnp.where(jnp.arange(m) < n_det, det, rand).astype(jnp.int32)
 
 

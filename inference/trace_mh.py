@@ -197,7 +197,11 @@ def markov_single_site_step(key, trace: Trace, args, kwargs, model,
         proposal = propose_step(k, tr, unit - G, layout, ssm)
         step = metropolis_hastings(key_accept, proposal.current, proposal.proposed,
                                    jnp.asarray(proposal.log_alpha, dtype))
-        written = write_steps(tr, unit - G, step.trace, T)
+        # the two chosen steps as a branch's result: XLA materialises them before the
+        # writes instead of recomputing the choice inside each buffer's update, which
+        # reads the other buffers and made it copy every buffer of the trace at every move
+        chosen = jax.lax.cond(step.accepted, lambda: step.trace, lambda: proposal.current)
+        written = write_steps(tr, unit - G, chosen, T)
         return MHStep(written, step.accepted, step.accept_prob)
 
     def global_site(k, tr):
