@@ -229,6 +229,24 @@ def test_degenerate_weights_all_on_one_particle():
         np.testing.assert_array_equal(SCHEMES[name](jax.random.key(0), lw), np.full(N, 5))
 
 
+
+def test_a_point_landing_on_a_zero_weight_particle_takes_a_possible_one():
+    """A prefix sum rounded differently at neighbouring entries (a parallel scan) can rise
+    by an ulp at a zero-weight particle; a point in that ulp lands on it, and it must not
+    be resampled: it takes the heaviest particle instead."""
+    from ppl.inference.resampling import _invert
+
+    w = jnp.array([0.25, 0.25, 0.0, 0.5])
+    below = jnp.nextafter(jnp.float32(0.5), 0.0)
+    cdf = jnp.array([0.25, below, 0.5, 1.0])  # entry 2 should equal entry 1
+    u = jnp.array([0.1, 0.3, below, 0.9])
+    assert int(jnp.searchsorted(cdf, below, side="right")) == 2  # the landing itself
+    np.testing.assert_array_equal(_invert(cdf, u, w), [0, 1, 3, 3])
+    # weights that are all zero keep the uniform fallback's indices
+    flat = jnp.arange(1, 5) / 4.0
+    np.testing.assert_array_equal(_invert(flat, jnp.array([0.1, 0.3, 0.6, 0.9]),
+                                          jnp.zeros(4)), [0, 1, 2, 3])
+
 @pytest.mark.parametrize("n", [3, 7, 50, 1000])
 def test_equal_weights_low_variance_schemes_copy_each_particle_once(n):
     # n * (1/n) can round to just below 1; residual must still make one copy of each
