@@ -26,8 +26,10 @@ from __future__ import annotations
 import os
 import re
 import warnings
+import weakref
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from ppl.errors import LargeRunWarning, ResourceError
@@ -119,13 +121,35 @@ def available_memory(device=None) -> tuple[int, str]:
     return _host_available(), "host memory"
 
 
+#: Output shapes per (run, argument shapes): a run's estimate is made once, not on every call.
+_SHAPES = weakref.WeakKeyDictionary()
+
+
+def _output_shapes(fn, args, kwargs):
+    """``jax.eval_shape(fn, *args, **kwargs)``, cached per ``fn`` and the shapes and dtypes
+    of the arguments (an abstract trace costs about a millisecond a call, the whole
+    overhead budget of a warm ``.run``)."""
+    leaves, treedef = jax.tree.flatten((args, kwargs))
+    try:
+        signature = (treedef, tuple((jnp.shape(x), jnp.result_type(x)) if hasattr(x, "dtype")
+                                    else x for x in leaves))
+        cached = _SHAPES.setdefault(fn, {})
+        if signature in cached:
+            return cached[signature]
+    except TypeError:  # an unhashable leaf or a run that cannot be weakly referenced
+        return jax.eval_shape(fn, *args, **kwargs)
+    shapes = jax.eval_shape(fn, *args, **kwargs)
+    cached[signature] = shapes
+    return shapes
+
+
 def check_memory(fn, *args, what: str = "this run", **kwargs):
     """Estimate the bytes of ``fn(*args, **kwargs)``'s outputs from their shapes
     (:func:`jax.eval_shape`, nothing allocated) and compare with :func:`available_memory`:
     raise :class:`~ppl.errors.ResourceError` when they exceed it, warn
     (:class:`~ppl.errors.LargeRunWarning`) above :data:`WARN_FRACTION` of it. Returns the
     estimate in bytes. Pass ``fn`` jitted: its trace is then cached for the run itself."""
-    shapes = jax.eval_shape(fn, *args, **kwargs)
+    shapes = _output_shapes(fn, args, kwargs)
     estimate = output_bytes(shapes)
     if estimate < (1 << 20):
         return estimate  # not worth a look at the machine
