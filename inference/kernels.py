@@ -24,8 +24,8 @@ carried by the scan, so memory is ``O(num_samples)`` whatever ``num_warmup`` and
 **Shared pieces** (one place each):
 
 * :func:`mh_accept` — the Metropolis-Hastings accept step: accept ``proposed`` iff
-  ``log u < log alpha``, ``u ~ U(0, 1)`` (Metropolis, Rosenbluth, Rosenbluth, Teller &
-  Teller 1953; Hastings 1970, eq. 2.3); a NaN ``log alpha`` is a rejection.
+  ``u < min(1, exp(log alpha))``, ``u ~ U(0, 1)`` (Metropolis, Rosenbluth, Rosenbluth,
+  Teller & Teller 1953; Hastings 1970, eq. 2.3); a NaN ``log alpha`` is a rejection.
 * :func:`random_walk` — the Gaussian random walk on a pytree of unconstrained values,
   ``u' = u + h eps`` (per-leaf scales, or a Cholesky factor for a correlated walk), and
   :func:`random_walk_mh`, the random-walk Metropolis kernel on an :class:`MHState`.

@@ -355,8 +355,8 @@ def _from_state(state: MHState) -> Particle:
 
 def random_walk_step(key, state: MHState, log_density_fn, chol, step_size):
     """One Gaussian random-walk Metropolis step for ``pi_b`` (Metropolis et al. 1953):
-    propose ``x' = x + step_size * chol @ z`` with ``z ~ N(0, I)`` and accept if ``log u <
-    log pi_b(x') - log pi_b(x)``: :func:`ppl.inference.kernels.random_walk_mh` with a
+    propose ``x' = x + step_size * chol @ z`` with ``z ~ N(0, I)`` and accept with
+    probability ``min(1, pi_b(x') / pi_b(x))``: :func:`ppl.inference.kernels.random_walk_mh` with a
     Cholesky factor. A kernel ``(key, state) -> (state, MHInfo)`` once its other arguments
     are bound (``log_density_fn`` from :func:`tempered_density`)."""
     kernel = random_walk_mh(log_density_fn, step_size, cholesky=chol, has_aux=True)
