@@ -78,7 +78,7 @@ from ppl.inference.engine import FeynmanKac, propagate, run_particles
 from ppl.inference.resampling import get_scheme
 from ppl.inference.sharding import check_divisible, particle_mesh, to_host
 from ppl.semantics.sequential import Sequential, replay_key
-from ppl.semantics.trace import DETERMINISTIC, FACTOR, LATENT, OBSERVED, record
+from ppl.semantics.trace import DETERMINISTIC, FACTOR, LATENT, OBSERVED
 
 from ppl import weights
 from ppl.errors import (
@@ -89,7 +89,6 @@ from ppl.errors import (
     check_probability,
 )
 from ppl.posterior import Posterior
-from ppl.primitives import step_index
 
 __all__ = [
     "SMC",
@@ -208,16 +207,6 @@ def trace_ancestry(history: dict, ancestors):
     return jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), paths), roots
 
 
-def _step_trace(ssm, t, carry, values):
-    """Replay step ``t`` with its latent ``values`` and return ``(carry, Trace)`` (with
-    per-site log densities, unlike :meth:`StateSpace.replay_step`)."""
-    with step_index(t):
-        new_carry, trace, _ = record(
-            ssm.step_fn, replay_key(), (carry, ssm.inputs(t)), substitutions=values
-        )
-    return jax.tree.map(jnp.asarray, new_carry), trace
-
-
 def replay_lineages(model, args, kwargs, params, paths, fixed=None):
     """Replay each final lineage through the program: ``(global values, step
     deterministic sites, pointwise log-likelihood, observed data, factor log weights)``.
@@ -235,7 +224,7 @@ def replay_lineages(model, args, kwargs, params, paths, fixed=None):
 
         def body(carry, step):
             t, values = step
-            carry, trace = _step_trace(ssm, t, carry, values)
+            carry, trace = ssm.step_trace(replay_key(), t, carry, values)
             out = (
                 trace.select(DETERMINISTIC),
                 {n: trace.log_probs[n] for n in trace.names(OBSERVED)},

@@ -132,10 +132,6 @@ def previous_carry(ssm: StateSpace, path: dict, s):
     return jax.tree.map(lambda a, b: jnp.where(s == 0, b, a), carry, ssm.init)
 
 
-def _total(trace: Trace, kinds) -> jnp.ndarray:
-    return trace.log_prob_sum(*kinds)
-
-
 def _put(stacked, t, value):
     value = jnp.reshape(jnp.asarray(value), jnp.shape(stacked)[1:])
     return stacked.at[t].set(value.astype(stacked.dtype))
@@ -192,8 +188,8 @@ def propose_step(key, trace: Trace, s, layout: MarkovLayout, ssm: StateSpace) ->
     old_s = _slice_trace(trace, s, layout.step_sites)
     old_n = _slice_trace(trace, nxt, layout.step_sites)
     new_s, new_n = _like(new_s, old_s), _like(new_n, old_n)
-    log_alpha = _total(new_s, SCORED) - _total(old_s, SCORED)
-    blanket = _total(new_n, (LATENT, *SCORED)) - _total(old_n, (LATENT, *SCORED))
+    log_alpha = new_s.log_prob_sum(*SCORED) - old_s.log_prob_sum(*SCORED)
+    blanket = new_n.log_prob_sum(LATENT, *SCORED) - old_n.log_prob_sum(LATENT, *SCORED)
     log_alpha = log_alpha + jnp.where(has_next, blanket, 0.0)
     new_n = jax.tree.map(lambda a, b: jnp.where(has_next, a, b), new_n, old_n)
     return StepProposal((old_s, old_n), (new_s, new_n), log_alpha)
@@ -240,7 +236,7 @@ def step_move(key, trace: Trace, s, layout: MarkovLayout, ssm: StateSpace):
 
 def _step_score(ssm: StateSpace, t, carry, values, kinds):
     carry, trace = ssm.step_trace(replay_key(), t, carry, values)
-    return carry, _total(trace, kinds)
+    return carry, trace.log_prob_sum(*kinds)
 
 
 def path_step_move(key, ssm: StateSpace, path: dict, s, t):
@@ -250,7 +246,7 @@ def path_step_move(key, ssm: StateSpace, path: dict, s, t):
     carry_prev = previous_carry(ssm, path, s)
     carry_old, old_s = _step_score(ssm, s, carry_prev, _at(path, s), SCORED)
     carry_new, new_trace = ssm.step_trace(key, s, carry_prev)
-    new_s = _total(new_trace, SCORED)
+    new_s = new_trace.log_prob_sum(*SCORED)
     nxt = jnp.minimum(s + 1, ssm.num_steps - 1)
     everything = (LATENT, *SCORED)
     _, old_n = _step_score(ssm, nxt, carry_old, _at(path, nxt), everything)

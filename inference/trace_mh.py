@@ -205,18 +205,8 @@ def markov_single_site_step(key, trace: Trace, args, kwargs, model,
         return MHStep(written, step.accepted, step.accept_prob)
 
     def global_site(k, tr):
-        traced = Traced(model)
-
-        def branch(site):
-            def regenerate(k, tr):
-                new, log_ratio = traced.regenerate(k, tr, (site,), *args, **kwargs)
-                return metropolis_hastings(key_accept, tr, cast_like(new, tr),
-                                           jnp.asarray(log_ratio, dtype))
-
-            return regenerate
-
-        index = jnp.minimum(unit, G - 1)
-        return jax.lax.switch(index, [branch(s) for s in layout.global_sites], k, tr)
+        return regenerate_site_step(k, tr, jnp.minimum(unit, G - 1), args, kwargs, model,
+                                    layout.global_sites)
 
     if G:
         return jax.lax.cond(unit < G, global_site, local, key_prop, trace)

@@ -412,7 +412,9 @@ def _warn_approximation(name: str, noise: FBM, times):
                   f"{100 * errors[worst]:.0f}% relative covariance error at H = "
                   f"{hursts[worst]:g}, which can bias a learned Hurst index")
         if noise.gamma_min is None:
-            num_ou, _, gamma_max = _default_speeds(concrete)
+            from ppl.semantics.mafbm import grid_defaults
+
+            num_ou, _, gamma_max = grid_defaults(concrete)
             advice = (f"leave num_ou and gamma_max unset to choose them from the grid (here "
                       f"K = {num_ou}, gamma_max = {gamma_max:.3g})")
             what = f"fbm(num_ou={noise.num_ou}, gamma_max={noise.gamma_max:g})"
@@ -422,12 +424,6 @@ def _warn_approximation(name: str, noise: FBM, times):
                       f"time grid (a smaller step) resolves rougher paths")
             what = f"the grid's MA-fBM (K = {noise.num_ou}, gamma_max = {noise.gamma_max:.3g})"
         warnings.warn(f"sde('{name}'): {what} {figure}; {advice}", UserWarning, stacklevel=3)
-
-
-def _default_speeds(times):
-    from ppl.semantics.mafbm import grid_defaults
-
-    return grid_defaults(times)
 
 
 # --------------------------------------------------------------------------- controllers
