@@ -412,6 +412,11 @@ def run_chain(key, kernel, init_state, num_samples: int, num_warmup: int = 0,
                             collect, progress_bar, desc)
 
     keys = jax.random.split(key, num_chains)
+    if not vectorize and num_chains == 1:
+        # one chain needs no loop: a ``lax.map`` of length one would copy every kept
+        # buffer (num_samples x the state) into its stacked output
+        state = None if draw else jax.tree.map(lambda x: x[0], init_state)
+        return jax.tree.map(lambda x: x[None], chain(keys[0], state))
     if not vectorize:
         return jax.lax.map(lambda kc: chain(*kc), (keys, None if draw else init_state))
     if draw:
