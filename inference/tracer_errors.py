@@ -28,6 +28,7 @@ program that writes ``if mu > 0:``, ``while x < 1:``, ``int(n)``, ``np.asarray(x
 from __future__ import annotations
 
 import contextlib
+import inspect
 import linecache
 import os
 import re
@@ -236,6 +237,36 @@ def _hint(err, line: str) -> str:
     )
 
 
+def _argument_names(model, args, kwargs) -> list[str]:
+    """A name for each of ``args`` then ``kwargs``: the model's parameter names where its
+    signature says, else ``argument i``."""
+    names = [f"argument {i}" for i in range(len(args))] + list(kwargs)
+    try:
+        params = list(inspect.signature(getattr(model, "fn", model)).parameters.values())
+    except (TypeError, ValueError):
+        return names
+    for i, p in enumerate(params[: len(args)]):
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+            names[i] = p.name
+    return names
+
+
+def _pandas_hint(model, args, kwargs) -> str:
+    """A hint naming the arguments that are pandas objects (JAX arithmetic with a traced
+    value hands a ``Series`` to pandas, which calls NumPy on the tracer), or ''."""
+    values = list(args) + list((kwargs or {}).values())
+    names = _argument_names(model, args, kwargs or {})
+    pandas = [n for n, v in zip(names, values, strict=True)
+              if type(v).__module__.split(".")[0] == "pandas"]
+    if not pandas:
+        return ""
+    one = len(pandas) == 1
+    return (f"; {', '.join(repr(n) for n in pandas)} "
+            f"{'is a pandas object' if one else 'are pandas objects'}: arithmetic between "
+            "a traced value and a pandas Series or DataFrame runs in pandas (NumPy), not "
+            f"JAX; pass {'its' if one else 'their'} `.to_numpy()`")
+
+
 def traced_control_flow_error(err, model=None, args=(), kwargs=None, traced_arguments=False,
                               where="") -> TracedControlFlowError:
     """The :class:`~ppl.errors.TracedControlFlowError` for JAX's concretization error
@@ -260,6 +291,7 @@ def traced_control_flow_error(err, model=None, args=(), kwargs=None, traced_argu
         sites += ("; the run's arguments are themselves traced (.run called under an outer "
                   "jax.jit or jax.vmap), so data-dependent Python code cannot run either: "
                   "pass concrete data")
+    sites += _pandas_hint(model, args, kwargs)
     first = str(err).strip().splitlines()[0] if str(err).strip() else ""
     prefix = f"{where}: " if where else ""
     return TracedControlFlowError(

@@ -426,6 +426,35 @@ def _step_name(step) -> str:
     return getattr(step, "__name__", None) or type(step).__name__
 
 
+def _is_jax_leaf(leaf) -> bool:
+    """Whether ``lax.scan`` takes ``leaf`` as it is (a JAX or NumPy array, a number)."""
+    return isinstance(leaf, (jax.Array, np.ndarray, np.generic, bool, int, float, complex))
+
+
+def per_step_inputs(xs, step=None):
+    """``xs`` as ``markov`` scans it. A list or tuple of numbers (or of equal-length lists
+    of numbers), as data often arrive, becomes one array whose leading axis is time (as a
+    pytree its leaves would be T scalars, none with a time axis); a leaf JAX does not take
+    but NumPy can read (a pandas ``Series``, an xarray ``DataArray``) becomes a NumPy
+    array. Anything else is left to :func:`_sequence_length`'s checks."""
+    if isinstance(xs, (list, tuple)) and xs and all(
+        jnp.ndim(leaf) == 0 for leaf in jax.tree.leaves(xs)
+    ):
+        try:
+            return jnp.asarray(xs)
+        except (TypeError, ValueError) as e:
+            where = f"markov(step '{_step_name(step)}')" if step is not None else "markov"
+            raise ShapeMismatchError(
+                f"{where}: `xs` is a list of {len(xs)} items that do not stack into one "
+                f"array with a leading time axis (ragged lists?): {e}"
+            ) from None
+    return jax.tree.map(
+        lambda leaf: leaf if _is_jax_leaf(leaf) or not hasattr(leaf, "__array__")
+        else np.asarray(leaf),
+        xs,
+    )
+
+
 def _sequence_length(xs, length, step=None):
     """The number of time steps T of a markov call (``xs``'s leading axis or ``length``).
 
@@ -663,10 +692,12 @@ def markov(step, init, xs=None, length=None):
     """Unfold ``carry = step(carry, x)`` over time and return the stacked carries.
 
     ``xs`` is a pytree of per-step inputs with a leading time axis (or None, with ``length``
-    steps, in which case ``x`` is None). The random choices made inside one call of ``step``
-    are that step's; in the program's trace each site is stacked along a leading time axis.
-    Read as a whole program this is NumPyro's ``scan`` (so NUTS, SVI and enumeration see it);
-    :class:`ppl.semantics.Sequential` reads it step by step as a state-space model.
+    steps, in which case ``x`` is None); a plain list of numbers (or of equal-length
+    lists) and a pandas ``Series`` are read as arrays (:func:`per_step_inputs`). The random
+    choices made inside one call of ``step`` are that step's; in the program's trace each
+    site is stacked along a leading time axis. Read as a whole program this is NumPyro's
+    ``scan`` (so NUTS, SVI and enumeration see it); :class:`ppl.semantics.Sequential`
+    reads it step by step as a state-space model.
 
     Every interpretation runs the step through the same checks, so a bad program gets
     the same named error under every combinator: T = 0 steps and a step that changes its
@@ -676,6 +707,7 @@ def markov(step, init, xs=None, length=None):
     (:class:`ShapeMismatchError`; inside a step, data must not broadcast against the
     distribution).
     """
+    xs = per_step_inputs(xs, step)
     num_steps = _sequence_length(xs, length, step)
     init = jax.tree.map(jnp.asarray, init)
     step = _checked_step(step, init, _names_outside_step())
