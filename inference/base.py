@@ -2,8 +2,10 @@
 
 A combinator is configured once (``infer.importance(num_samples=1000)``) and run with
 ``.run(key, model, *args, **kwargs)``. The pure core of a run is compiled once per model and
-per static structure of its arguments: array arguments are traced, Python scalars and
-other non-array arguments are static (so a model may use them as sizes).
+per static structure of its arguments: array arguments and Python floats are traced (as
+``jax.jit`` does: data given as a list of numbers, or a scale swept over many runs, reuse
+one compiled run), Python ints and bools and every other non-array argument are static (so
+a model may use them as sizes).
 
 A model that needs its data as concrete values (``len(np.unique(dept))``,
 ``int(np.max(y))``, as NumPyro's example models do; NumPyro closes over model arguments)
@@ -124,7 +126,9 @@ MAX_CONCRETE_RUNS = 8
 
 
 def _is_array(leaf) -> bool:
-    return isinstance(leaf, (jax.Array, np.ndarray))
+    """Whether an argument leaf is traced: an array or a Python float (ints and bools
+    stay static: a model may use them as sizes or switches)."""
+    return isinstance(leaf, (jax.Array, np.ndarray, float))
 
 
 class SplitArguments(NamedTuple):

@@ -101,3 +101,40 @@ def test_pandas_meeting_a_traced_value_names_the_argument():
         algo.run(KEY, regression, frame["x"], frame["y"].to_numpy())
     post = algo.run(KEY, regression, frame["x"].to_numpy(), frame["y"].to_numpy())
     assert np.isfinite(np.asarray(post.log_weights)).all()
+
+
+@ppl.model
+def scaled(ys, scale):
+    mu = ppl.sample("mu", dist.Normal(0.0, scale))
+    with ppl.plate("n", len(ys)):
+        ppl.observe("y", dist.Normal(mu, 1.0), ys)
+
+
+@ppl.model
+def switched(ys, scale):
+    mu = ppl.sample("mu", dist.Normal(0.0, 1.0))
+    if scale > 1.0:  # Python control flow on a float argument: needs it concrete
+        mu = ppl.deterministic("mu_scaled", mu * scale)
+    with ppl.plate("n", len(ys)):
+        ppl.observe("y", dist.Normal(mu, 1.0), ys)
+
+
+def test_python_floats_are_traced_so_new_values_reuse_the_compiled_run():
+    algo = infer.importance(num_samples=16)
+    first = algo.run(KEY, ssm, YS)
+    second = algo.run(KEY, ssm, [y + 1.0 for y in YS])
+    assert len(algo._runs._cache) == 1 and not algo._runs._cache.concrete
+    assert not np.array_equal(np.asarray(first.log_weights), np.asarray(second.log_weights))
+    narrow = algo.run(KEY, scaled, np.ones(4, np.float32), 0.1)
+    wide = algo.run(KEY, scaled, np.ones(4, np.float32), 10.0)
+    assert len(algo._runs._cache) == 2
+    np.testing.assert_allclose(np.asarray(wide.samples["mu"]),
+                               100.0 * np.asarray(narrow.samples["mu"]), rtol=1e-5)
+
+
+def test_a_float_argument_in_python_control_flow_runs_with_it_concrete():
+    algo = infer.importance(num_samples=16)
+    post = algo.run(KEY, switched, np.ones(4, np.float32), 2.0)
+    np.testing.assert_allclose(np.asarray(post.samples["mu_scaled"]),
+                               2.0 * np.asarray(post.samples["mu"]), rtol=1e-6)
+    assert "mu_scaled" not in algo.run(KEY, switched, np.ones(4, np.float32), 0.5).samples
