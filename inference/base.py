@@ -126,9 +126,9 @@ MAX_CONCRETE_RUNS = 8
 
 
 def _is_array(leaf) -> bool:
-    """Whether an argument leaf is traced: an array or a Python float (ints and bools
-    stay static: a model may use them as sizes or switches)."""
-    return isinstance(leaf, (jax.Array, np.ndarray, float))
+    """Whether an argument leaf is traced: an array or a float (Python's or a NumPy
+    scalar); ints and bools stay static: a model may use them as sizes or switches."""
+    return isinstance(leaf, (jax.Array, np.ndarray, float, np.floating))
 
 
 class SplitArguments(NamedTuple):

@@ -2,7 +2,8 @@
 ``Series``. ``ppl.markov`` reads a list of numbers (or of equal-length lists) and a
 ``Series`` given as ``xs`` as one array with a leading time axis, under every
 interpretation, so a run on them is the run on the NumPy array; a pandas object that
-meets a traced value inside a model gets an error that names the argument."""
+meets a traced value inside a model gets an error that names the argument. Float arguments
+(a list of floats, a scale) are traced, so new values reuse the compiled run."""
 
 from __future__ import annotations
 
@@ -126,7 +127,7 @@ def test_python_floats_are_traced_so_new_values_reuse_the_compiled_run():
     assert len(algo._runs._cache) == 1 and not algo._runs._cache.concrete
     assert not np.array_equal(np.asarray(first.log_weights), np.asarray(second.log_weights))
     narrow = algo.run(KEY, scaled, np.ones(4, np.float32), 0.1)
-    wide = algo.run(KEY, scaled, np.ones(4, np.float32), 10.0)
+    wide = algo.run(KEY, scaled, np.ones(4, np.float32), np.float32(10.0))
     assert len(algo._runs._cache) == 2
     np.testing.assert_allclose(np.asarray(wide.samples["mu"]),
                                100.0 * np.asarray(narrow.samples["mu"]), rtol=1e-5)
