@@ -431,27 +431,44 @@ def _is_jax_leaf(leaf) -> bool:
     return isinstance(leaf, (jax.Array, np.ndarray, np.generic, bool, int, float, complex))
 
 
+def _is_number_list(node) -> bool:
+    """A non-empty list or tuple of numbers (Python numbers, 0-d arrays or tracers)."""
+    return isinstance(node, (list, tuple)) and len(node) > 0 and all(
+        not isinstance(e, (list, tuple, dict)) and jnp.ndim(e) == 0 for e in node
+    )
+
+
+def _is_list_of_number_lists(node) -> bool:
+    return isinstance(node, list) and len(node) > 0 and all(_is_number_list(e) for e in node)
+
+
 def per_step_inputs(xs, step=None):
-    """``xs`` as ``markov`` scans it. A list or tuple of numbers (or of equal-length lists
-    of numbers), as data often arrive, becomes one array whose leading axis is time (as a
-    pytree its leaves would be T scalars, none with a time axis); a leaf JAX does not take
-    but NumPy can read (a pandas ``Series``, an xarray ``DataArray``) becomes a NumPy
-    array. Anything else is left to :func:`_sequence_length`'s checks."""
-    if isinstance(xs, (list, tuple)) and xs and all(
-        jnp.ndim(leaf) == 0 for leaf in jax.tree.leaves(xs)
-    ):
-        try:
-            return jnp.asarray(xs)
-        except (TypeError, ValueError) as e:
+    """``xs`` as ``markov`` scans it. A list or tuple of numbers, as data often arrive,
+    becomes one array whose leading axis is time (as a pytree its leaves would be T
+    scalars, none with a time axis), wherever it sits in ``xs`` (``(ys, us)`` with two such
+    lists is two sequences); a leaf JAX does not take but NumPy can read (a pandas
+    ``Series``, an xarray ``DataArray``) becomes a NumPy array. A list of lists of numbers
+    is refused with a :class:`ShapeMismatchError`: rows of a (T, d) table and d sequences
+    of length T look the same (``np.asarray(rows)`` or a tuple of arrays says which).
+    Anything else is left to :func:`_sequence_length`'s checks."""
+
+    def convert(node):
+        if _is_number_list(node):
+            return jnp.asarray(node)
+        if _is_list_of_number_lists(node):
             where = f"markov(step '{_step_name(step)}')" if step is not None else "markov"
             raise ShapeMismatchError(
-                f"{where}: `xs` is a list of {len(xs)} items that do not stack into one "
-                f"array with a leading time axis (ragged lists?): {e}"
-            ) from None
+                f"{where}: `xs` holds a list of {len(node)} lists of numbers, which could be "
+                "the rows of a table (time first) or several sequences; pass "
+                "np.asarray(rows) for rows (shape (T, d)), or a tuple or dict of arrays for "
+                "several sequences"
+            )
+        if not _is_jax_leaf(node) and hasattr(node, "__array__"):
+            return np.asarray(node)
+        return node
+
     return jax.tree.map(
-        lambda leaf: leaf if _is_jax_leaf(leaf) or not hasattr(leaf, "__array__")
-        else np.asarray(leaf),
-        xs,
+        convert, xs, is_leaf=lambda n: _is_number_list(n) or _is_list_of_number_lists(n)
     )
 
 
@@ -692,8 +709,8 @@ def markov(step, init, xs=None, length=None):
     """Unfold ``carry = step(carry, x)`` over time and return the stacked carries.
 
     ``xs`` is a pytree of per-step inputs with a leading time axis (or None, with ``length``
-    steps, in which case ``x`` is None); a plain list of numbers (or of equal-length
-    lists) and a pandas ``Series`` are read as arrays (:func:`per_step_inputs`). The random
+    steps, in which case ``x`` is None); a plain list of numbers and a pandas ``Series``
+    are read as arrays (:func:`per_step_inputs`). The random
     choices made inside one call of ``step`` are that step's; in the program's trace each
     site is stacked along a leading time axis. Read as a whole program this is NumPyro's
     ``scan`` (so NUTS, SVI and enumeration see it); :class:`ppl.semantics.Sequential`

@@ -1,7 +1,8 @@
-"""Data as users hand them over: a Python list of numbers, a list of rows, a pandas
-``Series``. ``ppl.markov`` reads a list of numbers (or of equal-length lists) and a
-``Series`` given as ``xs`` as one array with a leading time axis, under every
-interpretation, so a run on them is the run on the NumPy array; a pandas object that
+"""Data as users hand them over: a Python list of numbers, a tuple of such lists, a list of
+rows, a pandas ``Series``. ``ppl.markov`` reads a list of numbers and a ``Series`` given as
+``xs`` (or inside ``xs``) as one array with a leading time axis, under every
+interpretation, so a run on them is the run on the NumPy array; a list of lists, rows or
+sequences alike, is refused with a message that says how to say which; a pandas object that
 meets a traced value inside a model gets an error that names the argument. Float arguments
 (a list of floats, a scale) are traced, so new values reuse the compiled run."""
 
@@ -69,16 +70,32 @@ def test_a_list_of_numbers_is_the_array(name):
     assert np.shape(as_list.samples["x"])[-1] == len(YS)
 
 
-def test_a_list_of_rows_is_the_matrix():
-    rows = [[y, y + 0.1] for y in YS]
+@ppl.model
+def driven(inputs):
+    """Each step reads a pair (observation, control) from a pytree of two sequences."""
+
+    def step(x, yu):
+        y, u = yu
+        x = ppl.sample("x", dist.Normal(0.9 * x + u, 1.0))
+        ppl.observe("y", dist.Normal(x, 0.5), y)
+        return x
+
+    return ppl.markov(step, init=0.0, xs=inputs)
+
+
+def test_a_tuple_of_lists_is_several_sequences():
+    us = [0.1 * t for t in range(len(YS))]
     algo = infer.smc(num_particles=64)
-    _same_posterior(algo.run(KEY, ssm_rows, rows),
-                    algo.run(KEY, ssm_rows, np.asarray(rows, dtype=np.float32)))
+    as_arrays = (np.asarray(YS, np.float32), np.asarray(us, np.float32))
+    _same_posterior(algo.run(KEY, driven, (YS, us)), algo.run(KEY, driven, as_arrays))
 
 
-def test_a_ragged_list_names_the_markov_step():
-    with pytest.raises(ShapeMismatchError, match=r"markov\(step 'step'\).*ragged"):
-        infer.smc(num_particles=8).run(KEY, ssm_rows, [[0.1, 0.2], [0.3]])
+def test_a_list_of_lists_asks_rows_or_sequences():
+    rows = [[y, y + 0.1] for y in YS]
+    with pytest.raises(ShapeMismatchError, match=r"markov\(step 'step'\).*np.asarray\(rows\)"):
+        infer.smc(num_particles=8).run(KEY, ssm_rows, rows)
+    np.testing.assert_equal(np.shape(infer.smc(num_particles=8).run(
+        KEY, ssm_rows, np.asarray(rows, np.float32)).samples["x"]), (8, len(YS)))
 
 
 def test_a_pandas_series_is_its_values():
