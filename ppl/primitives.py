@@ -710,11 +710,11 @@ def markov(step, init, xs=None, length=None):
 
     ``xs`` is a pytree of per-step inputs with a leading time axis (or None, with ``length``
     steps, in which case ``x`` is None); a plain list of numbers and a pandas ``Series``
-    are read as arrays (:func:`per_step_inputs`). The random
-    choices made inside one call of ``step`` are that step's; in the program's trace each
-    site is stacked along a leading time axis. Read as a whole program this is NumPyro's
-    ``scan`` (so NUTS, SVI and enumeration see it); :class:`ppl.semantics.Sequential`
-    reads it step by step as a state-space model.
+    are read as arrays (:func:`per_step_inputs`). The random choices made inside one call
+    of ``step`` are that step's; in the program's trace each site is stacked along a
+    leading time axis. Read as a whole program this is NumPyro's ``scan`` (so NUTS, SVI
+    and enumeration see it); :class:`ppl.semantics.Sequential` reads it step by step as a
+    state-space model.
 
     Every interpretation runs the step through the same checks, so a bad program gets
     the same named error under every combinator: T = 0 steps and a step that changes its
